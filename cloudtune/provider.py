@@ -1,0 +1,244 @@
+"""The one provider interface.
+
+A provider is mostly a translation table: its status map, its error
+translation, its calls. Waiting, following, retrying, the ledger and cleanup
+order live once in :mod:`cloudtune` and never in a provider.
+
+Contract every implementation keeps (checked by ``tests/contract``):
+
+* Every public operation raises only :class:`~cloudtune.errors.CloudtuneError`
+  subclasses. Subclasses implement :meth:`Provider.translate_error` - the one
+  place their SDK's exceptions are turned into ours; the base class routes every
+  interface call through it, so no provider method needs its own try/except.
+* ``get_*`` of something that does not exist raises :class:`NotFound`.
+* Deletes are idempotent: deleting what is already gone is success. The base
+  class enforces it by swallowing ``NotFound`` from ``delete_file``,
+  ``undeploy`` and ``delete_model``.
+* Unknown provider statuses map to ``JobState.UNKNOWN`` (see :meth:`map_status`),
+  never an exception.
+* What a provider cannot do is declared in :attr:`Provider.unsupported`
+  (operation -> reason); calling it raises :class:`UnsupportedOperation` with
+  that reason before any SDK is touched.
+* ``delete_model`` on a model that is still deployed raises :class:`Conflict`;
+  cloudtune's pipeline always undeploys first.
+* ``create_job`` puts ``run_id`` into the job's metadata (or the provider's
+  equivalent) so that :meth:`find_jobs` can find it again after a crash.
+* Nothing secret (keys, tokens) is ever put in a returned object.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cloudtune import errors
+from cloudtune.types import (
+    ChatResult,
+    Checkpoint,
+    CheckResult,
+    Deployment,
+    DeployOptions,
+    FineTuneSpec,
+    Job,
+    JobEvent,
+    JobState,
+)
+
+UploadProgress = Callable[[int, int], None]  # (bytes_sent, bytes_total)
+
+#: The operations of the interface, in the order a run uses them.
+OPERATIONS: tuple[str, ...] = (
+    "check",
+    "upload_file",
+    "delete_file",
+    "create_job",
+    "find_jobs",
+    "get_job",
+    "list_jobs",
+    "list_events",
+    "list_checkpoints",
+    "cancel_job",
+    "pause_job",
+    "resume_job",
+    "deploy",
+    "get_deployment",
+    "list_deployments",
+    "undeploy",
+    "delete_model",
+    "chat",
+)
+_IDEMPOTENT_DELETES = frozenset({"delete_file", "undeploy", "delete_model"})
+
+
+class Provider(abc.ABC):
+    """Base class of every provider. See the module docstring for the contract."""
+
+    #: the registry name (``--provider NAME``)
+    name: ClassVar[str] = ""
+    #: operation -> why this provider cannot do it (skypilot-style, checked in one place)
+    unsupported: ClassVar[Mapping[str, str]] = {}
+    #: raw provider status -> shared state; anything missing maps to ``unknown``
+    status_map: ClassVar[Mapping[str, JobState]] = {}
+    #: the pip extra that installs this provider's SDK
+    install_extra: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options: dict[str, Any] = dict(options or {})
+        # Injected so that tests and benchmarks can run timelines in milliseconds.
+        self.sleep = sleep
+        self.clock = clock
+
+    # ------------------------------------------------------------ plumbing
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for operation in OPERATIONS:
+            method = cls.__dict__.get(operation)
+            if method is not None and callable(method) and not getattr(method, "_cloudtune_wrapped", False):
+                setattr(cls, operation, _guarded(operation, method))
+
+    def map_status(self, raw: str | None) -> JobState:
+        """The provider's raw status string -> the shared state (unknown if unmapped)."""
+        if raw is None:
+            return JobState.UNKNOWN
+        return self.status_map.get(raw, self.status_map.get(str(raw).lower(), JobState.UNKNOWN))
+
+    def require(self, operation: str) -> None:
+        reason = self.unsupported.get(operation)
+        if reason is not None:
+            raise errors.UnsupportedOperation(
+                f"The {self.name} provider cannot {operation.replace('_', ' ')}: {reason}",
+                provider=self.name,
+            )
+
+    def supports(self, operation: str) -> bool:
+        return operation not in self.unsupported
+
+    def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
+        """Turn this provider's SDK exception into a cloudtune error. Override it."""
+        return errors.ProviderError(f"{self.name}: {type(exc).__name__}: {exc}", provider=self.name)
+
+    def close(self) -> None:
+        """Release clients, sockets, processes. Safe to call twice."""
+
+    def __enter__(self) -> "Provider":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------- interface
+    @abc.abstractmethod
+    def check(self) -> CheckResult:
+        """Preflight: SDK installed, credentials found, region / capability. Never raises for a
+        missing credential: it is reported in the result."""
+
+    @abc.abstractmethod
+    def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
+        """Upload a JSONL file and wait until the provider can use it; returns its id."""
+
+    @abc.abstractmethod
+    def delete_file(self, file_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def create_job(
+        self,
+        spec: FineTuneSpec,
+        *,
+        training_file_id: str,
+        validation_file_id: str | None,
+        run_id: str,
+    ) -> Job:
+        """Create the job exactly once: no SDK-level retries here (a retried POST can make a
+        second job); the pipeline looks for the run id with :meth:`find_jobs` when the outcome
+        is unknown."""
+
+    @abc.abstractmethod
+    def find_jobs(self, run_id: str) -> list[Job]:
+        """Jobs whose metadata carries this run id, newest first."""
+
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> Job: ...
+
+    def list_jobs(self, limit: int = 20) -> list[Job]:
+        raise errors.UnsupportedOperation(f"The {self.name} provider does not list jobs", provider=self.name)
+
+    @abc.abstractmethod
+    def list_events(self, job_id: str, *, after: str | None = None, limit: int = 100) -> list[JobEvent]:
+        """Events created after the event id ``after``, OLDEST FIRST (providers that page newest
+        first reverse here), at most ``limit``."""
+
+    @abc.abstractmethod
+    def list_checkpoints(self, job_id: str) -> list[Checkpoint]: ...
+
+    @abc.abstractmethod
+    def cancel_job(self, job_id: str) -> Job: ...
+
+    def pause_job(self, job_id: str) -> Job:
+        raise errors.UnsupportedOperation(f"The {self.name} provider cannot pause jobs", provider=self.name)
+
+    def resume_job(self, job_id: str) -> Job:
+        raise errors.UnsupportedOperation(f"The {self.name} provider cannot resume paused jobs", provider=self.name)
+
+    @abc.abstractmethod
+    def deploy(self, model: str, *, name: str, options: DeployOptions | None = None) -> Deployment:
+        """Start deploying ``model`` as ``name``; may return a ``creating`` deployment (the
+        pipeline waits with :func:`cloudtune.poller.wait_for_deployment`). Deploying a name that
+        already serves the same model returns it (idempotent, so resume is safe)."""
+
+    @abc.abstractmethod
+    def get_deployment(self, name: str) -> Deployment: ...
+
+    @abc.abstractmethod
+    def list_deployments(self, model: str | None = None) -> list[Deployment]:
+        """Deployments, including ones cloudtune did not create (``managed_by_cloudtune``)."""
+
+    @abc.abstractmethod
+    def undeploy(self, name: str) -> None:
+        """Start deleting a deployment; already gone is success."""
+
+    @abc.abstractmethod
+    def delete_model(self, model: str) -> None:
+        """Delete a fine-tuned model; already gone is success; still deployed -> Conflict."""
+
+    @abc.abstractmethod
+    def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
+        """One chat completion against a deployment (smoke tests, evaluation)."""
+
+
+def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap one interface method: declared-unsupported check, the single error translation
+    point, and idempotent deletes."""
+
+    @functools.wraps(method)
+    def wrapper(self: Provider, *args: Any, **kwargs: Any) -> Any:
+        self.require(operation)
+        try:
+            return method(self, *args, **kwargs)
+        except errors.NotFound:
+            if operation in _IDEMPOTENT_DELETES:
+                return None
+            raise
+        except errors.CloudtuneError:
+            raise
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - this IS the translation point
+            translated = self.translate_error(exc)
+            if isinstance(translated, errors.NotFound) and operation in _IDEMPOTENT_DELETES:
+                return None
+            if translated.provider is None:
+                translated.provider = self.name
+            raise translated from exc
+
+    wrapper._cloudtune_wrapped = True  # type: ignore[attr-defined]
+    return wrapper

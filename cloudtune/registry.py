@@ -1,0 +1,104 @@
+"""Provider name -> lazily imported class (libcloud ``DRIVERS`` / fsspec ``known_implementations``).
+
+Nothing here imports a provider module or an SDK until a provider is asked for,
+so ``cloudtune --help`` stays fast. Third-party providers register through the
+entry-point group ``cloudtune.providers`` (``name = "package.module:Class"``).
+A dotted ``package.module:Class`` is also accepted directly as a provider name,
+which is how plugins under development (and the test suite's fakes) are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cloudtune import errors
+
+if TYPE_CHECKING:
+    from cloudtune.provider import Provider
+
+ENTRY_POINT_GROUP = "cloudtune.providers"
+DEFAULT_PROVIDER = "local"
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    name: str
+    target: str  # "module:Class"
+    extra: str | None  # pip extra with its SDK
+    summary: str
+
+    @property
+    def install_hint(self) -> str:
+        if not self.extra:
+            return "pip install cloudtune"
+        return f"pip install 'cloudtune[{self.extra}]'"
+
+
+BUILTIN_PROVIDERS: dict[str, ProviderEntry] = {
+    "openai": ProviderEntry("openai", "providers.openai:OpenAIProvider", "openai", "OpenAI fine-tuning API"),
+    "azure": ProviderEntry(
+        "azure", "providers.azure:AzureProvider", "azure", "Azure AI Foundry: serverless (Phi) and Azure OpenAI"
+    ),
+    "local": ProviderEntry("local", "providers.local:LocalProvider", "local", "QLoRA/LoRA on this machine's GPU or CPU"),
+}
+
+
+def _entry_point_providers() -> dict[str, ProviderEntry]:
+    from importlib.metadata import entry_points
+
+    found: dict[str, ProviderEntry] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ProviderEntry(ep.name, ep.value, None, f"plugin ({ep.value})")
+    return found
+
+
+def known_providers() -> dict[str, ProviderEntry]:
+    """Built-in providers plus entry-point plugins (plugins cannot shadow built-ins)."""
+    providers = _entry_point_providers()
+    providers.update(BUILTIN_PROVIDERS)
+    return providers
+
+
+def default_provider_name() -> str:
+    return os.environ.get("CLOUDTUNE_PROVIDER") or DEFAULT_PROVIDER
+
+
+def resolve(name: str | None) -> ProviderEntry:
+    name = name or default_provider_name()
+    providers = known_providers()
+    if name in providers:
+        return providers[name]
+    if ":" in name:
+        return ProviderEntry(name, name, None, "provider class given by import path")
+    valid = ", ".join(sorted(providers))
+    raise errors.ProviderUnavailable(
+        f"Unknown provider {name!r}. Valid providers: {valid}.",
+        hint="Pick one with --provider or CLOUDTUNE_PROVIDER; third-party providers register "
+        f"under the entry-point group {ENTRY_POINT_GROUP!r}.",
+    )
+
+
+def provider_class(name: str | None) -> type["Provider"]:
+    entry = resolve(name)
+    module_name, _, class_name = entry.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise errors.ProviderUnavailable(
+            f"The {entry.name} provider needs packages that are not installed ({exc.name or exc}).",
+            hint=f"Install them with: {entry.install_hint}",
+            provider=entry.name,
+        ) from exc
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError as exc:
+        raise errors.ProviderUnavailable(f"{entry.target}: no class {class_name!r} in {module_name}") from exc
+    return cls
+
+
+def get_provider(name: str | None = None, options: dict[str, Any] | None = None, **kwargs: Any) -> "Provider":
+    """Instantiate a provider by name (``None`` = ``CLOUDTUNE_PROVIDER`` or the default)."""
+    return provider_class(name)(options or {}, **kwargs)

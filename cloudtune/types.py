@@ -1,0 +1,298 @@
+"""Every data type cloudtune passes around, in one module (pydantic v2).
+
+Providers translate their SDK objects into these; the pipeline, the ledger,
+the CLI and the tests only ever see these.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class JobState(str, enum.Enum):
+    VALIDATING = "validating"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    def __str__(self) -> str:  # so f-strings print "running", not "JobState.RUNNING"
+        return self.value
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+_ACTIVE = {JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING, JobState.PAUSED}
+# The one table of allowed transitions, shared by every provider. ``unknown`` is
+# ignorance, not a state of the job, so it may come from and go to anything
+# non-terminal. Terminal states are final.
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.VALIDATING: frozenset({JobState.QUEUED, JobState.RUNNING} | TERMINAL_STATES | {JobState.UNKNOWN}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.PAUSED} | TERMINAL_STATES | {JobState.UNKNOWN}),
+    JobState.RUNNING: frozenset({JobState.PAUSED} | TERMINAL_STATES | {JobState.UNKNOWN}),
+    JobState.PAUSED: frozenset({JobState.QUEUED, JobState.RUNNING} | TERMINAL_STATES | {JobState.UNKNOWN}),
+    JobState.UNKNOWN: frozenset(_ACTIVE | TERMINAL_STATES),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def can_transition(current: JobState, new: JobState) -> bool:
+    """Whether a job may go from ``current`` to ``new`` (staying put is always allowed)."""
+    return current == new or new in JOB_TRANSITIONS[current]
+
+
+class JobError(_Model):
+    code: str | None = None
+    message: str
+    line: int | None = None  # the training-file line the provider blamed, if any
+    param: str | None = None
+
+
+class Job(_Model):
+    id: str
+    provider: str
+    state: JobState
+    provider_status: str | None = None  # the raw string the provider returned
+    base_model: str | None = None
+    fine_tuned_model: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    trained_tokens: int | None = None
+    error: JobError | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)  # latest: step, total_steps, epoch, train_loss, valid_loss...
+    metadata: dict[str, str] = Field(default_factory=dict)
+    estimated_finish: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+
+class EventLevel(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobEvent(_Model):
+    id: str
+    created_at: datetime
+    level: EventLevel = EventLevel.INFO
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lenient_level(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() not in {"info", "warning", "error"}:
+            return "warning" if value.lower() in {"warn"} else "info"
+        return value.lower() if isinstance(value, str) else value
+
+
+class Checkpoint(_Model):
+    id: str
+    job_id: str
+    step: int | None = None
+    created_at: datetime | None = None
+    model: str | None = None  # a model id that can be deployed, where the provider has one
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------- deployments
+
+
+class DeploymentState(str, enum.Enum):
+    CREATING = "creating"
+    READY = "ready"
+    FAILED = "failed"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Deployment(_Model):
+    name: str
+    model: str
+    state: DeploymentState
+    endpoint_url: str | None = None
+    provider_status: str | None = None
+    managed_by_cloudtune: bool = True
+    details: dict[str, Any] = Field(default_factory=dict)  # never secrets
+
+
+class ChatMessage(_Model):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: Any = None
+
+
+class ChatResult(_Model):
+    content: str
+    model: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+
+
+class CheckResult(_Model):
+    """What ``cloudtune providers`` shows for one provider."""
+
+    provider: str
+    sdk_installed: bool
+    credentials_found: bool
+    ok: bool
+    details: dict[str, Any] = Field(default_factory=dict)
+    problems: list[str] = Field(default_factory=list)
+    install_hint: str | None = None
+
+
+# ------------------------------------------------------------------------ specs
+
+
+class Method(str, enum.Enum):
+    SUPERVISED = "supervised"
+    DPO = "dpo"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class CleanupPolicy(str, enum.Enum):
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Hyperparameters(_Model):
+    """``None`` means "the provider's auto"."""
+
+    epochs: int | None = Field(default=None, ge=1, le=100)
+    batch_size: int | None = Field(default=None, ge=1)
+    learning_rate_multiplier: float | None = Field(default=None, gt=0)
+    beta: float | None = Field(default=None, gt=0)  # DPO only
+    extra: dict[str, Any] = Field(default_factory=dict)  # provider-specific (LoRA rank, warmup...)
+
+    @field_validator("epochs", "batch_size", "learning_rate_multiplier", mode="before")
+    @classmethod
+    def _auto_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
+class DeployOptions(_Model):
+    enabled: bool = True
+    name: str | None = None
+    sku: str | None = None
+    capacity: int | None = None
+    smoke_prompt: str = "Reply with one short sentence: are you ready?"
+
+
+class FineTuneSpec(_Model):
+    provider: str
+    base_model: str
+    training_file: Path
+    validation_file: Path | None = None
+    validation_split: float | None = Field(default=None, gt=0, lt=1)
+    method: Method = Method.SUPERVISED
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    deploy: DeployOptions = Field(default_factory=DeployOptions)
+    eval_file: Path | None = None
+    cleanup: CleanupPolicy = CleanupPolicy.NEVER
+    wait: bool = True
+    timeout_s: float | None = Field(default=None, gt=0)
+    cancel_on_interrupt: bool = False
+    provider_options: dict[str, Any] = Field(default_factory=dict)  # endpoint, region, workspace... never secrets
+    prices: dict[str, float] = Field(default_factory=dict)  # per-model price overrides (USD per 1M training tokens)
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> "FineTuneSpec":
+        if self.validation_file is not None and self.validation_split is not None:
+            raise ValueError("give validation_file or validation_split, not both")
+        return self
+
+
+# ------------------------------------------------------------------------- runs
+
+
+class Step(str, enum.Enum):
+    """Pipeline steps in order; a run records the last one completed."""
+
+    CREATED = "created"
+    VALIDATED = "validated"
+    UPLOADED = "uploaded"
+    JOB_CREATED = "job_created"
+    JOB_FINISHED = "job_finished"
+    DEPLOYED = "deployed"
+    SMOKE_TESTED = "smoke_tested"
+    EVALUATED = "evaluated"
+    CLEANED_UP = "cleaned_up"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def order(self) -> int:
+        return list(Step).index(self)
+
+
+RunStatus = Literal["active", "succeeded", "failed", "cancelled", "interrupted", "timed_out"]
+
+
+class Run(_Model):
+    run_id: str
+    spec: FineTuneSpec
+    provider: str
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    step: Step = Step.CREATED
+    status: RunStatus = "active"
+    training_file_id: str | None = None
+    validation_file_id: str | None = None
+    job_id: str | None = None
+    job_state: JobState | None = None
+    fine_tuned_model: str | None = None
+    deployments: list[str] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)  # "file:ID", "deployment:NAME", "model:ID"
+    smoke_test: str | None = None
+    evaluation: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def reached(self, step: Step) -> bool:
+        return self.step.order >= step.order

