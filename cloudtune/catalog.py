@@ -1,0 +1,308 @@
+"""What cloudtune knows about models and providers, as data.
+
+Two tables live here, read by the dataset validator, the providers and the
+cost estimate:
+
+* ``MODELS``: every base model we know how to fine-tune, per provider, with its
+  training context, tokenizer, supported methods and training price. Each price
+  carries the date it was read and where from, because prices change and the
+  estimate printed to the user must say how old its figure is.
+* ``PROVIDER_RULES``: what each provider accepts in a training file (minimum
+  example count, size limits, byte-order mark, special tokens, multimodal parts).
+
+Figures are as published by the vendors on the dates given; they are
+estimates for planning and can be overridden (``prices=`` everywhere a cost is
+computed, ``prices:`` in a run config).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MB = 1024 * 1024
+GB = 1024 * MB
+
+OPENAI_PRICE_SOURCE = "https://openai.com/api/pricing/ (fine-tuning, training price per 1M tokens)"
+OPENAI_CONTEXT_SOURCE = "https://platform.openai.com/docs/guides/fine-tuning (token limits per example)"
+AZURE_PRICE_SOURCE = (
+    "https://azure.microsoft.com/pricing/details/cognitive-services/openai-service/ "
+    "(fine-tuning, Global/Standard training per 1M tokens)"
+)
+AZURE_CONTEXT_SOURCE = (
+    "https://learn.microsoft.com/azure/ai-foundry/openai/how-to/fine-tuning "
+    "(same per-example limits as OpenAI) and the Azure AI Foundry model catalog for Phi"
+)
+PRICE_DATE = "2025-06-01"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    provider: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    # Longest single training example the provider accepts, in tokens.
+    context_tokens: int | None = None
+    # tiktoken encoding name; None means a Hugging Face tokenizer or unknown,
+    # in which case token counts are estimates unless a local tokenizer is given.
+    tokenizer: str | None = None
+    methods: tuple[str, ...] = ("supervised",)
+    price_per_1m_training_tokens: float | None = None  # USD
+    price_date: str | None = None
+    price_source: str | None = None
+    notes: str = ""
+    context_source: str | None = None
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class ProviderDataRules:
+    min_examples: int
+    max_file_bytes: int | None  # one ordinary file upload
+    max_upload_bytes: int | None  # the largest file any upload route accepts (e.g. OpenAI Uploads API)
+    bom: str  # "required" | "accepted" | "refused"
+    special_tokens_are_errors: bool
+    multimodal: bool
+    special_tokens: tuple[str, ...] = ()
+    hosted: bool = True
+    notes: str = ""
+
+
+# Strings that tokenizers of the hosted and common open models treat as control
+# tokens. Inside training content they either get refused by the provider
+# ("contains special tokens") or silently change what the model learns.
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|endofprompt|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|im_sep|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+)
+
+PROVIDER_RULES: dict[str, ProviderDataRules] = {
+    "openai": ProviderDataRules(
+        min_examples=10,
+        max_file_bytes=512 * MB,
+        max_upload_bytes=8 * GB,
+        # OpenAI documents UTF-8 JSONL; a leading BOM makes line 1 invalid JSON
+        # for strict parsers, so we refuse it before upload rather than after.
+        bom="refused",
+        special_tokens_are_errors=True,
+        multimodal=True,
+        special_tokens=SPECIAL_TOKENS,
+        notes="Files API takes up to 512 MB; larger files go through the Uploads API (up to 8 GB).",
+    ),
+    "azure": ProviderDataRules(
+        min_examples=10,
+        max_file_bytes=512 * MB,
+        max_upload_bytes=512 * MB,
+        # Azure's fine-tuning docs: "must be encoded in UTF-8 and include a byte-order mark (BOM)".
+        bom="required",
+        special_tokens_are_errors=True,
+        multimodal=True,
+        special_tokens=SPECIAL_TOKENS,
+        notes="Azure OpenAI / AI Foundry: 512 MB per training file; UTF-8 with BOM documented.",
+    ),
+    "local": ProviderDataRules(
+        min_examples=1,
+        max_file_bytes=None,
+        max_upload_bytes=None,
+        bom="accepted",
+        special_tokens_are_errors=False,
+        multimodal=False,
+        special_tokens=SPECIAL_TOKENS,
+        hosted=False,
+        notes="Local QLoRA backend: no upload; special tokens are warned about, not refused.",
+    ),
+}
+
+
+def provider_rules(provider: str) -> ProviderDataRules:
+    """Rules for ``provider``; unknown providers get the strictest hosted rules."""
+    return PROVIDER_RULES.get(provider, PROVIDER_RULES["openai"])
+
+
+def _openai(name, aliases, context, tokenizer, price, methods=("supervised", "dpo"), notes="", provider="openai"):
+    return ModelInfo(
+        provider=provider,
+        name=name,
+        aliases=tuple(aliases),
+        context_tokens=context,
+        tokenizer=tokenizer,
+        methods=tuple(methods),
+        price_per_1m_training_tokens=price,
+        price_date=PRICE_DATE if price is not None else None,
+        price_source=(OPENAI_PRICE_SOURCE if provider == "openai" else AZURE_PRICE_SOURCE) if price is not None else None,
+        notes=notes,
+        context_source=OPENAI_CONTEXT_SOURCE if provider == "openai" else AZURE_CONTEXT_SOURCE,
+    )
+
+
+# (name, aliases, training context tokens, tiktoken encoding, USD per 1M training tokens, methods, notes)
+_OPENAI_FINETUNABLE = [
+    ("gpt-4.1-2025-04-14", ["gpt-4.1"], 65_536, "o200k_base", 25.00, ("supervised", "dpo"), ""),
+    ("gpt-4.1-mini-2025-04-14", ["gpt-4.1-mini"], 65_536, "o200k_base", 5.00, ("supervised", "dpo"), ""),
+    ("gpt-4.1-nano-2025-04-14", ["gpt-4.1-nano"], 65_536, "o200k_base", 1.50, ("supervised", "dpo"), ""),
+    ("gpt-4o-2024-08-06", ["gpt-4o"], 65_536, "o200k_base", 25.00, ("supervised", "dpo"),
+     "Vision fine-tuning (image content parts) supported."),
+    ("gpt-4o-mini-2024-07-18", ["gpt-4o-mini"], 65_536, "o200k_base", 3.00, ("supervised", "dpo"), ""),
+    ("gpt-3.5-turbo-0125", ["gpt-3.5-turbo", "gpt-35-turbo"], 16_385, "cl100k_base", 8.00, ("supervised",), ""),
+    ("gpt-3.5-turbo-1106", [], 16_385, "cl100k_base", 8.00, ("supervised",), ""),
+    ("gpt-3.5-turbo-0613", [], 4_096, "cl100k_base", 8.00, ("supervised",), "Legacy; 4,096-token examples."),
+]
+
+_AZURE_OPENAI = [
+    # Azure names the deployable base models without the date suffix plus a
+    # version; accept both spellings. Prices are Global training list prices
+    # (regional training is typically ~10% higher): override when you know yours.
+    ("gpt-4.1-2025-04-14", ["gpt-4.1"], 65_536, "o200k_base", 25.00, ("supervised", "dpo"), ""),
+    ("gpt-4.1-mini-2025-04-14", ["gpt-4.1-mini"], 65_536, "o200k_base", 5.00, ("supervised", "dpo"), ""),
+    ("gpt-4.1-nano-2025-04-14", ["gpt-4.1-nano"], 65_536, "o200k_base", 1.50, ("supervised", "dpo"), ""),
+    ("gpt-4o-2024-08-06", ["gpt-4o"], 65_536, "o200k_base", 25.00, ("supervised", "dpo"), ""),
+    ("gpt-4o-mini-2024-07-18", ["gpt-4o-mini"], 65_536, "o200k_base", 3.00, ("supervised", "dpo"), ""),
+    ("gpt-35-turbo-0125", ["gpt-35-turbo", "gpt-3.5-turbo-0125", "gpt-3.5-turbo"], 16_385, "cl100k_base", 8.00,
+     ("supervised",), ""),
+    ("gpt-35-turbo-1106", ["gpt-3.5-turbo-1106"], 16_385, "cl100k_base", 8.00, ("supervised",), ""),
+]
+
+# Phi models fine-tuned serverless (models-as-a-service) in Azure AI Foundry.
+# Context is the model's context window from its model card; serverless
+# fine-tuning is billed per token by the Marketplace offer, which varies by
+# region, so no price is recorded: pass one via ``prices`` to get a cost.
+_AZURE_PHI = [
+    ("Phi-4", ["phi-4"], 16_384),
+    ("Phi-4-mini-instruct", ["phi-4-mini-instruct"], 131_072),
+    ("Phi-3.5-mini-instruct", ["phi-3.5-mini-instruct"], 131_072),
+    ("Phi-3.5-MoE-instruct", ["phi-3.5-moe-instruct"], 131_072),
+    ("Phi-3-mini-4k-instruct", ["phi-3-mini-4k-instruct"], 4_096),
+    ("Phi-3-mini-128k-instruct", ["phi-3-mini-128k-instruct"], 131_072),
+    ("Phi-3-medium-4k-instruct", ["phi-3-medium-4k-instruct"], 4_096),
+    ("Phi-3-medium-128k-instruct", ["phi-3-medium-128k-instruct"], 131_072),
+]
+
+# Small open models the local QLoRA backend trains. Context from each model's
+# config.json (max_position_embeddings); no price: it runs on your hardware.
+_LOCAL = [
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", ["SmolLM2-135M-Instruct", "smollm2-135m"], 8_192),
+    ("HuggingFaceTB/SmolLM2-360M-Instruct", ["SmolLM2-360M-Instruct", "smollm2-360m"], 8_192),
+    ("HuggingFaceTB/SmolLM2-1.7B-Instruct", ["SmolLM2-1.7B-Instruct", "smollm2-1.7b"], 8_192),
+    ("Qwen/Qwen2.5-0.5B-Instruct", ["Qwen2.5-0.5B-Instruct"], 32_768),
+    ("Qwen/Qwen2.5-1.5B-Instruct", ["Qwen2.5-1.5B-Instruct"], 32_768),
+    ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", ["TinyLlama-1.1B-Chat-v1.0"], 2_048),
+]
+
+
+def _build() -> dict[str, tuple[ModelInfo, ...]]:
+    models: dict[str, list[ModelInfo]] = {"openai": [], "azure": [], "local": []}
+    for name, aliases, ctx, tok, price, methods, notes in _OPENAI_FINETUNABLE:
+        models["openai"].append(_openai(name, aliases, ctx, tok, price, methods, notes))
+    for name, aliases, ctx, tok, price, methods, notes in _AZURE_OPENAI:
+        models["azure"].append(_openai(name, aliases, ctx, tok, price, methods, notes, provider="azure"))
+    for name, aliases, ctx in _AZURE_PHI:
+        models["azure"].append(
+            ModelInfo(
+                provider="azure",
+                name=name,
+                aliases=tuple(aliases),
+                context_tokens=ctx,
+                tokenizer=None,
+                methods=("supervised",),
+                notes="Serverless (MaaS) fine-tuning; price depends on the Marketplace offer, pass it via prices.",
+                context_source="Azure AI Foundry model catalog / Hugging Face model card",
+            )
+        )
+    for name, aliases, ctx in _LOCAL:
+        models["local"].append(
+            ModelInfo(
+                provider="local",
+                name=name,
+                aliases=tuple(aliases),
+                context_tokens=ctx,
+                tokenizer=None,
+                methods=("supervised", "dpo"),
+                notes="Local QLoRA; token counts use the Hugging Face tokenizer when given a local path.",
+                context_source="model config.json max_position_embeddings",
+            )
+        )
+    return {provider: tuple(items) for provider, items in models.items()}
+
+
+MODELS: dict[str, tuple[ModelInfo, ...]] = _build()
+
+# A fine-tuned model id ("ft:gpt-4o-mini-2024-07-18:org::abc") or an Azure
+# deployment-style name with a version ("gpt-4o-mini-2024-07-18.ft-abc") should
+# resolve to its base model.
+_FT_PREFIX = re.compile(r"^ft:")
+
+
+def _normalise(name: str) -> str:
+    name = _FT_PREFIX.sub("", name.strip())
+    name = name.split(":", 1)[0]
+    return name.lower()
+
+
+def lookup_model(provider: str, model: str | None) -> ModelInfo | None:
+    """Find ``model`` for ``provider``: exact name or alias first, then the
+    longest known name that is a prefix of it (snapshots and fine-tune ids:
+    ``gpt-4o-mini-2024-07-18``, ``gpt-4o-mini-2024-07-18.ft-x``,
+    ``ft:gpt-4o-mini-2024-07-18:org::id``). Local models also match on the
+    last path component (``/models/SmolLM2-135M-Instruct``)."""
+    if not model:
+        return None
+    candidates = MODELS.get(provider, ())
+    wanted = _normalise(model)
+    wanted_tail = wanted.rstrip("/").rsplit("/", 1)[-1]
+    for info in candidates:
+        for name in info.names():
+            low = name.lower()
+            if wanted == low or wanted_tail == low.rsplit("/", 1)[-1]:
+                return info
+    best: tuple[int, ModelInfo] | None = None
+    for info in candidates:
+        for name in info.names():
+            low = name.lower()
+            for probe in (wanted, wanted_tail):
+                if probe.startswith(low) and (len(probe) == len(low) or probe[len(low)] in "-._@"):
+                    if best is None or len(low) > best[0]:
+                        best = (len(low), info)
+    return best[1] if best else None
+
+
+def price_for(info: ModelInfo | None, prices: dict[str, float] | None = None) -> tuple[float | None, str | None, str | None]:
+    """(USD per 1M training tokens, date, source) with ``prices`` overrides
+    (keyed by model name or alias) taking precedence over the table."""
+    if info is None:
+        return None, None, None
+    for name in info.names():
+        if prices and name in prices:
+            return float(prices[name]), "override", "user-supplied prices"
+    return info.price_per_1m_training_tokens, info.price_date, info.price_source
+
+
+__all__ = [
+    "GB",
+    "MB",
+    "MODELS",
+    "PROVIDER_RULES",
+    "SPECIAL_TOKENS",
+    "ModelInfo",
+    "ProviderDataRules",
+    "lookup_model",
+    "price_for",
+    "provider_rules",
+]
