@@ -224,11 +224,11 @@ def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
         self.require(operation)
         try:
             return method(self, *args, **kwargs)
-        except errors.NotFound:
-            if operation in _IDEMPOTENT_DELETES:
+        except errors.CloudtuneError as exc:
+            if isinstance(exc, errors.NotFound) and operation in _IDEMPOTENT_DELETES:
                 return None
-            raise
-        except errors.CloudtuneError:
+            if exc.provider is None:
+                exc.provider = self.name
             raise
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
