@@ -242,3 +242,10 @@ def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper._cloudtune_wrapped = True  # type: ignore[attr-defined]
     return wrapper
+
+
+# The optional operations implemented on the base class go through the same guard,
+# so a provider that declares them unsupported gets its own reason in the error.
+for _operation in ("list_jobs", "pause_job", "resume_job"):
+    setattr(Provider, _operation, _guarded(_operation, Provider.__dict__[_operation]))
+del _operation
