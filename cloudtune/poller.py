@@ -55,6 +55,20 @@ class PollPolicy:
 DEFAULT_POLICY = PollPolicy()
 
 
+def default_policy() -> PollPolicy:
+    """The default policy, with ``CLOUDTUNE_POLL_INTERVAL`` / ``CLOUDTUNE_POLL_MAX`` (seconds)
+    overriding the first and the longest interval (dry runs against an emulator, tests)."""
+    import os
+
+    initial = os.environ.get("CLOUDTUNE_POLL_INTERVAL")
+    longest = os.environ.get("CLOUDTUNE_POLL_MAX")
+    if not initial and not longest:
+        return DEFAULT_POLICY
+    first = float(initial) if initial else DEFAULT_POLICY.initial_s
+    cap = float(longest) if longest else max(DEFAULT_POLICY.max_s, first)
+    return PollPolicy(initial_s=first, max_s=cap, event_latency_s=min(DEFAULT_POLICY.event_latency_s, cap))
+
+
 def _is_metrics(event: JobEvent) -> bool:
     return event.data.get("type") == "metrics" or bool(event.data.get("metrics")) and "step" in event.data
 
@@ -100,11 +114,12 @@ def poll_job(
     timeout_s: float | None = None,
     sleep: Sleep | None = None,
     clock: Clock | None = None,
-    policy: PollPolicy = DEFAULT_POLICY,
+    policy: PollPolicy | None = None,
     stats: dict[str, int] | None = None,
 ) -> Iterator[Job | JobEvent]:
     """The polling loop, as a generator: yields every new :class:`JobEvent` once, in order
     (when ``follow``), and every fetched :class:`Job`; ends after yielding a terminal job."""
+    policy = policy or default_policy()
     waiter = _Waiter(policy, timeout_s, sleep or provider.sleep, clock or provider.clock)
     cursor = after
     job: Job | None = None
@@ -170,7 +185,7 @@ def wait_for_job(
     after: str | None = None,
     sleep: Sleep | None = None,
     clock: Clock | None = None,
-    policy: PollPolicy = DEFAULT_POLICY,
+    policy: PollPolicy | None = None,
     stats: dict[str, int] | None = None,
 ) -> Job:
     """Poll until the job is terminal and return it (failed and cancelled jobs too, unless
@@ -209,13 +224,14 @@ def wait_for_deployment(
     timeout_s: float | None = 3600.0,
     sleep: Sleep | None = None,
     clock: Clock | None = None,
-    policy: PollPolicy = DEFAULT_POLICY,
+    policy: PollPolicy | None = None,
     on_update: Callable[[Deployment], None] | None = None,
 ) -> Deployment | None:
     """Wait until the deployment is ``ready`` (returned) or ``deleted`` (None; not-found counts
     as deleted, like botocore's ``EndpointDeleted`` waiter). A failed deployment raises."""
     if target not in ("ready", "deleted"):
         raise ValueError("target must be 'ready' or 'deleted'")
+    policy = policy or default_policy()
     waiter = _Waiter(policy, timeout_s, sleep or provider.sleep, clock or provider.clock)
     last_state: DeploymentState | None = None
     while True:

@@ -70,9 +70,37 @@ class MemoryProvider(Provider):
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(state))
             os.replace(tmp, self.state_file)
+        self._after_call()
+
+    def _after_call(self) -> None:
+        if getattr(self, "_hang", False):
+            self._hang = False
+            Path(str(self.state_file) + ".hanging").write_text(str(os.getpid()))
+            time.sleep(3600)
+        kind = getattr(self, "_raise", None)
+        if kind:
+            self._raise = None
+            raise {
+                "auth": errors.AuthError("memory: the API key was refused", hint="check MEMORY_API_KEY"),
+                "quota": errors.QuotaExceeded("memory: quota exhausted"),
+                "transient": errors.TransientError("memory: connection reset", retry_after=0),
+                "conflict": errors.Conflict("memory: conflict"),
+            }[kind]
 
     def _log(self, state: dict[str, Any], call: str) -> None:
         state["calls"].append(call)
+        operation = call.split()[0]
+        # Test hooks, driven by environment variables so they reach a CLI subprocess:
+        # HANG=<operation> makes the provider stop answering right after it performed that
+        # operation (the request went out, the answer never comes back), once per state file.
+        if os.environ.get("CLOUDTUNE_MEMORY_HANG") == operation and not state.get("hung"):
+            state["hung"] = True
+            self._hang = True
+        # RAISE=<operation>:<auth|quota|transient|conflict> makes that operation fail, once.
+        raise_spec = os.environ.get("CLOUDTUNE_MEMORY_RAISE", "")
+        if raise_spec.split(":")[0] == operation and not state.get("raised"):
+            state["raised"] = True
+            self._raise = raise_spec.split(":")[1]
 
     # --------------------------------------------------------- interface
     def check(self) -> CheckResult:

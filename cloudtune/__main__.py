@@ -1,0 +1,5 @@
+import sys
+
+from cloudtune.cli import main
+
+sys.exit(main())

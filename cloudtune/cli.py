@@ -1,0 +1,233 @@
+"""The ``cloudtune`` command line. Building the parser imports nothing heavy: every
+command's code (and with it pydantic, rich, SDKs, torch) is imported only when
+that command runs, so ``cloudtune --help`` starts fast.
+
+Exit codes (one mapping, :func:`cloudtune.errors.exit_code_for`):
+0 success; 1 job failed or cancelled; 2 invalid input; 3 authentication or
+permission; 4 quota, region or capability; 5 wait timed out while the job is
+still running (resume later); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+EPILOG = """exit codes:
+  0 success                      1 job failed or cancelled
+  2 invalid input                3 authentication or permission
+  4 quota, region or capability  5 wait timed out, job still running (resume later)
+  130 interrupted
+
+Configuration: CLOUDTUNE_PROVIDER (default provider), CLOUDTUNE_HOME (ledger, local jobs; default ~/.cloudtune)."""
+
+# command -> (help, "module:function" implementing it, "module" whose add_arguments adds its flags or None)
+PLUGGED: dict[str, tuple[str, str]] = {
+    "validate": ("check a chat JSONL dataset: errors, warnings, tokens, cost", "cloudtune.dataset.command"),
+    "export": ("merge a local run's adapter into its base model and save it", "local_backend.export"),
+}
+EMULATORS = {
+    "openai": "cloudtune.emulators.openai.command",
+    "azure": "cloudtune.emulators.azure.command",
+}
+
+
+def _handler(target: str):  # type: ignore[no-untyped-def]
+    def call(args: argparse.Namespace) -> int:
+        module_name, _, function = target.partition(":")
+        return int(getattr(importlib.import_module(module_name), function)(args) or 0)
+
+    return call
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML run config (flags override it)")
+    p.add_argument("--provider", help="openai | azure | local | plugin (default: CLOUDTUNE_PROVIDER or local)")
+    p.add_argument("--model", help="base model to fine-tune")
+    p.add_argument("--train", help="training data (chat JSONL)")
+    p.add_argument("--validation", help="validation data (chat JSONL)")
+    p.add_argument("--validation-split", type=float, help="hold out this fraction when no validation file")
+    p.add_argument("--method", choices=["supervised", "dpo"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate-multiplier", type=float)
+    p.add_argument("--suffix")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deploy", dest="deploy", action="store_true", default=None, help="deploy and smoke-test (default)")
+    p.add_argument("--no-deploy", dest="deploy", action="store_false")
+    p.add_argument("--deployment-name")
+    p.add_argument("--deployment-sku", help="Azure OpenAI: Standard | GlobalStandard | Developer")
+    p.add_argument("--eval", help="chat JSONL of held-out questions to evaluate the deployment on")
+    p.add_argument("--cleanup", choices=["never", "on-failure", "always"])
+    p.add_argument("--wait", dest="wait", action="store_true", default=None)
+    p.add_argument("--no-wait", dest="wait", action="store_false")
+    p.add_argument("--timeout", help="give up waiting after this long (e.g. 90s, 30m, 2h): exit 5, resumable")
+    p.add_argument("--cancel-on-interrupt", action="store_true", default=None, help="cancel the remote job on Ctrl-C")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="provider option")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudtune",
+        description="Fine-tune chat models on OpenAI, Azure AI Foundry or a local QLoRA backend.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version="cloudtune 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, target: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=_handler(target))
+        return p
+
+    p = command("run", "validate, upload, fine-tune, deploy, smoke-test, evaluate, clean up", "cloudtune.commands:cmd_run")
+    _add_run_flags(p)
+
+    p = command("resume", "continue a run from its last completed step", "cloudtune.commands:cmd_resume")
+    p.add_argument("run_id", nargs="?", help="run id (default: the latest run)")
+    p.add_argument("--timeout")
+    p.add_argument("--cleanup", choices=["never", "on-failure", "always"])
+    p.add_argument("--json", action="store_true")
+
+    p = command("status", "show a run (the latest by default) and its job's live state", "cloudtune.commands:cmd_status")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--offline", action="store_true", help="ledger only, do not ask the provider")
+    p.add_argument("--json", action="store_true")
+
+    p = command("watch", "attach to a run's job and follow it to the end", "cloudtune.commands:cmd_watch")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--timeout")
+    p.add_argument("--json", action="store_true", help="JSON lines")
+
+    p = command("list", "list runs in the ledger", "cloudtune.commands:cmd_list")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = command("cancel", "cancel a run's job", "cloudtune.commands:cmd_cancel")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+
+    p = command("deploy", "deploy a run's fine-tuned model and smoke-test it", "cloudtune.commands:cmd_deploy")
+    p.add_argument("run_id")
+    p.add_argument("--name")
+    p.add_argument("--sku")
+    p.add_argument("--json", action="store_true")
+
+    p = command("undeploy", "delete a run's deployments and wait until they are gone", "cloudtune.commands:cmd_undeploy")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+
+    p = command(
+        "delete-model",
+        "delete a fine-tuned model: its deployments first (waiting until each is gone), then the model",
+        "cloudtune.commands:cmd_delete_model",
+    )
+    p.add_argument("model", help="fine-tuned model id, or a run id")
+    p.add_argument("--provider")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--include-unmanaged", action="store_true", help="also delete deployments cloudtune did not create")
+    p.add_argument("--json", action="store_true")
+
+    p = command(
+        "cleanup",
+        "delete everything a run created: deployments, then models, then files",
+        "cloudtune.commands:cmd_cleanup",
+    )
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--older-than", help="every run older than this (e.g. 24h)")
+    p.add_argument("--keep-model", action="store_true", help="delete deployments and files, keep the model")
+    p.add_argument("--json", action="store_true")
+
+    p = command("providers", "each provider: SDK installed, credentials found, preflight", "cloudtune.commands:cmd_providers")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--json", action="store_true")
+
+    p = command("compare", "ask several runs' deployments the same held-out questions", "cloudtune.commands:cmd_compare")
+    p.add_argument("run_ids", nargs="+")
+    p.add_argument("--eval", required=True)
+    p.add_argument("--base", action="store_true", help="also ask each run's base model")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", action="store_true")
+
+    p = command(
+        "quickstart",
+        "offline demo: fine-tune SmolLM2-135M-Instruct on CPU, deploy it locally, compare with the base, clean up",
+        "cloudtune.quickstart:run",
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the model and deployment")
+
+    for name, (help_text, module) in PLUGGED.items():
+        p = command(name, help_text, f"{module}:run")
+        _add_plugged_arguments(p, module)
+
+    p = sub.add_parser("emulate", help="run a loopback emulator of a cloud API (free dry runs)")
+    emulators = p.add_subparsers(dest="emulator", metavar="SERVICE", required=True)
+    for name, module in EMULATORS.items():
+        e = emulators.add_parser(name, help=f"emulate the {name} fine-tuning API on 127.0.0.1")
+        e.set_defaults(handler=_handler(f"{module}:run"))
+        _add_plugged_arguments(e, module)
+    return parser
+
+
+def _add_plugged_arguments(parser: argparse.ArgumentParser, module: str) -> None:
+    """Plugged commands define their own flags; only imported when that command is used."""
+    if _wanted(parser):
+        try:
+            importlib.import_module(module).add_arguments(parser)
+        except ImportError as exc:
+            parser.set_defaults(handler=_missing(module, exc))
+
+
+def _wanted(parser: argparse.ArgumentParser) -> bool:
+    words = parser.prog.split()[1:]
+    argv = sys.argv[1:]
+    return bool(words) and argv[: len(words)] == words
+
+
+def _missing(module: str, exc: ImportError):  # type: ignore[no-untyped-def]
+    def call(args: argparse.Namespace) -> int:
+        print(f"cloudtune: this command needs {module}, which could not be imported ({exc}).", file=sys.stderr)
+        print("Install everything with: pip install 'cloudtune[all]'", file=sys.stderr)
+        return 2
+
+    return call
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    from cloudtune.errors import CloudtuneError, exit_code_for
+
+    try:
+        return args.handler(args)
+    except CloudtuneError as exc:
+        _report_error(args, exc)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("cloudtune: interrupted", file=sys.stderr)
+        return 130
+
+
+def _report_error(args: argparse.Namespace, exc: BaseException) -> None:
+    from cloudtune.output import emit_json, say
+
+    if getattr(args, "json", False):
+        emit_json({"error": exc.to_dict()})  # type: ignore[attr-defined]
+    say(f"cloudtune: error: {exc}", sys.stderr)
+    hint = getattr(exc, "hint", None)
+    if hint:
+        say(f"hint: {hint}", sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

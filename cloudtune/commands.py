@@ -1,0 +1,368 @@
+"""Implementations of the ``cloudtune`` commands (the parser lives in :mod:`cloudtune.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cloudtune import errors
+from cloudtune.config import build_spec, parse_duration, parse_options
+from cloudtune.ledger import Ledger, cloudtune_home
+from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
+from cloudtune.pipeline import Pipeline, delete_model_safely, deployment_name, provider_for
+from cloudtune.types import CleanupPolicy, JobState, Run, Step
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """First SIGINT/SIGTERM raises :class:`Interrupted` (the run records it and applies its
+    cleanup policy); a second one exits at once - the ledger is consistent at any instant."""
+    count = {"n": 0}
+
+    def handler(signum: int, frame: Any) -> None:
+        count["n"] += 1
+        if count["n"] > 1:
+            os._exit(errors.EXIT_INTERRUPTED)
+        raise errors.Interrupted(f"Interrupted by {signal.Signals(signum).name}.",
+                                 hint="`cloudtune resume RUN` continues where it stopped.")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _workdir(run: Run) -> Path:
+    path = cloudtune_home() / "runs" / run.run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _finish(args: argparse.Namespace, run: Run, reporter: Any, **extra: Any) -> int:
+    reporter.close()
+    code = {"succeeded": 0, "active": 0, "failed": 1, "cancelled": 1}.get(run.status, 1)
+    if getattr(args, "json", False):
+        emit_json(run_document(run, exit_code=code, **extra))
+    else:
+        lines = [f"run {run.run_id}: {run.status} (step {run.step})"]
+        if run.job_id:
+            lines.append(f"  job:        {run.job_id} ({run.job_state})")
+        if run.fine_tuned_model:
+            lines.append(f"  model:      {run.fine_tuned_model}")
+        if run.deployments:
+            lines.append(f"  deployment: {', '.join(run.deployments)}")
+        if run.smoke_test:
+            lines.append(f"  smoke test: {run.smoke_test.strip()[:200]!r}")
+        if run.evaluation:
+            e = run.evaluation
+            lines.append(f"  evaluation: exact match {e['exact_match']:.0%}, token F1 {e['token_f1']:.2f} on {e['examples']}")
+        if run.deleted:
+            lines.append(f"  deleted:    {', '.join(run.deleted)}")
+        if run.error:
+            lines.append(f"  error:      {run.error.get('message')}")
+        say("\n".join(lines), sys.stdout)
+    return code
+
+
+def _drive(args: argparse.Namespace, ledger: Ledger, run: Run) -> int:
+    mode = choose_mode(getattr(args, "json", False))
+    reporter = make_reporter(mode)
+    provider = provider_for(run)
+    pipeline = Pipeline(ledger, provider, reporter, workdir=_workdir(run))
+    try:
+        with interruptible():
+            try:
+                pipeline.run(run)
+            except errors.Interrupted as exc:
+                reporter.warn(str(exc))
+                _on_interrupt(pipeline, run)
+                raise
+    except errors.CloudtuneError as exc:
+        reporter.close()
+        if args.json:
+            emit_json(run_document(run, exit_code=errors.exit_code_for(exc), error=exc.to_dict()))
+        say(f"cloudtune: {exc}")
+        if exc.hint:
+            say(f"hint: {exc.hint}")
+        say(f"run id: {run.run_id}")
+        return errors.exit_code_for(exc)
+    finally:
+        provider.close()
+    return _finish(args, run, reporter)
+
+
+def _on_interrupt(pipeline: Pipeline, run: Run) -> None:
+    """Still inside the signal guard: a second signal exits at once."""
+    if run.spec.cancel_on_interrupt and run.job_id and run.job_state and not run.job_state.is_terminal:
+        job = pipeline._record_call(run, "cancel_job", lambda: pipeline.provider.cancel_job(run.job_id), job_id=run.job_id)
+        run.job_state = job.state
+        pipeline.ledger.save(run)
+    pipeline.apply_cleanup_policy(run, failed=True)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = build_spec(args)
+    ledger = Ledger()
+    run = ledger.create_run(spec)
+    if not args.json:
+        say(f"run {run.run_id}: {spec.provider} / {spec.base_model}")
+    return _drive(args, ledger, run)
+
+
+def _load(run_id: str | None) -> tuple[Ledger, Run]:
+    ledger = Ledger()
+    run_id = run_id or ledger.latest_run_id()
+    if run_id is None:
+        raise errors.InvalidInput("There are no runs yet.", hint="Start one with `cloudtune run`.")
+    return ledger, ledger.get_run(run_id)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    ledger, run = _load(args.run_id)
+    if args.timeout:
+        run.spec.timeout_s = parse_duration(args.timeout)
+    if args.cleanup:
+        run.spec.cleanup = CleanupPolicy(args.cleanup)
+    run.spec.wait = True
+    if run.step == Step.DONE and run.status == "succeeded":
+        return _finish(args, run, make_reporter("plain"))
+    run.status = "active"
+    return _drive(args, ledger, run)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ledger, run = _load(args.run_id)
+    live: dict[str, Any] = {}
+    if not args.offline and run.job_id:
+        with provider_for(run) as provider:
+            job = provider.get_job(run.job_id)
+            live = {"job": job.model_dump(mode="json")}
+            run.job_state = job.state
+            run.fine_tuned_model = run.fine_tuned_model or job.fine_tuned_model
+    if args.json:
+        emit_json(run_document(run, **live))
+        return 0
+    _finish(args, run, make_reporter("plain"))
+    if live:
+        metrics = live["job"].get("metrics") or {}
+        if metrics:
+            say("  metrics:    " + ", ".join(f"{k}={v:g}" for k, v in metrics.items()), sys.stdout)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from cloudtune import poller
+
+    ledger, run = _load(args.run_id)
+    if not run.job_id:
+        raise errors.InvalidInput(f"Run {run.run_id} has no job yet.", hint="`cloudtune resume` creates it.")
+    mode = choose_mode(args.json)
+    reporter = make_reporter(mode, lines=True)
+    with provider_for(run) as provider, interruptible():
+        job = poller.wait_for_job(
+            provider, run.job_id, timeout_s=parse_duration(args.timeout) if args.timeout else None,
+            on_job=lambda j: reporter.job(run, j), on_event=lambda e: reporter.event(run, e),
+        )
+    reporter.close()
+    run.job_state = job.state
+    run.fine_tuned_model = job.fine_tuned_model or run.fine_tuned_model
+    ledger.save(run)
+    if args.json:
+        emit_json({"type": "result", **run_document(run)})
+    else:
+        say(f"job {job.id}: {job.state}" + (f" -> {job.fine_tuned_model}" if job.fine_tuned_model else ""), sys.stdout)
+    return 0 if job.state == JobState.SUCCEEDED else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    runs = Ledger().list_runs(limit=args.limit)
+    if args.json:
+        emit_json({"runs": [run_document(r) for r in runs]})
+        return 0
+    if not runs:
+        say("no runs yet", sys.stdout)
+    for r in runs:
+        say(f"{r.run_id}  {r.provider:<8} {r.status:<11} {str(r.step):<13} {r.spec.base_model}"
+            f"{'  -> ' + r.fine_tuned_model if r.fine_tuned_model else ''}", sys.stdout)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    ledger, run = _load(args.run_id)
+    if not run.job_id:
+        raise errors.InvalidInput(f"Run {run.run_id} has no job to cancel.")
+    with provider_for(run) as provider:
+        pipeline = Pipeline(ledger, provider)
+        job = pipeline._record_call(run, "cancel_job", lambda: provider.cancel_job(run.job_id), job_id=run.job_id)
+    run.job_state = job.state
+    run.status = "cancelled"
+    ledger.save(run)
+    if args.json:
+        emit_json(run_document(run))
+    else:
+        say(f"job {job.id}: {job.state}", sys.stdout)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    ledger, run = _load(args.run_id)
+    if args.name:
+        run.spec.deploy.name = args.name
+    if args.sku:
+        run.spec.deploy.sku = args.sku
+    run.spec.deploy.enabled = True
+    if not run.reached(Step.JOB_FINISHED) or not run.fine_tuned_model:
+        raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model yet.", hint="`cloudtune resume` first.")
+    if run.step.order > Step.JOB_FINISHED.order and not run.deployments:
+        run.step = Step.JOB_FINISHED
+    reporter = make_reporter(choose_mode(args.json))
+    with provider_for(run) as provider, interruptible():
+        pipeline = Pipeline(ledger, provider, reporter)
+        pipeline._deploy(run)
+        pipeline._smoke_test(run)
+    return _finish(args, run, reporter)
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    ledger, run = _load(args.run_id)
+    reporter = make_reporter(choose_mode(args.json))
+    with provider_for(run) as provider, interruptible():
+        pipeline = Pipeline(ledger, provider, reporter)
+        for name in list(run.deployments) or [deployment_name(run)]:
+            pipeline.undeploy(run, name)
+    if run.step.order >= Step.DEPLOYED.order:
+        run.step = Step.JOB_FINISHED
+    ledger.save(run)
+    return _finish(args, run, reporter)
+
+
+def cmd_delete_model(args: argparse.Namespace) -> int:
+    from cloudtune import registry
+
+    model, provider_name, options = args.model, args.provider, parse_options(args.option)
+    run = None
+    if not provider_name:
+        try:
+            _, run = _load(args.model)
+        except errors.InvalidInput:
+            run = None
+    if run is not None:
+        model = run.fine_tuned_model
+        if not model:
+            raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model.")
+        provider = provider_for(run)
+    else:
+        provider = registry.get_provider(provider_name, options)
+    with provider, interruptible():
+        deleted = delete_model_safely(
+            provider, model, reporter=lambda m: None if args.json else say(m), include_unmanaged=args.include_unmanaged
+        )
+    if run is not None:
+        ledger = Ledger()
+        run.deployments = []
+        run.deleted.extend(d for d in deleted if d not in run.deleted)
+        ledger.save(run)
+    if args.json:
+        emit_json({"model": model, "deleted": deleted, "run_id": run.run_id if run else None})
+    else:
+        say("deleted " + ", ".join(deleted), sys.stdout)
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    ledger = Ledger()
+    if args.older_than:
+        runs = ledger.list_runs(limit=10_000, older_than_s=parse_duration(args.older_than))
+    elif args.run_id or ledger.latest_run_id():
+        runs = [ledger.get_run(args.run_id or ledger.latest_run_id())]  # type: ignore[arg-type]
+    else:
+        runs = []
+    reporter = make_reporter(choose_mode(args.json))
+    results, code = [], 0
+    for run in runs:
+        try:
+            with provider_for(run) as provider, interruptible():
+                deleted = Pipeline(ledger, provider, reporter).cleanup(run, models=not args.keep_model)
+            results.append({"run_id": run.run_id, "deleted": deleted, "ok": True})
+        except errors.CloudtuneError as exc:
+            if isinstance(exc, errors.Interrupted):
+                raise
+            code = code or errors.exit_code_for(exc)
+            results.append({"run_id": run.run_id, "ok": False, "error": exc.to_dict()})
+            reporter.warn(f"{run.run_id}: {exc}")
+    reporter.close()
+    if args.json:
+        emit_json({"runs": results, "run_id": runs[0].run_id if len(runs) == 1 else None})
+    else:
+        for r in results:
+            say(f"{r['run_id']}: " + (", ".join(r["deleted"]) or "nothing left to delete" if r["ok"] else "failed"),
+                sys.stdout)
+        if not results:
+            say("no runs to clean up", sys.stdout)
+    return code
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    from cloudtune import registry
+
+    rows = []
+    for name, entry in sorted(registry.known_providers().items()):
+        if args.names and name not in args.names:
+            continue
+        row: dict[str, Any] = {"provider": name, "summary": entry.summary, "install": entry.install_hint}
+        try:
+            with registry.get_provider(name, {}) as provider:
+                result = provider.check()
+            row.update(result.model_dump(mode="json"))
+        except errors.ProviderUnavailable as exc:
+            row.update({"sdk_installed": False, "credentials_found": False, "ok": False, "problems": [str(exc)]})
+        except errors.CloudtuneError as exc:
+            row.update({"sdk_installed": True, "ok": False, "problems": [str(exc)]})
+        rows.append(row)
+    if args.json:
+        emit_json({"providers": rows})
+        return 0
+    for row in rows:
+        flag = "ok " if row.get("ok") else "-- "
+        say(f"{flag} {row['provider']:<7} sdk={'yes' if row.get('sdk_installed') else 'no'} "
+            f"credentials={'yes' if row.get('credentials_found') else 'no'}  {row['summary']}", sys.stdout)
+        for problem in row.get("problems") or []:
+            say(f"      - {problem}", sys.stdout)
+        for key, value in (row.get("details") or {}).items():
+            say(f"      {key}: {value}", sys.stdout)
+        if not row.get("sdk_installed"):
+            say(f"      install: {row['install']}", sys.stdout)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cloudtune.compare import Target, compare
+
+    ledger = Ledger()
+    targets, providers = [], []
+    for run_id in args.run_ids:
+        run = ledger.get_run(run_id)
+        if not run.deployments:
+            raise errors.InvalidInput(f"Run {run.run_id} has no deployment.", hint=f"`cloudtune deploy {run.run_id}`")
+        provider = provider_for(run)
+        providers.append(provider)
+        targets.append(Target(f"{run.provider}:{run.run_id[-6:]}", provider, run.deployments[-1]))
+    try:
+        result = compare(targets, Path(args.eval), limit=args.limit)
+    finally:
+        for provider in providers:
+            provider.close()
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        say(result.render_plain(), sys.stdout)
+    return 0

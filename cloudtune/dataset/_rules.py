@@ -1,0 +1,477 @@
+"""The per-example rules: one parsed JSON line in, problems and the texts to
+count tokens for out.
+
+A superset of the OpenAI cookbook's data-prep checks (same codes where the
+cookbook has one), plus what it crashes on or misjudges: weights, names,
+tool calls and the tool messages answering them, tool/function definitions,
+``content: null`` beside a call, multimodal parts, preference (DPO) rows.
+
+Everything here assumes nothing about the JSON value it is given: any type,
+any shape. Problems are reported through ``ctx.report(path, code, severity,
+message)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ._problems import ERROR, WARNING
+
+ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
+MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call"})
+CHAT_ROW_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
+DPO_ROW_KEYS = frozenset({"input", "preferred_output", "non_preferred_output",
+                          "preferred_completion", "non_preferred_completion"})
+DPO_INPUT_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+_IMAGE_DATA_URL = re.compile(r"data:image/(jpeg|jpg|png|webp|gif);base64,", re.IGNORECASE)
+# Tokens per message, per name and for priming the reply, as OpenAI's
+# cookbook counts them for chat models.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+TOKENS_REPLY_PRIMING = 3
+TOKENS_PER_TOOL_CALL = 3
+# Images are billed by size and detail; without decoding them we count the
+# low-detail figure and say so.
+TOKENS_PER_IMAGE_ESTIMATE = 85
+
+
+class Group:
+    """Texts of one token sequence (a chat example, or one part of a DPO row)."""
+
+    __slots__ = ("texts", "trained", "overhead")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []  # everything that is tokenized
+        self.trained: list[str] = []  # assistant texts the model learns from
+        self.overhead = 0  # fixed tokens (message framing, images)
+
+
+class Summary:
+    """What the token counter and the statistics need from one example."""
+
+    __slots__ = ("groups", "messages", "roles", "images", "dpo")
+
+    def __init__(self) -> None:
+        self.groups: list[Group] = []
+        self.messages = 0
+        self.roles: dict[str, int] = {}
+        self.images = 0
+        self.dpo = False
+
+
+def _type_name(value) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+class Rules:
+    """Checks bound to one provider's data rules and one method."""
+
+    def __init__(self, *, provider_rules, method: str, special_tokens: tuple[str, ...]) -> None:
+        self.provider_rules = provider_rules
+        self.method = method
+        self.special_severity = ERROR if provider_rules.special_tokens_are_errors else WARNING
+        self._special = re.compile("|".join(re.escape(t) for t in special_tokens)) if special_tokens else None
+
+    # ------------------------------------------------------------------ rows
+
+    def check_row(self, row, report) -> Summary | None:
+        if not isinstance(row, dict):
+            report("$", "data_type", ERROR, f"each line must be a JSON object, got {_type_name(row)}")
+            return None
+        is_preference = "input" in row or "preferred_output" in row or "preferred_completion" in row
+        if self.method == "dpo":
+            if not is_preference:
+                if "messages" in row:
+                    report("$", "dpo_expected_preference_row", ERROR,
+                           "method is dpo: each line needs input, preferred_output and non_preferred_output")
+                else:
+                    report("input", "dpo_missing_input", ERROR, "no 'input' object with messages")
+                return None
+            return self._check_preference_row(row, report)
+        if is_preference and "messages" not in row:
+            report("$", "dpo_row_in_supervised", ERROR,
+                   "this is a preference (DPO) row; use --method dpo, or give a 'messages' list")
+            return None
+        return self._check_chat_row(row, report)
+
+    def _check_chat_row(self, row: dict, report) -> Summary | None:
+        for key in row:
+            if key not in CHAT_ROW_KEYS:
+                report(_key_path(key), "unrecognized_key", WARNING, f"unrecognized top-level key {key!r}")
+        tools = self._check_tool_definitions(row, "", report)
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            report("messages", "missing_messages_list", ERROR,
+                   "no 'messages' list" if messages is None else
+                   "'messages' is empty" if isinstance(messages, list) else
+                   f"'messages' must be a list, got {_type_name(messages)}")
+            return None
+        summary = Summary()
+        group = Group()
+        summary.groups.append(group)
+        self._tools_overhead(row, group)
+        seen = self._check_messages(messages, "messages", report, summary, group, tools)
+        if "assistant" not in seen:
+            report("messages", "example_missing_assistant_message", ERROR, "no assistant message to learn from")
+        else:
+            last = messages[-1]
+            if not (isinstance(last, dict) and last.get("role") == "assistant"):
+                report(f"messages[{len(messages) - 1}]", "last_message_not_assistant", WARNING,
+                       "the example does not end with an assistant message")
+            if not group.trained and seen.get("trainable_assistant", 0) == 0 and seen.get("assistant_weight0"):
+                report("messages", "no_trainable_assistant_message", WARNING,
+                       "every assistant message has weight 0: nothing to learn from this example")
+        if "system" not in seen:
+            report("messages", "missing_system_message", WARNING, "no system message")
+        if "user" not in seen:
+            report("messages", "missing_user_message", WARNING, "no user message")
+        return summary
+
+    def _check_preference_row(self, row: dict, report) -> Summary | None:
+        for key in row:
+            if key not in DPO_ROW_KEYS:
+                report(_key_path(key), "unrecognized_key", WARNING, f"unrecognized top-level key {key!r}")
+        summary = Summary()
+        summary.dpo = True
+        source = row.get("input")
+        input_group = Group()
+        summary.groups.append(input_group)
+        usable = True
+        if not isinstance(source, dict) or not isinstance(source.get("messages"), list) or not source["messages"]:
+            report("input" if not isinstance(source, dict) else "input.messages", "dpo_missing_input", ERROR,
+                   "'input' must be an object with a non-empty 'messages' list")
+            usable = False
+        else:
+            for key in source:
+                if key not in DPO_INPUT_KEYS:
+                    report(f"input.{key}", "unrecognized_key", WARNING, f"unrecognized key {key!r} in input")
+            tools = self._check_tool_definitions(source, "input.", report)
+            self._tools_overhead(source, input_group)
+            messages = source["messages"]
+            self._check_messages(messages, "input.messages", report, summary, input_group, tools, dpo_input=True)
+            last = messages[-1]
+            if not (isinstance(last, dict) and last.get("role") == "user"):
+                report(f"input.messages[{len(messages) - 1}]", "dpo_input_not_ending_with_user", WARNING,
+                       "preference input should end with the user message the outputs answer")
+        outputs = []
+        for preferred_key, alias in (("preferred_output", "preferred_completion"),
+                                     ("non_preferred_output", "non_preferred_completion")):
+            key = preferred_key if preferred_key in row else alias if alias in row else preferred_key
+            value = row.get(key)
+            group = Group()
+            summary.groups.append(group)
+            if (not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict)
+                    or value[0].get("role") != "assistant"):
+                report(key, "dpo_invalid_output", ERROR,
+                       f"'{key}' must be a list with exactly one assistant message")
+                usable = False
+                continue
+            self._check_messages(value, key, report, summary, group, None, dpo_output=True)
+            group.trained = list(group.texts)
+            outputs.append(value[0])
+        if len(outputs) == 2 and outputs[0] == outputs[1]:
+            report("non_preferred_output", "dpo_identical_outputs", WARNING,
+                   "the preferred and non-preferred outputs are identical: nothing to learn")
+        return summary if usable else None
+
+    # ----------------------------------------------------------- messages
+
+    def _check_messages(self, messages: list, base: str, report, summary: Summary, group: Group,
+                        tools, *, dpo_input: bool = False, dpo_output: bool = False) -> dict:
+        seen: dict[str, int] = {}
+        pending_calls: dict[str, str] = {}  # id -> path of the assistant message that made it
+        all_call_ids: set[str] = set()
+        pending_function: str | None = None
+        roles = summary.roles
+        texts = group.texts
+        for index, message in enumerate(messages):
+            path = f"{base}[{index}]"
+            summary.messages += 1
+            group.overhead += TOKENS_PER_MESSAGE
+            if not isinstance(message, dict):
+                report(path, "data_type", ERROR, f"each message must be an object, got {_type_name(message)}")
+                continue
+            role = message.get("role")
+            for key in message:
+                if key not in MESSAGE_KEYS:
+                    report(_key_path(key, path), "message_unrecognized_key", ERROR, f"unrecognized message key {key!r}")
+            if role is None:
+                report(f"{path}.role", "message_missing_key", ERROR, "message without a 'role'")
+                continue
+            if not isinstance(role, str) or role not in ROLES:
+                report(f"{path}.role", "unrecognized_role", ERROR, f"unrecognized role {role!r}")
+                continue
+            roles[role] = roles.get(role, 0) + 1
+            seen[role] = seen.get(role, 0) + 1
+            texts.append(role)
+
+            if role in ("user", "assistant") and pending_calls:
+                for call_id, call_path in pending_calls.items():
+                    report(call_path, "tool_call_unanswered", WARNING,
+                           f"tool call {call_id!r} gets no tool message before the conversation goes on")
+                pending_calls.clear()
+
+            has_call = False
+            trained = role == "assistant"
+            if "weight" in message:
+                weight = message["weight"]
+                if role != "assistant":
+                    report(f"{path}.weight", "weight_not_on_assistant", ERROR,
+                           "weight is only allowed on assistant messages")
+                elif isinstance(weight, bool) or weight not in (0, 1) or not isinstance(weight, (int, float)):
+                    report(f"{path}.weight", "invalid_weight", ERROR, f"weight must be 0 or 1, got {weight!r}")
+                elif weight == 0:
+                    trained = False
+                    seen["assistant_weight0"] = seen.get("assistant_weight0", 0) + 1
+            if "name" in message:
+                name = message["name"]
+                if not isinstance(name, str) or not _NAME.match(name):
+                    report(f"{path}.name", "invalid_name", ERROR,
+                           "name must be 1-64 letters, digits, '_' or '-'")
+                else:
+                    texts.append(name)
+                    group.overhead += TOKENS_PER_NAME
+            if "tool_calls" in message:
+                has_call = True
+                self._check_tool_calls(message["tool_calls"], role, path, report, group, pending_calls,
+                                       all_call_ids, tools)
+            if "function_call" in message:
+                has_call = True
+                pending_function = self._check_function_call(message["function_call"], role, path, report, group)
+            if role == "tool":
+                call_id = message.get("tool_call_id")
+                if "tool_call_id" not in message:
+                    report(f"{path}.tool_call_id", "message_missing_key", ERROR,
+                           "a tool message needs the 'tool_call_id' it answers")
+                elif not isinstance(call_id, str) or call_id not in pending_calls:
+                    report(f"{path}.tool_call_id", "tool_call_id_unknown", ERROR,
+                           f"tool_call_id {call_id!r} answers no preceding, unanswered assistant tool call")
+                else:
+                    del pending_calls[call_id]
+                    texts.append(call_id)
+            elif "tool_call_id" in message:
+                report(f"{path}.tool_call_id", "message_unrecognized_key", ERROR,
+                       "tool_call_id belongs on tool messages only")
+            if role == "function":
+                if "name" not in message:
+                    report(f"{path}.name", "message_missing_key", ERROR, "a function message needs the function 'name'")
+                if pending_function is None:
+                    report(path, "function_message_without_call", WARNING,
+                           "function message answers no preceding assistant function_call")
+                pending_function = None
+
+            self._check_content(message, role, path, report, summary, group, has_call, trained)
+        if "assistant" in seen:
+            seen["trainable_assistant"] = seen["assistant"] - seen.get("assistant_weight0", 0)
+        if not dpo_input and not dpo_output:
+            group.overhead += TOKENS_REPLY_PRIMING
+        return seen
+
+    def _check_content(self, message: dict, role: str, path: str, report, summary: Summary, group: Group,
+                       has_call: bool, trained: bool) -> None:
+        cpath = f"{path}.content"
+        if "content" not in message:
+            if not has_call:
+                report(cpath, "message_missing_key", ERROR, "message without 'content'")
+            return
+        content = message["content"]
+        if content is None:
+            if not (has_call and role == "assistant"):
+                report(cpath, "missing_content", ERROR,
+                       "content is null; only an assistant message with a tool or function call may omit it")
+            return
+        if isinstance(content, str):
+            if not content.strip():
+                severity = ERROR if trained and not has_call else WARNING
+                report(cpath, "empty_content", severity, "content is empty or whitespace only")
+            elif "<|" in content and self._special is not None:
+                self._report_special(content, cpath, report)
+            group.texts.append(content)
+            if trained:
+                group.trained.append(content)
+            return
+        if isinstance(content, list):
+            self._check_parts(content, role, cpath, report, summary, group, trained)
+            return
+        report(cpath, "missing_content", ERROR,
+               f"content must be a string or a list of content parts, got {_type_name(content)}")
+
+    def _check_parts(self, parts: list, role: str, cpath: str, report, summary: Summary, group: Group,
+                     trained: bool) -> None:
+        if not parts:
+            report(cpath, "empty_content", ERROR if trained else WARNING, "content is an empty list")
+            return
+        any_text = False
+        for index, part in enumerate(parts):
+            ppath = f"{cpath}[{index}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                text = part.get("text")
+                if not isinstance(text, str):
+                    report(f"{ppath}.text", "invalid_content_part", ERROR, "a text part needs a string 'text'")
+                    continue
+                if text.strip():
+                    any_text = True
+                if "<|" in text and self._special is not None:
+                    self._report_special(text, f"{ppath}.text", report)
+                group.texts.append(text)
+                if trained:
+                    group.trained.append(text)
+            elif kind == "image_url":
+                if not self.provider_rules.multimodal:
+                    report(ppath, "multimodal_not_supported", ERROR, "this provider does not accept image parts")
+                    continue
+                if role != "user":
+                    report(ppath, "image_not_in_user_message", ERROR, "images are only accepted in user messages")
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else None
+                if not isinstance(url, str):
+                    report(f"{ppath}.image_url.url", "invalid_content_part", ERROR,
+                           "an image part needs image_url.url")
+                    continue
+                if not (url.startswith("https://") or _IMAGE_DATA_URL.match(url)):
+                    report(f"{ppath}.image_url.url", "invalid_image_url", ERROR,
+                           "image url must be https:// or a data:image/...;base64, URL")
+                    continue
+                any_text = True
+                summary.images += 1
+                group.overhead += TOKENS_PER_IMAGE_ESTIMATE
+            else:
+                report(f"{ppath}.type" if isinstance(part, dict) else ppath, "invalid_content_part", ERROR,
+                       f"content part type must be 'text' or 'image_url', got {kind!r}" if isinstance(part, dict)
+                       else f"a content part must be an object, got {_type_name(part)}")
+        if not any_text:
+            report(cpath, "empty_content", ERROR if trained else WARNING, "content parts hold no text or image")
+
+    def _report_special(self, text: str, path: str, report) -> None:
+        found = sorted({match.group(0) for match in self._special.finditer(text)})
+        if found:
+            where = "refused by the provider" if self.special_severity == ERROR else "treated as control tokens"
+            report(path, "special_token", self.special_severity,
+                   f"special token(s) {', '.join(found)} inside content ({where}); remove or escape them")
+
+    # -------------------------------------------------------- tool calls
+
+    def _check_tool_calls(self, calls, role, path, report, group, pending_calls, all_call_ids, tools) -> None:
+        tpath = f"{path}.tool_calls"
+        if role != "assistant":
+            report(tpath, "invalid_tool_calls", ERROR, "tool_calls are only allowed on assistant messages")
+            return
+        if not isinstance(calls, list) or not calls:
+            report(tpath, "invalid_tool_calls", ERROR, "tool_calls must be a non-empty list")
+            return
+        for index, call in enumerate(calls):
+            cpath = f"{tpath}[{index}]"
+            if not isinstance(call, dict):
+                report(cpath, "invalid_tool_call", ERROR, f"a tool call must be an object, got {_type_name(call)}")
+                continue
+            call_id = call.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                report(f"{cpath}.id", "invalid_tool_call", ERROR, "a tool call needs a string 'id'")
+            elif call_id in all_call_ids:
+                report(f"{cpath}.id", "duplicate_tool_call_id", ERROR, f"tool call id {call_id!r} is used twice")
+            else:
+                all_call_ids.add(call_id)
+                pending_calls[call_id] = cpath
+            if call.get("type", "function") != "function":
+                report(f"{cpath}.type", "invalid_tool_call", ERROR, "tool call type must be 'function'")
+            function = call.get("function")
+            if not isinstance(function, dict):
+                report(f"{cpath}.function", "invalid_tool_call", ERROR, "a tool call needs a 'function' object")
+                continue
+            self._check_call_body(function, f"{cpath}.function", "invalid_tool_call", report, group, tools)
+
+    def _check_function_call(self, call, role, path, report, group) -> str | None:
+        fpath = f"{path}.function_call"
+        if role != "assistant":
+            report(fpath, "invalid_function_call", ERROR, "function_call is only allowed on assistant messages")
+            return None
+        if not isinstance(call, dict):
+            report(fpath, "invalid_function_call", ERROR, "function_call must be an object with name and arguments")
+            return None
+        return self._check_call_body(call, fpath, "invalid_function_call", report, group, None)
+
+    def _check_call_body(self, body: dict, path: str, code: str, report, group: Group, tools) -> str | None:
+        name = body.get("name")
+        arguments = body.get("arguments")
+        ok_name = isinstance(name, str) and bool(name)
+        if not ok_name:
+            report(f"{path}.name", code, ERROR, "a call needs a non-empty string 'name'")
+        elif tools is not None and name not in tools:
+            report(f"{path}.name", "tool_call_unknown_function", WARNING,
+                   f"{name!r} is not among the functions this example defines")
+        if not isinstance(arguments, str):
+            report(f"{path}.arguments", code, ERROR,
+                   f"arguments must be a JSON-encoded string, got {_type_name(arguments)}")
+        else:
+            try:
+                json.loads(arguments)
+            except (ValueError, RecursionError):
+                report(f"{path}.arguments", "tool_call_arguments_not_json", ERROR,
+                       "arguments must be a JSON-encoded string")
+            group.texts.append(arguments)
+        if ok_name:
+            group.texts.append(name)
+        group.overhead += TOKENS_PER_TOOL_CALL
+        return name if ok_name else None
+
+    def _check_tool_definitions(self, row: dict, prefix: str, report) -> set[str] | None:
+        """Validate ``tools``/``functions``; returns the defined names (None if none are defined)."""
+        names: set[str] | None = None
+        for key, code in (("tools", "invalid_tools"), ("functions", "invalid_functions")):
+            if key not in row:
+                continue
+            value = row[key]
+            base = f"{prefix}{key}"
+            if not isinstance(value, list):
+                report(base, code, ERROR, f"'{key}' must be a list, got {_type_name(value)}")
+                continue
+            names = names if names is not None else set()
+            for index, item in enumerate(value):
+                ipath = f"{base}[{index}]"
+                if key == "tools":
+                    if not isinstance(item, dict) or item.get("type", "function") != "function":
+                        report(ipath, code, ERROR, "each tool must be an object with type 'function'")
+                        continue
+                    item = item.get("function")
+                    ipath = f"{ipath}.function"
+                if not isinstance(item, dict):
+                    report(ipath, code, ERROR, "a function definition must be an object")
+                    continue
+                name = item.get("name")
+                if not isinstance(name, str) or not _NAME.match(name):
+                    report(f"{ipath}.name", code, ERROR, "a function needs a name of 1-64 letters, digits, '_' or '-'")
+                else:
+                    names.add(name)
+                if "description" in item and not isinstance(item["description"], str):
+                    report(f"{ipath}.description", code, ERROR, "description must be a string")
+                if "parameters" in item and not isinstance(item["parameters"], dict):
+                    report(f"{ipath}.parameters", code, ERROR, "parameters must be a JSON Schema object")
+        return names
+
+    @staticmethod
+    def _tools_overhead(row: dict, group: Group) -> None:
+        """Tool definitions are sent with every example; count them as their JSON text
+        (the provider's exact framing is not published, so this is close, not exact)."""
+        for key in ("tools", "functions"):
+            value = row.get(key)
+            if isinstance(value, list) and value:
+                try:
+                    group.texts.append(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+                except (TypeError, ValueError, RecursionError):
+                    pass
+
+
+def _key_path(key, base: str | None = None) -> str:
+    key = str(key)
+    simple = key.isidentifier()
+    part = key if simple else json.dumps(key)
+    if base is None:
+        return part if simple else f"[{part}]"
+    return f"{base}.{part}" if simple else f"{base}[{part}]"

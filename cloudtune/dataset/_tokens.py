@@ -1,0 +1,183 @@
+"""Token counting: the model's real tokenizer where we have it, a labelled
+estimate where we do not.
+
+* OpenAI / Azure OpenAI models: tiktoken (``o200k_base`` / ``cl100k_base``),
+  loaded offline (see ``_tiktoken_offline``).
+* Local models given as a directory with a Hugging Face tokenizer: that
+  tokenizer and its chat template (transformers imported lazily).
+* Anything else: ``o200k_base`` as a proxy, reported as an estimate; and if
+  even that is unavailable, UTF-8 bytes / 4, also reported as an estimate.
+
+Speed: an example's message framing is arithmetic, not tokenization; each
+distinct string is tokenized once while it stays in a small two-generation
+cache (system prompts, tool definitions and role names repeat in almost every
+example); and the tokenizer's Rust core does the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _tiktoken_offline
+from ._rules import TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, Summary
+
+_CACHE_GENERATION = 4096
+_CACHE_MAX_TEXT = 64 * 1024
+
+
+class TokenCounter:
+    """Counts tokens of example summaries. ``exact`` says whether the counts come
+    from the model's own tokenizer; ``method`` says what was used."""
+
+    def __init__(self, count_text, *, exact: bool, method: str, note: str = "", hf_tokenizer=None) -> None:
+        self._count_text = count_text
+        self.exact = exact
+        self.method = method
+        self.note = note
+        self._hot: dict[str, int] = {}
+        self._cold: dict[str, int] = {}
+        self._hf = hf_tokenizer
+
+    def count_text(self, text: str) -> int:
+        value = self._hot.get(text)
+        if value is not None:
+            return value
+        value = self._cold.pop(text, None)
+        if value is not None:
+            # Seen twice: it repeats; keep it where it survives the cold flushes.
+            if len(self._hot) >= _CACHE_GENERATION:
+                self._hot.clear()
+            self._hot[text] = value
+            return value
+        value = self._count_text(text)
+        if len(text) <= _CACHE_MAX_TEXT:
+            if len(self._cold) >= _CACHE_GENERATION:
+                self._cold.clear()
+            self._cold[text] = value
+        return value
+
+    def count_group(self, group) -> tuple[int, int]:
+        """(all tokens, trained assistant tokens) of one token sequence."""
+        count = self.count_text
+        total = group.overhead
+        for text in group.texts:
+            total += count(text)
+        trained = 0
+        for text in group.trained:
+            trained += count(text)
+        return total, trained
+
+    def count(self, summary: Summary, messages=None) -> tuple[int, int, int]:
+        """(billed tokens, trained tokens, longest sequence) of one example.
+
+        A chat example is one sequence. A preference row is the input followed by
+        each output: both pairs are processed, so both count as billed tokens; the
+        longest of the two pairs is what must fit the context."""
+        if self._hf is not None and messages is not None and not summary.dpo:
+            hf_total = self._hf_chat_tokens(messages)
+            if hf_total is not None:
+                _, trained = self.count_group(summary.groups[0])
+                return hf_total, trained, hf_total
+        if not summary.dpo:
+            total, trained = self.count_group(summary.groups[0])
+            return total, trained, total
+        input_tokens, _ = self.count_group(summary.groups[0])
+        billed, trained, longest = input_tokens, 0, input_tokens
+        for group in summary.groups[1:]:
+            tokens, learned = self.count_group(group)
+            billed += tokens
+            trained += learned
+            longest = max(longest, input_tokens + tokens)
+        return billed, trained, longest
+
+    def _hf_chat_tokens(self, messages) -> int | None:
+        try:
+            ids = self._hf.apply_chat_template(messages, tokenize=True)
+        except Exception:  # noqa: BLE001 - a template that cannot render this example: fall back to per-text counts
+            return None
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return len(ids)
+
+
+def _tiktoken_counter(encoding_name: str):
+    encoding = _tiktoken_offline.get_encoding(encoding_name)
+    if encoding is None:
+        return None
+    encode = encoding.encode_ordinary  # special tokens in content are reported, and counted as text
+
+    def count(text: str) -> int:
+        return len(encode(text))
+
+    return count
+
+
+def _bytes_estimate(text: str) -> int:
+    return (len(text.encode("utf-8", "surrogatepass")) + 3) // 4
+
+
+def _hf_tokenizer_dir(model: str | None, tokenizer_path: str | Path | None) -> Path | None:
+    for candidate in (tokenizer_path, model):
+        if not candidate:
+            continue
+        path = Path(candidate).expanduser()
+        try:
+            if path.is_dir() and ((path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()):
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def make_counter(info, *, provider: str, model: str | None, tokenizer_path=None) -> TokenCounter:
+    """Pick the best token counter available for ``info`` (a catalog ModelInfo or None)."""
+    hf_dir = _hf_tokenizer_dir(model, tokenizer_path)
+    if hf_dir is not None:
+        try:
+            from transformers import AutoTokenizer  # lazy: heavy, and only for local models
+
+            tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
+
+            def count(text: str) -> int:
+                return len(tokenizer.encode(text, add_special_tokens=False))
+
+            has_template = bool(getattr(tokenizer, "chat_template", None))
+            return TokenCounter(
+                count,
+                exact=has_template,
+                method=f"huggingface:{hf_dir.name}" + ("" if has_template else " (no chat template: framing estimated)"),
+                hf_tokenizer=tokenizer if has_template else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure: fall back to an estimate, and say why
+            fallback_note = f"could not load the tokenizer in {hf_dir} ({type(exc).__name__}); "
+        else:  # pragma: no cover - the try returns
+            fallback_note = ""
+    else:
+        fallback_note = ""
+
+    if info is not None and info.tokenizer:
+        count = _tiktoken_counter(info.tokenizer)
+        if count is not None:
+            return TokenCounter(count, exact=True, method=f"tiktoken:{info.tokenizer}")
+        fallback_note += f"tiktoken {info.tokenizer} unavailable ({_tiktoken_offline.failure_reason(info.tokenizer)}); "
+
+    reason = (
+        "no tokenizer for this model" if info is not None else "model unknown or not given"
+    )
+    count = _tiktoken_counter("o200k_base")
+    if count is not None:
+        return TokenCounter(
+            count,
+            exact=False,
+            method="estimate:o200k_base-proxy",
+            note=f"{fallback_note}{reason}: counts are an ESTIMATE using o200k_base as a proxy",
+        )
+    return TokenCounter(
+        _bytes_estimate,
+        exact=False,
+        method="estimate:utf8-bytes/4",
+        note=f"{fallback_note}{reason}: counts are an ESTIMATE (UTF-8 bytes / 4)",
+    )
+
+
+__all__ = ["TOKENS_PER_MESSAGE", "TOKENS_REPLY_PRIMING", "TokenCounter", "make_counter"]

@@ -1,0 +1,163 @@
+"""Azure Resource Manager: Microsoft.CognitiveServices accounts and model deployments.
+
+Rules enforced (what users hit on the real service): sku must be one Azure
+offers for fine-tuned models, the model must exist, at most
+``Rules.max_finetuned_deployments`` fine-tuned deployments per resource, summed
+capacity within quota (``InsufficientQuota``). Deletes take ``Timeline.delete_s``
+(state ``Deleting``), during which the model still counts as deployed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.emulators._http import Request, Response, Router
+from cloudtune.emulators.azure._state import arm_error, new_id
+
+if TYPE_CHECKING:
+    from cloudtune.emulators.azure._app import AzureEmulatorApp
+
+ACCOUNT = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.CognitiveServices/accounts/{account}"
+SKUS = ("Standard", "GlobalStandard", "Developer", "DataZoneStandard", "ProvisionedManaged", "GlobalProvisionedManaged")
+
+
+def is_fine_tuned(model: str) -> bool:
+    return ".ft-" in model
+
+
+def purge(app: "AzureEmulatorApp") -> None:
+    now = app.now
+    for key, dep in list(app.store.cs_deployments.items()):
+        if dep.get("deleting_at") is not None and now >= dep["deleting_at"] + app.store.timeline.delete_s:
+            del app.store.cs_deployments[key]
+
+
+def deployment_state(app: "AzureEmulatorApp", dep: dict[str, Any]) -> str:
+    if dep.get("deleting_at") is not None:
+        return "Deleting"
+    return "Succeeded" if app.now >= dep["created"] + dep["ready_after"] else "Creating"
+
+
+def deployments_of(app: "AzureEmulatorApp", account: str, model: str) -> list[str]:
+    purge(app)
+    return sorted(n for (a, n), d in app.store.cs_deployments.items() if a == account and d["model"] == model)
+
+
+def create_deployment(app: "AzureEmulatorApp", account: str, name: str, model: str, sku: str, capacity: int,
+                      *, tags: dict[str, str], ready: bool = False, version: str = "1") -> dict[str, Any]:
+    store = app.store
+    store.account(account)
+    purge(app)
+    if sku not in SKUS:
+        raise arm_error(400, "InvalidResourceProperties", f"The specified SKU '{sku}' is not supported for model "
+                        f"'{model}'. Supported SKUs: Standard, GlobalStandard, Developer.")
+    if is_fine_tuned(model):
+        known = store.ft_models.get(model)
+        if known is None or known.get("deleted") or known["account"] != account:
+            raise arm_error(400, "DeploymentModelNotSupported", f"The model '{model}' was not found in account '{account}'.")
+    existing = store.cs_deployments.get((account, name))
+    if existing is not None and existing.get("deleting_at") is None:
+        existing.update(model=model, sku=sku, capacity=capacity, tags=tags or existing["tags"])
+        return existing
+    others = [d for (a, _), d in store.cs_deployments.items() if a == account]
+    if is_fine_tuned(model) and sum(is_fine_tuned(d["model"]) for d in others) >= store.rules.max_finetuned_deployments:
+        raise arm_error(400, "InsufficientQuota", "The resource already has the maximum of "
+                        f"{store.rules.max_finetuned_deployments} fine-tuned model deployments. Delete one first.")
+    used = sum(d["capacity"] for d in others)
+    if used + capacity > store.rules.deployment_capacity_quota:
+        available = max(store.rules.deployment_capacity_quota - used, 0)
+        raise arm_error(400, "InsufficientQuota", f"This operation require {capacity} new capacity in quota Tokens Per "
+                        f"Minute (thousands) - {model}, which is bigger than the current available capacity {available}.")
+    dep = {"name": name, "model": model, "version": version, "sku": sku, "capacity": capacity, "tags": tags,
+           "created": app.now, "ready_after": 0.0 if ready else store.timeline.deploy_s, "deleting_at": None}
+    store.cs_deployments[(account, name)] = dep
+    return dep
+
+
+def register(app: "AzureEmulatorApp", router: Router) -> None:
+    store = app.store
+
+    def body_of(request: Request, dep: dict[str, Any]) -> dict[str, Any]:
+        p = request.params
+        return {
+            "id": f"/subscriptions/{p['sub']}/resourceGroups/{p['rg']}/providers/Microsoft.CognitiveServices/accounts/"
+                  f"{p['account']}/deployments/{dep['name']}",
+            "name": dep["name"], "type": "Microsoft.CognitiveServices/accounts/deployments",
+            "sku": {"name": dep["sku"], "capacity": dep["capacity"]}, "tags": dep["tags"] or None,
+            "properties": {"model": {"format": "OpenAI", "name": dep["model"], "version": dep["version"]},
+                           "provisioningState": deployment_state(app, dep), "versionUpgradeOption": "NoAutoUpgrade",
+                           "rateLimits": [{"key": "request", "renewalPeriod": 10, "count": dep["capacity"]}]},
+            "systemData": {"createdBy": "cloudtune-emulator", "createdByType": "Application"},
+        }
+
+    def get_account(request: Request) -> Response:
+        name = request.params["account"]
+        account = store.account(name)
+        p = request.params
+        return Response.json({
+            "id": f"/subscriptions/{p['sub']}/resourceGroups/{p['rg']}/providers/Microsoft.CognitiveServices/accounts/{name}",
+            "name": name, "type": "Microsoft.CognitiveServices/accounts", "kind": "OpenAI", "location": account["region"],
+            "sku": {"name": "S0"}, "properties": {"endpoint": f"https://{name}.openai.azure.com/",
+                                                   "provisioningState": "Succeeded"}})
+
+    def put_deployment(request: Request) -> Response:
+        body = request.json()
+        props, sku = body.get("properties") or {}, body.get("sku") or {}
+        model = props.get("model") or {}
+        if model.get("format") != "OpenAI":
+            raise arm_error(400, "InvalidResourceProperties", f"Model format {model.get('format')!r} is not supported; use 'OpenAI'.")
+        if not model.get("name"):
+            raise arm_error(400, "InvalidResourceProperties", "properties.model.name is required.")
+        account, name = request.params["account"], request.params["name"]
+        existed = (account, name) in store.cs_deployments
+        dep = create_deployment(app, account, name, model["name"], sku.get("name", "Standard"),
+                                int(sku.get("capacity") or 1), tags=body.get("tags") or {},
+                                version=str(model.get("version") or "1"))
+        p = request.params
+        op = new_id("op-")
+        store.operations[op] = {"kind": "cs-deployment", "key": (account, name)}
+        headers = {"Azure-AsyncOperation": f"https://management.azure.com/subscriptions/{p['sub']}/providers/"
+                   f"Microsoft.CognitiveServices/locations/{store.account(account)['region']}/operationResults/{op}"
+                   f"?api-version={request.arg('api-version') or '2024-10-01'}"}
+        return Response.json(body_of(request, dep), 200 if existed else 201, headers)
+
+    def get_deployment(request: Request) -> Response:
+        purge(app)
+        store.account(request.params["account"])
+        dep = store.cs_deployments.get((request.params["account"], request.params["name"]))
+        if dep is None:
+            raise arm_error(404, "DeploymentNotFound", f"Deployment {request.params['name']} not found.")
+        return Response.json(body_of(request, dep))
+
+    def list_deployments(request: Request) -> Response:
+        purge(app)
+        account = request.params["account"]
+        store.account(account)
+        return Response.json({"value": [body_of(request, d) for (a, _), d in sorted(store.cs_deployments.items())
+                                        if a == account]})
+
+    def delete_deployment(request: Request) -> Response:
+        purge(app)
+        dep = store.cs_deployments.get((request.params["account"], request.params["name"]))
+        if dep is None:
+            return Response(204)
+        if dep.get("deleting_at") is None:
+            dep["deleting_at"] = app.now
+        return Response(200)
+
+    def operation(request: Request) -> Response:
+        purge(app)
+        op = store.operations.get(request.params["op"])
+        if op is None:
+            raise arm_error(404, "NotFound", "Operation not found")
+        dep = store.cs_deployments.get(op["key"])
+        done = dep is None or deployment_state(app, dep) != "Creating"
+        return Response.json({"status": "Succeeded" if done else "Running"})
+
+    router.add("GET", ACCOUNT, get_account)
+    router.add("GET", ACCOUNT + "/deployments", list_deployments)
+    router.add("PUT", ACCOUNT + "/deployments/{name}", put_deployment)
+    router.add("GET", ACCOUNT + "/deployments/{name}", get_deployment)
+    router.add("DELETE", ACCOUNT + "/deployments/{name}", delete_deployment)
+    router.add("GET", "/subscriptions/{sub}/providers/Microsoft.CognitiveServices/locations/{region}/operationResults/{op}",
+               operation)

@@ -1,0 +1,248 @@
+"""ARM routes of a Foundry project that run things: fine-tuning jobs, serverless endpoints,
+marketplace subscriptions and the long-running-operation status URLs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.emulators._http import Request, Response, Router
+from cloudtune.emulators.azure._arm_ml import (
+    WS,
+    _operation,
+    _resource,
+    endpoint_state,
+    job_status,
+    purge,
+)
+from cloudtune.emulators.azure._state import arm_error, family_of, new_key
+
+if TYPE_CHECKING:
+    from cloudtune.emulators.azure._app import AzureEmulatorApp
+
+OPS = "/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{region}"
+
+
+def _base_model_of(body: dict[str, Any]) -> str:
+    details = body.get("properties", {}).get("fineTuningDetails") or {}
+    model = details.get("model") or {}
+    return str(model.get("uri") or model.get("path") or "")
+
+
+def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a route table
+    store = app.store
+
+    # ----------------------------------------------------------------- jobs
+    def job_body(request: Request, job: dict[str, Any]) -> dict[str, Any]:
+        status = job_status(app, request.params["ws"], job)
+        out = _resource(request, "jobs", job["name"], job["body"], job["created"], app)
+        out["properties"]["status"] = status
+        return out
+
+    def put_job(request: Request) -> Response:
+        ws_name, name = request.params["ws"], request.params["name"]
+        ws = store.workspace(ws_name)
+        body = request.json()
+        if (ws_name, name) in store.ml_jobs:
+            raise arm_error(409, "UserError", f"A job with name {name} already exists.")
+        props = body.get("properties", {})
+        if props.get("jobType") == "FineTuning":
+            base_model = _base_model_of(body)
+            if ws["kind"] != "Project":
+                raise arm_error(400, "UserError", "Serverless fine-tuning needs a hub-based Azure AI Foundry project; "
+                                f"workspace '{ws_name}' is not one.")
+            regions = store.ft_regions_for(base_model)
+            if regions is not None and ws["region"] not in regions:
+                raise arm_error(400, "UserError", f"Fine-tuning of {base_model} is not available in region "
+                                f"{ws['region']}. Available regions: {', '.join(regions)}.")
+            if store.needs_marketplace(base_model) and not _subscribed(app, ws_name, base_model):
+                raise arm_error(400, "MarketplaceSubscriptionMissing", f"Model {base_model} needs an Azure Marketplace "
+                                "subscription in this project before it can be fine-tuned.")
+            details = props.get("fineTuningDetails") or {}
+            if not details.get("validationData"):
+                raise arm_error(400, "UserError", "validation_data is required for this fine-tuning task.")
+        else:
+            base_model = ""
+        props.setdefault("tags", {})
+        props["status"] = "NotStarted"
+        store.ml_jobs[(ws_name, name)] = {"name": name, "created": app.now, "body": body, "base_model": base_model}
+        return Response.json(job_body(request, store.ml_jobs[(ws_name, name)]), 201)
+
+    def get_job(request: Request) -> Response:
+        job = store.ml_jobs.get((request.params["ws"], request.params["name"]))
+        if job is None:
+            raise arm_error(404, "UserError", f"Job {request.params['name']} not found.")
+        return Response.json(job_body(request, job))
+
+    def list_jobs(request: Request) -> Response:
+        ws = request.params["ws"]
+        jobs = sorted((j for (w, _), j in store.ml_jobs.items() if w == ws), key=lambda j: -j["created"])
+        return Response.json({"value": [job_body(request, j) for j in jobs]})
+
+    def cancel_job(request: Request) -> Response:
+        job = store.ml_jobs.get((request.params["ws"], request.params["name"]))
+        if job is None:
+            raise arm_error(404, "UserError", f"Job {request.params['name']} not found.")
+        if job_status(app, request.params["ws"], job) not in ("Completed", "Failed", "Canceled"):
+            job["final"] = "Canceled"
+            store.forced_status.pop(job["name"], None)
+        return Response(202, b"", _operation(app, request, "done", None))
+
+    def delete_job(request: Request) -> Response:
+        store.ml_jobs.pop((request.params["ws"], request.params["name"]), None)
+        return Response(200)
+
+    router.add("PUT", WS + "/jobs/{name}", put_job)
+    router.add("GET", WS + "/jobs/{name}", get_job)
+    router.add("DELETE", WS + "/jobs/{name}", delete_job)
+    router.add("GET", WS + "/jobs", list_jobs)
+    router.add("POST", WS + "/jobs/{name}/cancel", cancel_job)
+
+    # ----------------------------------------------------- serverless endpoints
+    def endpoint_body(request: Request, endpoint: dict[str, Any]) -> dict[str, Any]:
+        out = _resource(request, "serverlessEndpoints", endpoint["name"], endpoint["body"], endpoint["created"], app)
+        region = store.workspace(request.params["ws"])["region"]
+        state = endpoint_state(app, endpoint)
+        out["location"] = region
+        out["properties"].update({
+            "provisioningState": state,
+            "endpointState": "Online" if state == "Succeeded" else state,
+            "inferenceEndpoint": {"uri": f"https://{endpoint['name'].lower()}.{region}.models.ai.azure.com", "headers": {}},
+        })
+        out["properties"].setdefault("authMode", "Key")
+        out.setdefault("sku", {"name": "Consumption"})
+        return out
+
+    def put_endpoint(request: Request) -> Response:
+        ws_name, name = request.params["ws"], request.params["name"]
+        store.workspace(ws_name)
+        purge(app)
+        body = request.json()
+        existing = store.endpoints.get((ws_name, name))
+        if existing is not None:
+            if existing.get("deleting_at") is not None:
+                raise arm_error(409, "Conflict", f"Serverless endpoint {name} is being deleted.")
+            existing["body"]["properties"].update(body.get("properties", {}))
+            return Response.json(endpoint_body(request, existing), 200)
+        model_id = body.get("properties", {}).get("modelSettings", {}).get("modelId", "")
+        base = _model_base(app, ws_name, model_id)
+        if store.needs_marketplace(base) and not _subscribed(app, ws_name, base):
+            raise arm_error(400, "MarketplaceSubscriptionMissing",
+                            f"Deploying {base} needs an Azure Marketplace subscription in this project.")
+        if "/models/" in model_id and "registries" not in model_id:
+            name_version = model_id.rstrip("/").split("/models/", 1)[1].split("/")
+            if (ws_name, name_version[0], name_version[-1]) not in store.models:
+                raise arm_error(404, "UserError", f"Model {model_id} not found.")
+        store.endpoints[(ws_name, name)] = {"name": name, "created": app.now, "body": body,
+                                            "keys": {"primaryKey": new_key(), "secondaryKey": new_key()}}
+        return Response.json(endpoint_body(request, store.endpoints[(ws_name, name)]), 201,
+                             _operation(app, request, "endpoint", (ws_name, name)))
+
+    def get_endpoint(request: Request) -> Response:
+        purge(app)
+        endpoint = store.endpoints.get((request.params["ws"], request.params["name"]))
+        if endpoint is None:
+            raise arm_error(404, "UserError", f"Serverless endpoint {request.params['name']} not found.")
+        return Response.json(endpoint_body(request, endpoint))
+
+    def list_endpoints(request: Request) -> Response:
+        purge(app)
+        ws = request.params["ws"]
+        return Response.json({"value": [endpoint_body(request, e) for (w, _), e in sorted(store.endpoints.items()) if w == ws]})
+
+    def delete_endpoint(request: Request) -> Response:
+        purge(app)
+        key = (request.params["ws"], request.params["name"])
+        endpoint = store.endpoints.get(key)
+        if endpoint is None:
+            return Response(204)
+        if endpoint.get("deleting_at") is None:
+            endpoint["deleting_at"] = app.now
+        return Response(202, b"", _operation(app, request, "endpoint-delete", key))
+
+    def list_keys(request: Request) -> Response:
+        endpoint = store.endpoints.get((request.params["ws"], request.params["name"]))
+        if endpoint is None:
+            raise arm_error(404, "UserError", f"Serverless endpoint {request.params['name']} not found.")
+        return Response.json(endpoint["keys"])
+
+    router.add("PUT", WS + "/serverlessEndpoints/{name}", put_endpoint)
+    router.add("GET", WS + "/serverlessEndpoints/{name}", get_endpoint)
+    router.add("DELETE", WS + "/serverlessEndpoints/{name}", delete_endpoint)
+    router.add("GET", WS + "/serverlessEndpoints", list_endpoints)
+    router.add("POST", WS + "/serverlessEndpoints/{name}/listKeys", list_keys)
+
+    # ---------------------------------------------------- marketplace subscriptions
+    def put_subscription(request: Request) -> Response:
+        ws_name, name = request.params["ws"], request.params["name"]
+        store.workspace(ws_name)
+        body = request.json()
+        props = body.setdefault("properties", {})
+        model = str(props.get("modelId", "")).rstrip("/").rsplit("/", 1)[-1].lower()
+        props.update({"marketplaceSubscriptionStatus": "Subscribed", "provisioningState": "Succeeded",
+                      "marketplacePlan": {"publisherId": "azureml-emulated", "offerId": f"{model}-offer",
+                                          "planId": f"{model}-plan"}})
+        store.marketplace[(ws_name, name)] = {"created": app.now, "body": body}
+        return Response.json(_resource(request, "marketplaceSubscriptions", name, body, app.now, app), 201,
+                             _operation(app, request, "done", None))
+
+    def get_subscription(request: Request) -> Response:
+        item = store.marketplace.get((request.params["ws"], request.params["name"]))
+        if item is None:
+            raise arm_error(404, "UserError", f"Marketplace subscription {request.params['name']} not found.")
+        return Response.json(_resource(request, "marketplaceSubscriptions", request.params["name"], item["body"],
+                                       item["created"], app))
+
+    def delete_subscription(request: Request) -> Response:
+        store.marketplace.pop((request.params["ws"], request.params["name"]), None)
+        return Response(200)
+
+    router.add("PUT", WS + "/marketplaceSubscriptions/{name}", put_subscription)
+    router.add("GET", WS + "/marketplaceSubscriptions/{name}", get_subscription)
+    router.add("DELETE", WS + "/marketplaceSubscriptions/{name}", delete_subscription)
+
+    # ------------------------------------------------------------ operations
+    def operation_done(op: dict[str, Any]) -> bool:
+        purge(app)
+        if op["kind"] == "endpoint":
+            endpoint = store.endpoints.get(op["key"])
+            return endpoint is None or endpoint_state(app, endpoint) != "Creating"
+        if op["kind"] == "endpoint-delete":
+            return op["key"] not in store.endpoints
+        return True
+
+    def operation_status(request: Request) -> Response:
+        op = store.operations.get(request.params["op"])
+        if op is None:
+            raise arm_error(404, "NotFound", "Operation not found")
+        status = "Succeeded" if operation_done(op) else "InProgress"
+        return Response.json({"id": request.path, "name": request.params["op"], "status": status})
+
+    def operation_result(request: Request) -> Response:
+        op = store.operations.get(request.params["op"])
+        if op is None:
+            raise arm_error(404, "NotFound", "Operation not found")
+        if not operation_done(op):
+            return Response(202, b"", {"Location": f"https://management.azure.com{request.path}?api-version="
+                                                   f"{request.arg('api-version') or '2024-10-01'}", "Retry-After": "1"})
+        return Response(200)
+
+    router.add("GET", OPS + "/mfeOperationsStatus/{op}", operation_status)
+    router.add("GET", OPS + "/mfeOperationResults/{op}", operation_result)
+
+
+def _subscribed(app: "AzureEmulatorApp", ws: str, model: str) -> bool:
+    family = family_of(model)
+    return any(family_of(item["body"].get("properties", {}).get("modelId", "")) == family
+               for (w, _), item in app.store.marketplace.items() if w == ws)
+
+
+def _model_base(app: "AzureEmulatorApp", ws: str, model_id: str) -> str:
+    """A workspace model id -> the catalog model it was fine-tuned from (itself for catalog ids)."""
+    if "registries/" in model_id:
+        return model_id
+    if "/models/" in model_id:
+        name_version = model_id.rstrip("/").split("/models/", 1)[1].split("/")
+        model = app.store.models.get((ws, name_version[0], name_version[-1]))
+        if model is not None:
+            return model.get("base_model") or ""
+    return model_id

@@ -1,0 +1,162 @@
+"""What the Azure emulator remembers, and the service rules it enforces.
+
+Everything lives in plain dicts guarded by the app's lock. Time is the app's
+:class:`~cloudtune.emulators._http.EmulatorClock`, so a test can run an hour of
+training or a slow endpoint creation in milliseconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloudtune.emulators._http import HTTPError
+
+SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000001"
+TENANT_ID = "00000000-0000-4000-8000-0000000000aa"
+RESOURCE_GROUP = "rg-cloudtune"
+
+
+@dataclass
+class Timeline:
+    """Emulated seconds each phase lasts (jobs, deployments, endpoint creation, deletes)."""
+
+    validating_s: float = 2.0
+    queued_s: float = 2.0
+    running_s: float = 6.0
+    deploy_s: float = 3.0
+    delete_s: float = 1.0
+    steps: int = 10  # training steps reported over the running phase
+
+
+@dataclass
+class Rules:
+    """Limits and capabilities the service enforces (defaults mirror Azure's documented ones)."""
+
+    max_finetuned_deployments: int = 5  # Azure OpenAI: at most 5 fine-tuned deployments per resource
+    deployment_capacity_quota: int = 500  # summed sku capacity per account (TPM / 1000)
+    # serverless fine-tuning: model family prefix -> regions where the service runs it
+    serverless_ft_regions: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "phi-3": ("eastus2",),
+        "phi-4": ("eastus", "eastus2", "northcentralus", "southcentralus", "westus", "westus3"),
+        "meta-llama": ("westus3",),
+        "ministral": ("eastus2", "swedencentral"),
+        "mistral": ("eastus2", "swedencentral"),
+    })
+    # models that need an Azure Marketplace subscription in the project (third-party)
+    marketplace_prefixes: tuple[str, ...] = ("meta-llama", "ministral", "mistral")
+
+
+@dataclass
+class Seed:
+    """The resources that exist before the user does anything."""
+
+    subscription_id: str = SUBSCRIPTION_ID
+    resource_group: str = RESOURCE_GROUP
+    hub: str = "ct-hub"
+    hub_region: str = "eastus2"
+    # hub-based Foundry projects: name -> region
+    projects: dict[str, str] = field(default_factory=lambda: {"ct-project": "eastus2", "ct-project-weu": "westeurope"})
+    # workspaces that are NOT hub-based projects (plain Azure ML workspaces)
+    plain_workspaces: dict[str, str] = field(default_factory=lambda: {"ct-workspace": "eastus2"})
+    storage_account: str = "ctstorage"
+    openai_accounts: dict[str, str] = field(default_factory=lambda: {"ct-aoai": "swedencentral"})
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def arm_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> HTTPError:
+    return HTTPError(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def family_of(model: str) -> str | None:
+    """'azureml://registries/azureml/models/Phi-4-mini-instruct/versions/3' -> 'phi-4'."""
+    name = model.lower()
+    if "/models/" in name:
+        name = name.split("/models/", 1)[1].split("/", 1)[0]
+    for prefix in ("phi-3", "phi-4", "meta-llama", "ministral", "mistral"):
+        if name.startswith(prefix):
+            return prefix
+    return None
+
+
+class Store:
+    """All emulated resources. Callers hold the app lock."""
+
+    def __init__(self, seed: Seed, rules: Rules, timeline: Timeline) -> None:
+        self.seed = seed
+        self.rules = rules
+        self.timeline = timeline
+        self.container = "azureml-blobstore-" + uuid.uuid4().hex[:12]
+        self.workspaces: dict[str, dict[str, Any]] = {}
+        self.workspaces[seed.hub] = {"region": seed.hub_region, "kind": "Hub"}
+        for name, region in seed.projects.items():
+            self.workspaces[name] = {"region": region, "kind": "Project"}
+        for name, region in seed.plain_workspaces.items():
+            self.workspaces[name] = {"region": region, "kind": "Default"}
+        self.accounts: dict[str, dict[str, Any]] = {
+            name: {"region": region, "key": new_key()} for name, region in seed.openai_accounts.items()
+        }
+        self.blobs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.uncommitted_blocks: dict[tuple[str, str, str], dict[str, bytes]] = {}
+        # Azure OpenAI data plane
+        self.files: dict[str, dict[str, Any]] = {}
+        self.ft_jobs: dict[str, dict[str, Any]] = {}
+        self.ft_models: dict[str, dict[str, Any]] = {}  # fine-tuned model id -> {"account", "job_id"}
+        self.cs_deployments: dict[tuple[str, str], dict[str, Any]] = {}  # (account, name)
+        # Azure ML / Foundry project
+        self.data: dict[tuple[str, str, str], dict[str, Any]] = {}  # (ws, name, version)
+        self.ml_jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.models: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.endpoints: dict[tuple[str, str], dict[str, Any]] = {}
+        self.marketplace: dict[tuple[str, str], dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.forced_status: dict[str, str] = {}  # job id/name -> raw status to report
+        self.unknown_routes: list[str] = []
+
+    # ---------------------------------------------------------------- lookups
+    def workspace(self, name: str) -> dict[str, Any]:
+        ws = self.workspaces.get(name)
+        if ws is None:
+            raise arm_error(404, "ResourceNotFound", f"The Resource 'Microsoft.MachineLearningServices/workspaces/{name}' "
+                            f"under resource group '{self.seed.resource_group}' was not found.")
+        return ws
+
+    def account(self, name: str) -> dict[str, Any]:
+        account = self.accounts.get(name)
+        if account is None:
+            raise arm_error(404, "ResourceNotFound", f"The Resource 'Microsoft.CognitiveServices/accounts/{name}' was not found.")
+        return account
+
+    def ft_regions_for(self, model: str) -> tuple[str, ...] | None:
+        family = family_of(model)
+        return self.rules.serverless_ft_regions.get(family) if family else None
+
+    def needs_marketplace(self, model: str) -> bool:
+        family = family_of(model)
+        return family is not None and family in self.rules.marketplace_prefixes
+
+    def summary(self) -> dict[str, Any]:
+        """What is left on the emulator (for tests and ``/_emulator/state``); no keys."""
+        live_jobs = lambda jobs: sorted(jobs)  # noqa: E731
+        return {
+            "files": sorted(self.files),
+            "fine_tuning_jobs": live_jobs(self.ft_jobs),
+            "fine_tuned_models": sorted(m for m, v in self.ft_models.items() if not v.get("deleted")),
+            "cognitive_deployments": sorted(f"{a}/{n}" for (a, n) in self.cs_deployments),
+            "data_assets": sorted(f"{w}/{n}:{v}" for (w, n, v) in self.data),
+            "blobs": sorted(f"{a}/{c}/{p}" for (a, c, p) in self.blobs),
+            "ml_jobs": sorted(f"{w}/{n}" for (w, n) in self.ml_jobs),
+            "models": sorted(f"{w}/{n}:{v}" for (w, n, v) in self.models),
+            "serverless_endpoints": sorted(f"{w}/{n}" for (w, n) in self.endpoints),
+            "marketplace_subscriptions": sorted(f"{w}/{n}" for (w, n) in self.marketplace),
+            "unknown_routes": list(self.unknown_routes),
+        }

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MEMORY = "tests.support.memory_provider:MemoryProvider"
+
+
+@dataclass
+class CLI:
+    """Runs ``python -m cloudtune`` as a subprocess against the file-backed memory provider."""
+
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_file(self) -> Path:
+        return self.tmp / "provider-state.json"
+
+    def base_env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
+        env.update(
+            CLOUDTUNE_HOME=str(self.tmp / "home"),
+            CLOUDTUNE_MEMORY_STATE=str(self.state_file),
+            CLOUDTUNE_POLL_INTERVAL="0.01",
+            CLOUDTUNE_POLL_MAX="0.05",
+            PYTHONPATH=str(ROOT),
+            CI="1",
+        )
+        env.update(self.env)
+        env.update(extra)
+        return env
+
+    def __call__(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.base_env(**env),
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.base_env(**env),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def wait_for_hang(self, process: subprocess.Popen[str], timeout: float = 30) -> None:
+        marker = Path(str(self.state_file) + ".hanging")
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            if process.poll() is not None:
+                raise AssertionError(f"process ended before hanging: {process.communicate()}")
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError("the provider never reached the hang point")
+            time.sleep(0.02)
+        marker.unlink()
+
+    def state(self) -> dict:
+        return json.loads(self.state_file.read_text())
+
+    def run_memory(self, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self("run", "--provider", MEMORY, "--model", "base", "--train", "train.jsonl", *extra, **env)
+
+    def start_memory(self, *extra: str, **env: str) -> subprocess.Popen[str]:
+        return self.start("run", "--provider", MEMORY, "--model", "base", "--train", "train.jsonl", *extra, **env)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    (tmp_path / "train.jsonl").write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"q{i}"},
+                                     {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+            for i in range(12)
+        )
+    )
+    return CLI(tmp_path)
+
+
+def kill9(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)

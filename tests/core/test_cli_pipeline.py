@@ -1,0 +1,216 @@
+"""The pipeline through the CLI, as a subprocess: exit codes, --json shape, resume after
+kill -9 at each step without a second job, cleanup order, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from tests.core.conftest import CLI, MEMORY, kill9
+
+RUN_KEYS = {"run_id", "provider", "job_id", "state", "fine_tuned_model", "deployment", "status", "exit_code"}
+
+
+def _doc(result) -> dict:  # type: ignore[no-untyped-def]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stdout + result.stderr
+    return json.loads(lines[0])
+
+
+def test_run_to_a_smoke_tested_deployment_prints_one_json_document(cli: CLI) -> None:
+    result = cli.run_memory("--json")
+    assert result.returncode == 0, result.stderr
+    doc = _doc(result)
+    assert RUN_KEYS <= doc.keys()
+    assert doc["status"] == "succeeded" and doc["state"] == "succeeded"
+    assert doc["fine_tuned_model"].startswith("ft:base:memory:")
+    assert doc["deployment"] == f"ct-{doc['run_id']}"
+    assert doc["smoke_test"]
+    state = cli.state()
+    assert list(state["deployments"]) == [doc["deployment"]]
+    assert [c for c in state["calls"] if c.startswith("create_job")] == [f"create_job {doc['job_id']}"]
+
+
+def test_cleanup_always_deletes_deployment_then_model_then_files(cli: CLI) -> None:
+    result = cli.run_memory("--json", "--cleanup", "always", "--validation-split", "0.25", "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    doc = _doc(result)
+    calls = [c.split()[0] for c in cli.state()["calls"] if c.split()[0] in ("undeploy", "delete_model", "delete_file")]
+    assert calls == ["undeploy", "delete_model", "delete_file", "delete_file"]
+    state = cli.state()
+    assert state["deployments"] == {} and state["models"] == [] and state["files"] == {}
+    assert doc["validation_file_id"] and f"file:{doc['validation_file_id']}" in doc["deleted"]
+
+
+def test_cleanup_command_removes_everything_a_run_created(cli: CLI) -> None:
+    doc = _doc(cli.run_memory("--json"))
+    result = cli("cleanup", doc["run_id"], "--json")
+    assert result.returncode == 0, result.stderr
+    assert cli.state()["deployments"] == {} and cli.state()["models"] == [] and cli.state()["files"] == {}
+    again = cli("cleanup", doc["run_id"], "--json")  # idempotent
+    assert again.returncode == 0
+    assert _doc(again)["runs"][0]["deleted"] == [f"deployment:{doc['deployment']}"] or _doc(again)["runs"][0]["ok"]
+
+
+def test_failed_job_exits_1_with_the_providers_line(cli: CLI) -> None:
+    result = cli.run_memory("--json", CLOUDTUNE_MEMORY_FAIL="validating_files")
+    assert result.returncode == 1
+    doc = _doc(result)
+    assert doc["status"] == "failed" and doc["state"] == "failed"
+    assert "line 3" in doc["error"]["message"]
+    assert doc["deployment"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "needle"),
+    [
+        (["--train", "missing.jsonl"], {}, 2, "does not exist"),
+        (["--epochs", "0"], {}, 2, "epochs"),
+        ([], {"CLOUDTUNE_MEMORY_RAISE": "create_job:auth"}, 3, "API key was refused"),
+        ([], {"CLOUDTUNE_MEMORY_RAISE": "create_job:quota"}, 4, "quota"),
+    ],
+)
+def test_exit_codes(cli: CLI, args: list[str], env: dict[str, str], code: int, needle: str) -> None:
+    result = cli.run_memory(*args, **env)
+    assert result.returncode == code, result.stderr
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_provider_lists_the_valid_names(cli: CLI) -> None:
+    result = cli("run", "--provider", "nope", "--model", "m", "--train", "train.jsonl")
+    assert result.returncode == 2
+    assert "Unknown provider 'nope'" in result.stderr
+    for name in ("azure", "local", "openai"):
+        assert name in result.stderr
+
+
+def test_wait_timeout_exits_5_and_resume_finishes_the_same_job(cli: CLI) -> None:
+    result = cli.run_memory("--json", "--timeout", "0.3s", CLOUDTUNE_MEMORY_STEPS="100000")
+    assert result.returncode == 5, result.stderr
+    doc = _doc(result)
+    assert doc["job_id"] and doc["status"] == "timed_out"
+    finished = cli("resume", doc["run_id"], "--json", CLOUDTUNE_MEMORY_STEPS="3")
+    assert finished.returncode == 0, finished.stderr
+    assert _doc(finished)["job_id"] == doc["job_id"]
+    assert len(cli.state()["jobs"]) == 1
+
+
+@pytest.mark.parametrize("step", ["upload_file", "create_job", "get_job", "deploy", "chat"])
+def test_kill_9_at_any_step_then_resume_makes_one_job_and_finishes(cli: CLI, step: str) -> None:
+    process = cli.start_memory("--json", CLOUDTUNE_MEMORY_HANG=step)
+    cli.wait_for_hang(process)
+    kill9(process)
+    result = cli("resume", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = _doc(result)
+    assert doc["status"] == "succeeded"
+    state = cli.state()
+    assert len(state["jobs"]) == 1
+    assert [c for c in state["calls"] if c.startswith("create_job")] == [f"create_job {doc['job_id']}"]
+    assert list(state["deployments"]) == [doc["deployment"]]
+    cleanup = cli("cleanup", "--json")
+    assert cleanup.returncode == 0
+    assert cli.state()["deployments"] == {} and cli.state()["models"] == []
+
+
+def test_create_that_failed_in_transit_is_found_not_repeated(cli: CLI) -> None:
+    # the job is created, then the answer is lost: the pipeline must find it by run id
+    result = cli.run_memory("--json", CLOUDTUNE_MEMORY_RAISE="create_job:transient")
+    assert result.returncode == 0, result.stderr
+    assert len(cli.state()["jobs"]) == 1
+
+
+def test_sigterm_mid_wait_records_it_and_resume_completes(cli: CLI) -> None:
+    process = cli.start_memory("--json", CLOUDTUNE_MEMORY_HANG="get_job")
+    cli.wait_for_hang(process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    doc = json.loads(out.strip().splitlines()[-1])
+    assert doc["status"] == "interrupted" and doc["job_id"]
+    result = cli("resume", doc["run_id"], "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(cli.state()["jobs"]) == 1
+
+
+def test_sigint_with_cancel_and_cleanup_policy_leaves_nothing(cli: CLI) -> None:
+    process = cli.start_memory("--json", "--cancel-on-interrupt", "--cleanup", "on-failure", CLOUDTUNE_MEMORY_HANG="get_job")
+    cli.wait_for_hang(process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    state = cli.state()
+    (job,) = state["jobs"].values()
+    assert job["status"] == "cancelled"
+    assert state["files"] == {}
+
+
+def test_second_signal_exits_at_once_with_the_ledger_intact(cli: CLI) -> None:
+    process = cli.start_memory("--cleanup", "always", CLOUDTUNE_MEMORY_HANG="get_job")
+    cli.wait_for_hang(process)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    status = cli("status", "--offline", "--json")
+    assert status.returncode == 0
+    assert _doc(status)["job_id"]
+
+
+def test_status_watch_list_cancel(cli: CLI) -> None:
+    created = _doc(cli.run_memory("--json", "--no-wait"))
+    assert created["job_id"] and created["status"] == "active"
+    listed = _doc(cli("list", "--json"))
+    assert [r["run_id"] for r in listed["runs"]] == [created["run_id"]]
+    status = _doc(cli("status", created["run_id"], "--json"))
+    assert status["job"]["id"] == created["job_id"]
+    watch = cli("watch", created["run_id"], "--json")
+    assert watch.returncode == 0
+    lines = [json.loads(line) for line in watch.stdout.splitlines()]
+    events = [line["id"] for line in lines if line["type"] == "event"]
+    assert events and len(events) == len(set(events))
+    assert lines[-1]["type"] == "result" and lines[-1]["state"] == "succeeded"
+    second = _doc(cli.run_memory("--json", "--no-wait"))
+    cancelled = _doc(cli("cancel", second["run_id"], "--json"))
+    assert cancelled["state"] == "cancelled"
+
+
+def test_deploy_undeploy_and_delete_model_commands(cli: CLI) -> None:
+    doc = _doc(cli.run_memory("--json", "--no-deploy"))
+    assert doc["deployment"] is None and doc["fine_tuned_model"]
+    deployed = _doc(cli("deploy", doc["run_id"], "--json"))
+    assert deployed["deployment"] and deployed["smoke_test"]
+    # the model is deployed: delete-model must undeploy first, never surface the refusal
+    deleted = cli("delete-model", doc["fine_tuned_model"], "--provider", MEMORY, "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert _doc(deleted)["deleted"] == [f"deployment:{deployed['deployment']}", f"model:{doc['fine_tuned_model']}"]
+    assert cli.state()["models"] == []
+
+
+def test_yaml_config_with_flag_overrides(cli: CLI) -> None:
+    (cli.tmp / "run.yaml").write_text(
+        f"provider: {MEMORY}\nmodel: base\ntrain: train.jsonl\nhyperparameters:\n  epochs: 2\n"
+        "deploy: false\nsuffix: yaml\nmetadata:\n  team: ml\n"
+    )
+    result = cli("run", "run.yaml", "--suffix", "flag", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = _doc(result)
+    assert doc["deployment"] is None
+    (job,) = cli.state()["jobs"].values()
+    assert job["metadata"] == {"team": "ml", "cloudtune_run_id": doc["run_id"]}
+
+
+def test_secrets_never_reach_output_or_ledger(cli: CLI) -> None:
+    secret = "sk-test-" + "x" * 24
+    result = cli.run_memory("--json", "-o", f"api_key={secret}", CLOUDTUNE_MEMORY_RAISE="create_job:auth",
+                            OPENAI_API_KEY=secret)
+    assert secret not in result.stdout + result.stderr
+    ledger = (cli.tmp / "home" / "ledger.sqlite3").read_bytes()
+    for suffix in ("", "-wal"):
+        path = cli.tmp / "home" / f"ledger.sqlite3{suffix}"
+        if path.exists():
+            assert secret.encode() not in path.read_bytes()
+    assert ledger
