@@ -1,0 +1,99 @@
+"""OpenAI SDK objects -> cloudtune types."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from cloudtune.types import Checkpoint, Job, JobError, JobEvent, JobState
+
+NAME = "openai"
+RUN_ID_KEY = "cloudtune_run_id"
+
+# The raw statuses OpenAI documents (the spec's enum) plus ``paused``, which the API returns
+# after a pause but the spec's enum lacks. Anything else maps to ``unknown``.
+STATUS_MAP: dict[str, JobState] = {
+    "validating_files": JobState.VALIDATING,
+    "queued": JobState.QUEUED,
+    "running": JobState.RUNNING,
+    "paused": JobState.PAUSED,
+    "succeeded": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "cancelled": JobState.CANCELLED,
+}
+_LINE = re.compile(r"\b(?:line|example)\s+(\d+)", re.IGNORECASE)
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def job_error(raw: Any) -> JobError | None:
+    if raw is None:
+        return None
+    message = _get(raw, "message") or ""
+    code = _get(raw, "code")
+    if not message and not code:
+        return None  # the SDK can hand back an empty error object on healthy jobs
+    found = _LINE.search(message)
+    return JobError(code=code, message=message or str(code), line=int(found.group(1)) if found else None,
+                    param=_get(raw, "param"))
+
+
+def to_job(raw: Any, state: JobState) -> Job:
+    metadata = _get(raw, "metadata") or {}
+    return Job(
+        id=raw.id,
+        provider=NAME,
+        state=state,
+        provider_status=_get(raw, "status"),
+        base_model=_get(raw, "model"),
+        fine_tuned_model=_get(raw, "fine_tuned_model"),
+        created_at=_when(_get(raw, "created_at")),
+        finished_at=_when(_get(raw, "finished_at")),
+        trained_tokens=_get(raw, "trained_tokens"),
+        error=job_error(_get(raw, "error")),
+        metadata={str(k): str(v) for k, v in dict(metadata).items()},
+        estimated_finish=_when(_get(raw, "estimated_finish")),
+    )
+
+
+def to_event(raw: Any) -> JobEvent:
+    data = dict(_get(raw, "data") or {})
+    kind = _get(raw, "type")
+    if kind:
+        data.setdefault("type", kind)  # the poller tells metrics from state changes by it
+    return JobEvent(
+        id=raw.id,
+        created_at=_when(_get(raw, "created_at")) or datetime.now(timezone.utc),
+        level=_get(raw, "level") or "info",
+        message=_get(raw, "message") or "",
+        data=data,
+    )
+
+
+def to_checkpoint(raw: Any) -> Checkpoint:
+    metrics_raw = _get(raw, "metrics")
+    if metrics_raw is not None and not isinstance(metrics_raw, dict):
+        metrics_raw = metrics_raw.model_dump() if hasattr(metrics_raw, "model_dump") else dict(metrics_raw)
+    metrics = {k: float(v) for k, v in (metrics_raw or {}).items() if isinstance(v, (int, float))}
+    return Checkpoint(
+        id=raw.id,
+        job_id=_get(raw, "fine_tuning_job_id"),
+        step=_get(raw, "step_number"),
+        created_at=_when(_get(raw, "created_at")),
+        model=_get(raw, "fine_tuned_model_checkpoint"),
+        metrics=metrics,
+    )

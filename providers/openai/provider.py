@@ -1,0 +1,345 @@
+"""``--provider openai``: fine-tuning on OpenAI through the official ``openai`` SDK.
+
+Mostly a translation table: :data:`~providers.openai.convert.STATUS_MAP`,
+:func:`~providers.openai.translate.translate_error` and the SDK calls below.
+
+Options (``provider_options`` in a run config; none of them secret):
+
+* ``base_url``, ``organization``, ``project``: otherwise the SDK reads
+  ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``;
+* ``api_key_env``: the variable holding the key (default ``OPENAI_API_KEY``);
+* ``upload_threshold_bytes`` (default 512 MB: above it the Uploads API is used),
+  ``upload_part_bytes`` (64 MB), ``upload_workers`` (4);
+* ``request_timeout_s`` (120), ``read_attempts`` (6), ``file_wait_timeout_s`` (900);
+* ``deployments_file``: where deployment names are kept (see
+  :mod:`providers.openai.deployments`).
+
+Every SDK client is built with ``max_retries=0``: reads are retried here with
+:func:`cloudtune.retry.call_with_retries` (honouring ``Retry-After``, sleeping
+with the injected ``sleep``); ``create_job`` is never retried, because a
+retried POST can create a second job. The pipeline asks :meth:`find_jobs`
+first when the outcome of a create is unknown.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cloudtune import errors
+from cloudtune.provider import Provider, UploadProgress
+from cloudtune.retry import call_with_retries
+from cloudtune.types import (
+    ChatResult,
+    Checkpoint,
+    CheckResult,
+    Deployment,
+    DeploymentState,
+    DeployOptions,
+    FineTuneSpec,
+    Job,
+    JobEvent,
+    Method,
+)
+from providers.openai import capabilities, convert, translate, uploads
+from providers.openai.deployments import DeploymentNames, default_path
+
+T = TypeVar("T")
+EVENTS_PAGE = 100
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    install_extra = "openai"
+    status_map = convert.STATUS_MAP
+    unsupported: Mapping[str, str] = {}
+
+    def __init__(self, options: Mapping[str, Any] | None = None, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(options, sleep=sleep, clock=clock)
+        self._client: Any = None
+        self._names: DeploymentNames | None = None
+
+    # ---------------------------------------------------------- plumbing
+    def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
+        return translate.translate_error(exc)
+
+    def _option(self, key: str, default: Any) -> Any:
+        value = self.options.get(key)
+        return default if value is None else value
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            key_env = self._option("api_key_env", "OPENAI_API_KEY")
+            kwargs: dict[str, Any] = {
+                "api_key": os.environ.get(key_env) or None,
+                "max_retries": 0,  # retries are ours: see the module docstring
+                "timeout": float(self._option("request_timeout_s", 120.0)),
+            }
+            for option in ("base_url", "organization", "project"):
+                if self.options.get(option):
+                    kwargs[option] = self.options[option]
+            self._client = openai.OpenAI(**kwargs)
+        return self._client
+
+    @property
+    def base_url(self) -> str:
+        if self.options.get("base_url"):
+            return str(self.options["base_url"])
+        return os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
+    @property
+    def names(self) -> DeploymentNames:
+        if self._names is None:
+            path = Path(self.options["deployments_file"]) if self.options.get("deployments_file") else default_path()
+            self._names = DeploymentNames(path, self.base_url.rstrip("/"))
+        return self._names
+
+    def _read(self, call: Callable[[], T]) -> T:
+        """An idempotent request, retried on transient errors (Retry-After honoured)."""
+        return call_with_retries(call, attempts=int(self._option("read_attempts", 6)), sleep=self.sleep,
+                                 translate=self.translate_error)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # ----------------------------------------------------------- preflight
+    def check(self) -> CheckResult:
+        problems: list[str] = []
+        details: dict[str, Any] = {
+            "base_url": self.base_url,
+            "capabilities_as_of": capabilities.AS_OF,
+            "fine_tuning_availability": capabilities.wind_down_status(),
+        }
+        try:
+            import openai
+
+            details["sdk_version"] = openai.__version__
+            sdk = True
+        except ImportError:
+            sdk = False
+            problems.append("The openai SDK is not installed.")
+        key_env = self._option("api_key_env", "OPENAI_API_KEY")
+        credentials = bool(os.environ.get(key_env))
+        if not credentials:
+            problems.append(f"{key_env} is not set. {translate.CREDENTIALS_HINT}")
+        base_model = self.options.get("base_model")
+        if base_model:
+            info = capabilities.model_info(base_model)
+            if info is None:
+                details["warning"] = (f"{base_model} is not in cloudtune's table of OpenAI models that can be "
+                                      f"fine-tuned (as of {capabilities.AS_OF}); OpenAI may refuse it.")
+            else:
+                details["base_model"] = {"name": info.name, "methods": list(info.methods),
+                                         "training_context_tokens": info.context_tokens}
+        if capabilities.creation_blocked_for_everyone():
+            problems.append("OpenAI no longer accepts new self-serve fine-tuning jobs. " + capabilities.wind_down_status())
+        if sdk and credentials:
+            try:
+                self._read(lambda: self.client.models.list())
+                details["api_reachable"] = True
+            except errors.CloudtuneError as exc:
+                details["api_reachable"] = False
+                problems.append(f"{exc}{' ' + exc.hint if exc.hint else ''}")
+        return CheckResult(provider=self.name, sdk_installed=sdk, credentials_found=credentials, ok=not problems,
+                           details=details, problems=problems,
+                           install_hint=None if sdk else "pip install 'cloudtune[openai]'")
+
+    # -------------------------------------------------------------- files
+    def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
+        path = Path(path)
+        size = path.stat().st_size
+        threshold = int(self._option("upload_threshold_bytes", capabilities.FILES_API_MAX_BYTES))
+        if size <= threshold:
+            file_id = uploads.upload_small(self.client, path, purpose, self._read, progress)
+        else:
+            file_id = uploads.upload_multipart(
+                self.client, path, purpose, self._read, progress,
+                part_bytes=int(self._option("upload_part_bytes", capabilities.UPLOAD_PART_BYTES)),
+                workers=int(self._option("upload_workers", 4)),
+            )
+        uploads.wait_until_processed(self.client, file_id, self._read, sleep=self.sleep, clock=self.clock,
+                                     timeout_s=float(self._option("file_wait_timeout_s", 900.0)))
+        return file_id
+
+    def delete_file(self, file_id: str) -> None:
+        self._read(lambda: self.client.files.delete(file_id))
+
+    # --------------------------------------------------------------- jobs
+    def _job(self, raw: Any) -> Job:
+        return convert.to_job(raw, self.map_status(getattr(raw, "status", None)))
+
+    def create_job(self, spec: FineTuneSpec, *, training_file_id: str, validation_file_id: str | None,
+                   run_id: str) -> Job:
+        hyper: dict[str, Any] = {}
+        h = spec.hyperparameters
+        for ours, theirs in (("epochs", "n_epochs"), ("batch_size", "batch_size"),
+                             ("learning_rate_multiplier", "learning_rate_multiplier")):
+            if getattr(h, ours) is not None:
+                hyper[theirs] = getattr(h, ours)
+        if spec.method == Method.DPO and h.beta is not None:
+            hyper["beta"] = h.beta
+        hyper.update(h.extra)
+        kind = spec.method.value
+        request: dict[str, Any] = {
+            "model": spec.base_model,
+            "training_file": training_file_id,
+            "method": {"type": kind, kind: {"hyperparameters": hyper}},
+            "metadata": {**spec.metadata, convert.RUN_ID_KEY: run_id},
+        }
+        if validation_file_id:
+            request["validation_file"] = validation_file_id
+        if spec.suffix:
+            request["suffix"] = spec.suffix
+        if spec.seed is not None:
+            request["seed"] = spec.seed
+        try:
+            raw = self.client.fine_tuning.jobs.create(**request)  # once: no retry (see module docstring)
+        except errors.CloudtuneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated once, then explained
+            error = self.translate_error(exc)
+            if isinstance(error, errors.AuthError) and error.status_code == 403:
+                error.hint = f"{error.hint} {capabilities.wind_down_status()}"
+            raise error from exc
+        return self._job(raw)
+
+    def find_jobs(self, run_id: str) -> list[Job]:
+        def listing() -> list[Any]:
+            return list(self.client.fine_tuning.jobs.list(metadata={convert.RUN_ID_KEY: run_id}, limit=100))
+
+        found = [self._job(raw) for raw in self._read(listing)]
+        # filter again here: an API that ignored the filter must not hand us someone else's job
+        found = [job for job in found if job.metadata.get(convert.RUN_ID_KEY) == run_id]
+        return sorted(found, key=lambda job: job.created_at.timestamp() if job.created_at else 0, reverse=True)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._job(self._read(lambda: self.client.fine_tuning.jobs.retrieve(job_id)))
+
+    def list_jobs(self, limit: int = 20) -> list[Job]:
+        return [self._job(raw) for raw in self._read(lambda: self.client.fine_tuning.jobs.list(limit=limit).data)]
+
+    def list_events(self, job_id: str, *, after: str | None = None, limit: int = 100) -> list[JobEvent]:
+        # The API pages newest first and its `after` walks towards OLDER events, so "what is new
+        # since event X" means reading from the newest page back until X turns up.
+        newer: list[Any] = []
+        cursor: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": EVENTS_PAGE}
+            if cursor:
+                kwargs["after"] = cursor
+            page = self._read(lambda: self.client.fine_tuning.jobs.list_events(job_id, **kwargs))
+            reached = False
+            for raw in page.data:
+                if after is not None and raw.id == after:
+                    reached = True
+                    break
+                newer.append(raw)
+            if reached or not page.has_more or not page.data:
+                break
+            cursor = page.data[-1].id
+        newer.reverse()
+        return [convert.to_event(raw) for raw in newer[:limit]]
+
+    def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
+        raws = self._read(lambda: list(self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100)))
+        return sorted((convert.to_checkpoint(raw) for raw in raws), key=lambda c: c.step or 0)
+
+    def _post_then_look(self, call: Callable[[], Any], job_id: str, done: Callable[[Job], bool]) -> Job:
+        """cancel/pause/resume: retried; a refusal because the job is already there counts as done."""
+        try:
+            return self._job(self._read(call))
+        except errors.InvalidInput:
+            job = self.get_job(job_id)
+            if done(job):
+                return job
+            raise
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._post_then_look(lambda: self.client.fine_tuning.jobs.cancel(job_id), job_id, lambda j: j.is_terminal)
+
+    def pause_job(self, job_id: str) -> Job:
+        return self._post_then_look(lambda: self.client.fine_tuning.jobs.pause(job_id), job_id,
+                                    lambda j: j.provider_status == "paused")
+
+    def resume_job(self, job_id: str) -> Job:
+        return self._post_then_look(lambda: self.client.fine_tuning.jobs.resume(job_id), job_id,
+                                    lambda j: j.provider_status in ("running", "queued") or j.is_terminal)
+
+    # -------------------------------------------------------- deployments
+    def _deployment(self, name: str, model: str, managed: bool) -> Deployment:
+        return Deployment(
+            name=name, model=model, state=DeploymentState.READY, provider_status="served",
+            endpoint_url=self.base_url.rstrip("/") + "/chat/completions", managed_by_cloudtune=managed,
+            details={"served_as": model, "note": "OpenAI serves fine-tuned models as soon as the job succeeds."},
+        )
+
+    def _model_exists(self, model: str) -> None:
+        self._read(lambda: self.client.models.retrieve(model))  # NotFound propagates
+
+    def deploy(self, model: str, *, name: str, options: DeployOptions | None = None) -> Deployment:
+        self._model_exists(model)
+        current = self.names.model_for(name)
+        if current is not None and current != model:
+            raise errors.Conflict(f"The name {name} already points at {current}; pick another deployment name.",
+                                  provider=self.name)
+        self.names.add(name, model)
+        return self._deployment(name, model, managed=True)
+
+    def get_deployment(self, name: str) -> Deployment:
+        model = self.names.model_for(name)
+        managed = model is not None
+        if model is None:
+            if not name.startswith("ft:") or self.names.is_hidden(name):
+                raise errors.NotFound(f"No OpenAI deployment named {name}.", provider=self.name)
+            model = name
+        self._model_exists(model)
+        return self._deployment(name, model, managed)
+
+    def list_deployments(self, model: str | None = None) -> list[Deployment]:
+        existing = {m.id for m in self._read(lambda: list(self.client.models.list())) if m.id.startswith("ft:")}
+        named = {n: m for n, m in self.names.names().items() if m in existing}
+        found = [self._deployment(n, m, managed=True) for n, m in named.items()]
+        for model_id in sorted(existing - set(named.values())):
+            if not self.names.is_hidden(model_id):
+                found.append(self._deployment(model_id, model_id, managed=False))
+        return [d for d in found if model is None or d.model == model]
+
+    def undeploy(self, name: str) -> None:
+        if self.names.model_for(name) is None and name.startswith("ft:"):
+            self._model_exists(name)  # a model that is gone has no deployment to remove
+        if not self.names.remove(name):
+            raise errors.NotFound(f"No OpenAI deployment named {name}.", provider=self.name)
+
+    def delete_model(self, model: str) -> None:
+        # OpenAI deletes a model even while "deployed" (it has no deployments to refuse for)
+        try:
+            self._read(lambda: self.client.models.delete(model))
+        except errors.NotFound:
+            self.names.forget_model(model)
+            raise
+        self.names.forget_model(model)
+
+    # --------------------------------------------------------------- chat
+    def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
+        model = self.names.model_for(deployment) or deployment
+        started = time.perf_counter()
+        raw = self._read(lambda: self.client.chat.completions.create(model=model, messages=list(messages), **params))
+        choice = raw.choices[0]
+        usage = getattr(raw, "usage", None)
+        return ChatResult(
+            content=choice.message.content or "",
+            model=raw.model,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            latency_s=time.perf_counter() - started,
+        )

@@ -1,0 +1,133 @@
+"""Getting a training file to OpenAI: Files API for small files, Uploads API above a threshold.
+
+The Uploads API takes parts of at most 64 MB, sent here in parallel, and is
+completed with the part ids in file order and the file's md5 so the service can
+check the bytes. A part is safe to send again (only the ids passed to
+``complete`` count), so parts are retried; the whole upload is cancelled if it
+cannot be completed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cloudtune import errors
+from providers.openai.capabilities import UPLOADS_API_MAX_BYTES
+
+T = TypeVar("T")
+Retried = Callable[[Callable[[], T]], T]
+Progress = Callable[[int, int], None] | None
+
+
+class _Counter:
+    def __init__(self, total: int, progress: Progress) -> None:
+        self.total = total
+        self.sent = 0
+        self.progress = progress
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.sent += count
+            if self.progress is not None:
+                self.progress(self.sent, self.total)
+
+
+def upload_small(client: Any, path: Path, purpose: str, retried: Retried, progress: Progress) -> str:
+    size = path.stat().st_size
+
+    def send() -> Any:
+        with path.open("rb") as handle:  # reopened on every attempt
+            return client.files.create(file=(path.name, handle), purpose=purpose)
+
+    created = retried(send)
+    if progress is not None:
+        progress(size, size)
+    return created.id
+
+
+def _read_part(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
+def upload_multipart(
+    client: Any,
+    path: Path,
+    purpose: str,
+    retried: Retried,
+    progress: Progress,
+    *,
+    part_bytes: int,
+    workers: int,
+) -> str:
+    size = path.stat().st_size
+    if size > UPLOADS_API_MAX_BYTES:
+        raise errors.DatasetError(
+            f"{path} is {size / 2**30:.1f} GB; OpenAI accepts at most 8 GB per file.",
+            hint="Split the data set or sample it down.", provider="openai",
+        )
+    md5 = hashlib.md5()  # noqa: S324 - the checksum the Uploads API asks for
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            md5.update(block)
+    upload = retried(lambda: client.uploads.create(
+        bytes=size, filename=path.name, mime_type="text/jsonl", purpose=purpose))
+    counter = _Counter(size, progress)
+    offsets = list(range(0, size, part_bytes)) or [0]
+
+    def send(offset: int) -> str:
+        data = _read_part(path, offset, part_bytes)
+        part = retried(lambda: client.uploads.parts.create(upload.id, data=data))
+        counter.add(len(data))
+        return part.id
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="openai-upload") as pool:
+            part_ids = list(pool.map(send, offsets))  # map keeps file order
+        done = retried(lambda: client.uploads.complete(upload.id, part_ids=part_ids, md5=md5.hexdigest()))
+    except BaseException:
+        try:
+            client.uploads.cancel(upload.id)
+        except Exception:  # noqa: BLE001 - best effort; the upload expires after an hour anyway
+            pass
+        raise
+    if done.file is None:
+        raise errors.ProviderError(f"OpenAI completed upload {upload.id} without a file.", provider="openai")
+    return done.file.id
+
+
+def wait_until_processed(
+    client: Any,
+    file_id: str,
+    retried: Retried,
+    *,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    timeout_s: float,
+) -> None:
+    """Poll the file until the service can use it (status ``processed``)."""
+    deadline = clock() + timeout_s
+    delay = 0.5
+    while True:
+        found = retried(lambda: client.files.retrieve(file_id))
+        status = getattr(found, "status", None)
+        if status in (None, "processed"):
+            return
+        if status == "error":
+            detail = getattr(found, "status_details", None) or "no detail given"
+            raise errors.DatasetError(f"OpenAI could not process file {file_id}: {detail}", provider="openai")
+        if clock() >= deadline:
+            raise errors.WaitTimeout(
+                f"File {file_id} was still {status} after {timeout_s:g}s.",
+                hint="Run the same command again: the upload is kept and will be reused only if recorded.",
+                provider="openai",
+            )
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
