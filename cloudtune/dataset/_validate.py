@@ -1,0 +1,327 @@
+"""validate_file: one streaming pass per file, all rules, token counts, estimate."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import catalog
+from ._estimate import Estimate, build_estimate
+from ._fingerprints import FingerprintTable
+from ._problems import ERROR, WARNING, Problem, ProblemSink
+from ._reader import DEFAULT_MAX_LINE_BYTES, FileFacts, iter_lines
+from ._rules import Rules
+from ._stats import FileStats
+from ._tokens import TokenCounter, make_counter
+
+METHODS = ("supervised", "dpo")
+
+
+@dataclass
+class ValidationReport:
+    path: str
+    validation_path: str | None
+    provider: str
+    model: str | None
+    method: str
+    problems: list[Problem]
+    problem_counts: dict[str, int]
+    problems_omitted: dict[str, int]
+    stats: dict
+    token_counts: dict
+    estimate: Estimate | None
+    error_count: int = 0
+    warning_count: int = 0
+    _extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing would make the provider refuse the data."""
+        return self.error_count == 0
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == WARNING]
+
+    def codes(self) -> set[str]:
+        return set(self.problem_counts)
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "validation_path": self.validation_path,
+            "provider": self.provider,
+            "model": self.model,
+            "method": self.method,
+            "error_count": self.error_count,
+            "warning_count": self.warning_count,
+            "problem_counts": dict(sorted(self.problem_counts.items())),
+            "problems_omitted": self.problems_omitted,
+            "problems": [p.to_dict() for p in self.problems],
+            "stats": self.stats,
+            "token_counts": self.token_counts,
+            "estimate": self.estimate.to_dict() if self.estimate else None,
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def render(self, *, color: bool | None = None, max_problems: int = 50) -> str:
+        from ._render import render_report
+
+        return render_report(self, color=color, max_problems=max_problems)
+
+    def __str__(self) -> str:
+        return self.render(color=False)
+
+
+class _Scan:
+    """One streaming pass over one file."""
+
+    def __init__(self, *, label: str, rules: Rules, counter: TokenCounter, sink: ProblemSink,
+                 context_tokens: int | None, max_line_bytes: int, leak_table: FingerprintTable | None,
+                 keep_messages: bool) -> None:
+        self.label = label
+        self.rules = rules
+        self.counter = counter
+        self.sink = sink
+        self.context = context_tokens
+        self.max_line_bytes = max_line_bytes
+        self.leak_table = leak_table
+        self.keep_messages = keep_messages
+        self.facts = FileFacts()
+        self.stats = FileStats()
+        self.fingerprints = FingerprintTable()
+
+    def run(self, path: Path) -> None:
+        sink, label, stats = self.sink, self.label, self.stats
+        nonfinite: list[str] = []
+
+        def on_constant(name: str) -> float:
+            nonfinite.append(name)
+            return float("nan")
+
+        decoder = json.JSONDecoder(parse_constant=on_constant)
+        decode = decoder.decode
+        try:
+            lines = iter_lines(path, self.facts, self.max_line_bytes)
+            for line in lines:
+                number = line.number
+                if line.data is None:
+                    sink.add(label, number, "$", "line_too_long", ERROR,
+                             f"line is {line.length:,} bytes, more than the {self.max_line_bytes:,} any model "
+                             "context could hold; skipped without parsing")
+                    continue
+                if not line.data:
+                    sink.add(label, number, "$", "blank_line", WARNING, "blank line (skipped)")
+                    continue
+                try:
+                    text = line.data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    sink.add(label, number, "$", "invalid_utf8", ERROR,
+                             f"invalid UTF-8 at byte {exc.start} of the line; save the file as UTF-8")
+                    continue
+                if nonfinite:
+                    nonfinite.clear()
+                try:
+                    row = decode(text)
+                except RecursionError:
+                    sink.add(label, number, "$", "json_too_deep", ERROR, "JSON nested too deeply to parse")
+                    continue
+                except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+                    sink.add(label, number, "$", "invalid_json", ERROR, f"invalid JSON: {_json_error(exc)}")
+                    continue
+                self._check(number, line.data, row, nonfinite)
+        except OSError as exc:
+            self.facts.fatal = "file_unreadable"
+            self.facts.fatal_detail = f"cannot read {path}: {exc.strerror or exc}"
+
+    def _check(self, number: int, raw: bytes, row, nonfinite: list[str]) -> None:
+        sink, label = self.sink, self.label
+        errors_before = sink.error_count
+
+        def report(path: str, code: str, severity: str, message: str) -> None:
+            sink.add(label, number, path, code, severity, message)
+
+        if nonfinite:
+            report("$", "invalid_json_constant", ERROR,
+                   f"{', '.join(sorted(set(nonfinite)))} is not valid JSON (write a number or a string)")
+        try:
+            summary = self.rules.check_row(row, report)
+        except RecursionError:
+            report("$", "json_too_deep", ERROR, "JSON nested too deeply to check")
+            return
+        except Exception as exc:  # noqa: BLE001 - a user's file must never produce a traceback
+            report("$", "validator_error", ERROR, f"internal error while checking this line: {type(exc).__name__}")
+            return
+        stats = self.stats
+        fingerprint = hash(raw.strip())
+        first = self.fingerprints.add(fingerprint, number)
+        if first is not None:
+            stats.duplicates += 1
+            report("$", "duplicate_example", WARNING, f"same example as line {first}")
+        if self.leak_table is not None:
+            training_line = self.leak_table.get(fingerprint)
+            if training_line is not None:
+                report("$", "validation_leak", WARNING,
+                       f"same example as training line {training_line}: validation metrics would be inflated")
+        if summary is None:
+            return
+        stats.examples += 1
+        try:
+            tokens, trained, longest = self.counter.count(
+                summary, row.get("messages") if self.keep_messages else None)
+        except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer refusing odd text: report, go on
+            report("$", "validator_error", ERROR, f"could not count tokens: {type(exc).__name__}")
+            return
+        if self.context is not None and longest > self.context:
+            stats.over_context += 1
+            report("$", "example_too_long", WARNING,
+                   f"{longest:,} tokens, more than the model's {self.context:,}-token training context: "
+                   "it will be truncated")
+        stats.billed_tokens_per_epoch += min(tokens, self.context) if self.context else tokens
+        stats.messages.add(summary.messages)
+        stats.tokens.add(tokens)
+        stats.assistant_tokens.add(trained)
+        stats.images += summary.images
+        for role, count in summary.roles.items():
+            stats.roles[role] += count
+        if sink.error_count == errors_before:
+            stats.usable_examples += 1
+
+
+def _json_error(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at column {exc.colno}"
+    return str(exc).split("\n", 1)[0][:200]
+
+
+def _file_checks(scan: _Scan, rules: catalog.ProviderDataRules, provider: str, *, is_training: bool) -> None:
+    facts, sink, label = scan.facts, scan.sink, scan.label
+    if facts.fatal:
+        sink.add(label, 0 if facts.fatal in ("binary_file", "utf16_file", "file_unreadable") else 1, "$", facts.fatal, ERROR,
+                 facts.fatal_detail)
+    if rules.max_upload_bytes is not None and facts.size_bytes > rules.max_upload_bytes:
+        sink.add(label, 0, "$", "file_too_large", ERROR,
+                 f"{facts.size_bytes:,} bytes; {provider} accepts at most {rules.max_upload_bytes:,}")
+    elif rules.max_file_bytes is not None and facts.size_bytes > rules.max_file_bytes:
+        sink.add(label, 0, "$", "file_needs_upload_api", WARNING,
+                 f"{facts.size_bytes:,} bytes is over the {rules.max_file_bytes:,}-byte single-file limit; "
+                 "it will go through the multi-part Uploads API")
+    if facts.bom and rules.bom == "refused":
+        sink.add(label, 1, "$", "bom_refused", ERROR,
+                 f"the file starts with a UTF-8 byte-order mark, which {provider} refuses; save without BOM")
+    elif not facts.bom and rules.bom == "required" and facts.lines and not facts.fatal:
+        sink.add(label, 1, "$", "bom_missing", WARNING,
+                 f"{provider} documents UTF-8 with a byte-order mark; save the file as 'UTF-8 with BOM'")
+    if facts.fatal is None and scan.stats.examples == 0 and facts.lines == facts.blank_lines:
+        sink.add(label, 0, "$", "empty_file", ERROR, "the file holds no examples")
+    elif is_training and facts.fatal is None and scan.stats.examples < rules.min_examples:
+        sink.add(label, 0, "$", "too_few_examples", ERROR,
+                 f"{scan.stats.examples} example(s); {provider} needs at least {rules.min_examples}")
+
+
+def _file_stats(scan: _Scan) -> dict:
+    facts = scan.facts
+    out = {
+        "size_bytes": facts.size_bytes,
+        "bom": facts.bom,
+        "line_endings": facts.line_endings,
+        "blank_lines": facts.blank_lines,
+    }
+    out.update(scan.stats.to_dict())
+    out["lines"] = facts.lines
+    return out
+
+
+def validate_file(path, *, provider: str = "openai", model: str | None = None, method: str = "supervised",
+                  validation_path=None, prices: dict[str, float] | None = None, epochs: int | None = None,
+                  tokenizer_path=None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                  problems_per_code: int = 200) -> ValidationReport:
+    """Check a JSONL training file (and optional validation file) for ``provider``
+    and ``model`` without loading it into memory; never raises on file content.
+
+    ``prices`` overrides the catalog's USD per 1M training tokens, keyed by model
+    name; ``epochs`` replaces the automatic epoch rule; ``tokenizer_path`` points
+    at a local Hugging Face tokenizer directory (local models)."""
+    method = str(getattr(method, "value", method))
+    provider = str(provider)
+    sink = ProblemSink(per_code_limit=problems_per_code)
+    rules = catalog.provider_rules(provider)
+    info = catalog.lookup_model(provider, model)
+    if method not in METHODS:
+        sink.add("training", 0, "$", "method_not_supported", ERROR,
+                 f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        method = "supervised"
+    if model and info is None:
+        sink.add("training", 0, "$", "unknown_model", WARNING,
+                 f"{model!r} is not in cloudtune's {provider} catalog: no context limit or price; "
+                 "token counts are estimated")
+    elif info is not None and method not in info.methods:
+        sink.add("training", 0, "$", "method_not_supported", ERROR,
+                 f"{info.name} supports {', '.join(info.methods)} fine-tuning, not {method}")
+    counter = make_counter(info, provider=provider, model=model, tokenizer_path=tokenizer_path)
+    context = info.context_tokens if info is not None else None
+    row_rules = Rules(provider_rules=rules, method=method, special_tokens=rules.special_tokens)
+    keep_messages = counter._hf is not None
+
+    def scan(file_path, label, leak_table):
+        job = _Scan(label=label, rules=row_rules, counter=counter, sink=sink, context_tokens=context,
+                    max_line_bytes=max_line_bytes, leak_table=leak_table, keep_messages=keep_messages)
+        job.run(Path(file_path))
+        _file_checks(job, rules, provider, is_training=(label == "training"))
+        return job
+
+    training = scan(path, "training", None)
+    validation = scan(validation_path, "validation", training.fingerprints) if validation_path else None
+    del training.fingerprints  # free the table before building the report
+
+    stats = {"training": _file_stats(training)}
+    if validation is not None:
+        stats["validation"] = _file_stats(validation)
+    token_counts = {
+        "tokenizer": counter.method,
+        "exact": counter.exact,
+        "note": counter.note or None,
+        "context_tokens": context,
+        "training": {"total": training.stats.tokens.total, "assistant": training.stats.assistant_tokens.total},
+    }
+    if validation is not None:
+        token_counts["validation"] = {"total": validation.stats.tokens.total,
+                                      "assistant": validation.stats.assistant_tokens.total}
+    price = catalog.price_for(info, prices)
+    if prices and model and model in prices and price[1] != "override":
+        price = (float(prices[model]), "override", "user-supplied prices")
+    estimate = None
+    if training.stats.examples:
+        estimate = build_estimate(
+            examples=training.stats.examples,
+            billed_tokens_per_epoch=training.stats.billed_tokens_per_epoch,
+            context_tokens=context,
+            epochs=epochs,
+            tokens_exact=counter.exact,
+            tokenizer=counter.method,
+            price=price,
+        )
+    problems = sorted(sink.kept, key=lambda p: (p.file != "training", p.line, p.path, p.code))
+    return ValidationReport(
+        path=str(path),
+        validation_path=str(validation_path) if validation_path else None,
+        provider=provider,
+        model=info.name if info is not None else model,
+        method=method,
+        problems=problems,
+        problem_counts=dict(sink.counts),
+        problems_omitted=sink.omitted(),
+        stats=stats,
+        token_counts=token_counts,
+        estimate=estimate,
+        error_count=sink.error_count,
+        warning_count=sink.warning_count,
+    )

@@ -1,0 +1,57 @@
+"""``cloudtune validate``: check a dataset before any upload.
+
+Exit 0 when the data is usable (warnings allowed), 2 when it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_USABLE = 0
+EXIT_NOT_USABLE = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="training data, JSONL (one example per line)")
+    parser.add_argument("--validation", metavar="FILE", default=None, help="validation data, JSONL")
+    parser.add_argument("--provider", default="openai", help="openai | azure | local (default: openai)")
+    parser.add_argument("--model", default=None, help="base model, e.g. gpt-4o-mini-2024-07-18")
+    parser.add_argument("--method", default="supervised", choices=("supervised", "dpo"))
+    parser.add_argument("--epochs", type=int, default=None, help="epochs for the estimate (default: auto rule)")
+    parser.add_argument("--tokenizer", default=None, metavar="DIR",
+                        help="local Hugging Face tokenizer directory (local models)")
+    parser.add_argument("--max-problems", type=int, default=50, help="problems to print (default 50)")
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import validate_file
+
+    report = validate_file(
+        args.file,
+        provider=args.provider,
+        model=args.model,
+        method=args.method,
+        validation_path=args.validation,
+        epochs=getattr(args, "epochs", None),
+        tokenizer_path=getattr(args, "tokenizer", None),
+    )
+    out = sys.stdout
+    if args.json:
+        out.write(report.to_json(indent=2) + "\n")
+    else:
+        color = bool(getattr(out, "isatty", lambda: False)())
+        out.write(report.render(color=color, max_problems=getattr(args, "max_problems", 50)))
+    out.flush()
+    return EXIT_USABLE if report.ok else EXIT_NOT_USABLE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cloudtune validate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
