@@ -1,0 +1,89 @@
+"""``cloudtune quickstart``: the whole job on the local embedded default, offline.
+
+Fine-tunes SmolLM2-135M-Instruct on ``samples/quickstart`` (a behaviour the
+base model does not have), deploys it behind the local OpenAI-compatible
+server, asks the held-out questions of the base model and of the fine-tuned
+one side by side, then cleans up: deployments first, then the model, then
+the files. It is ``cloudtune run`` plus ``compare``, nothing special-cased.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cloudtune import errors
+from cloudtune.output import choose_mode, emit_json, make_reporter, say
+
+BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "quickstart"
+
+
+def _sample(name: str) -> Path:
+    for candidate in (SAMPLES / name, Path.cwd() / "samples" / "quickstart" / name):
+        if candidate.is_file():
+            return candidate
+    raise errors.ConfigError(f"The quickstart sample {name} is missing (looked in {SAMPLES}).")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cloudtune.commands import interruptible
+    from cloudtune.compare import Target, compare
+    from cloudtune.ledger import Ledger
+    from cloudtune.pipeline import Pipeline, provider_for
+    from cloudtune.types import CleanupPolicy, DeployOptions, FineTuneSpec, Hyperparameters
+
+    started = time.monotonic()
+    spec = FineTuneSpec(
+        provider="local",
+        base_model=BASE_MODEL,
+        training_file=_sample("train.jsonl"),
+        eval_file=_sample("heldout.jsonl"),
+        hyperparameters=Hyperparameters(),
+        seed=42,
+        deploy=DeployOptions(smoke_prompt="What is the capital of France?"),
+        cleanup=CleanupPolicy.NEVER,  # cleaned up below, after the comparison
+    )
+    mode = choose_mode(args.json)
+    reporter = make_reporter(mode)
+    ledger = Ledger()
+    run_ = ledger.create_run(spec)
+    say(f"quickstart run {run_.run_id}: fine-tuning {BASE_MODEL} on {spec.training_file} (CPU, offline)")
+    provider = provider_for(run_)
+    pipeline = Pipeline(ledger, provider, reporter)
+    base_name = f"ct-base-{run_.run_id}".lower()
+    comparison = None
+    try:
+        with interruptible():
+            pipeline.run(run_)
+            if run_.status != "succeeded":
+                raise errors.JobFailed(f"The quickstart job ended {run_.status}: {run_.error}")
+            say("Deploying the base model too, to compare answers")
+            provider.deploy(BASE_MODEL, name=base_name)
+            from cloudtune.poller import wait_for_deployment
+
+            wait_for_deployment(provider, base_name, target="ready", timeout_s=600)
+            comparison = compare(
+                [Target("base", provider, base_name), Target("fine-tuned", provider, run_.deployments[-1])],
+                spec.eval_file,  # type: ignore[arg-type]
+            )
+    finally:
+        reporter.close()
+        if not args.keep:
+            say("Cleaning up: deployments, then the model, then files")
+            provider.undeploy(base_name)
+            pipeline.cleanup(run_)
+        provider.close()
+    elapsed = time.monotonic() - started
+    if args.json:
+        emit_json({"run_id": run_.run_id, "provider": "local", "job_id": run_.job_id, "state": str(run_.job_state),
+                   "fine_tuned_model": run_.fine_tuned_model, "deployment": None if not args.keep else run_.deployments,
+                   "comparison": comparison.to_dict() if comparison else None, "elapsed_s": round(elapsed, 1),
+                   "deleted": run_.deleted})
+    else:
+        print(comparison.render_plain() if comparison else "", file=sys.stdout)
+        print(f"\nquickstart finished in {elapsed:.0f}s; run {run_.run_id}"
+              + ("" if args.keep else " (everything it created was deleted)"), file=sys.stdout)
+    return 0
