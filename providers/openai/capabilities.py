@@ -47,13 +47,13 @@ def wind_down_status(today: date | None = None) -> str:
     upcoming = [phase for phase in WIND_DOWN if phase.starts > today]
     parts = []
     if started:
-        parts.append("OpenAI no longer lets " + "; nor ".join(f"{p.who} (since {p.starts})" for p in started)
-                     + " create fine-tuning jobs")
+        parts.append("OpenAI's self-serve fine-tuning job creation has stopped for "
+                     + "; ".join(f"{p.who} (since {p.starts})" for p in started))
     if upcoming:
-        parts.append("next: " + "; ".join(f"{p.who} from {p.starts}" for p in upcoming))
-    else:
-        parts.append("self-serve fine-tuning job creation has ended for everyone")
-    return ". ".join(parts) + f". Existing fine-tuned models keep serving until their base models retire ({DEPRECATIONS_SOURCE})."
+        lead = "It stops for " if started else "OpenAI's self-serve fine-tuning job creation stops for "
+        parts.append(lead + "; ".join(f"{p.who} from {p.starts}" for p in upcoming))
+    return ". ".join(parts) + (". Existing fine-tuned models keep serving until their base models retire. "
+                               f"Source: {DEPRECATIONS_SOURCE}.")
 
 
 def creation_blocked_for_everyone(today: date | None = None) -> bool:
@@ -78,6 +78,14 @@ def fine_tunable_models() -> list[dict[str, Any]]:
             "notes": info.notes,
         })
     return rows
+
+
+def summary_rows() -> list[str]:
+    """One line per fine-tunable model, for ``cloudtune providers``."""
+    return [
+        f"{row['model']}: {', '.join(row['methods'])}; examples up to {row['training_context_tokens']:,} tokens"
+        for row in fine_tunable_models()
+    ]
 
 
 def model_info(model: str | None):  # type: ignore[no-untyped-def]

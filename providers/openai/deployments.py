@@ -7,8 +7,10 @@ keeps the names itself, in a small JSON file under ``CLOUDTUNE_HOME``, per API
 endpoint:
 
 * ``deploy(model, name)`` records ``name -> model`` (nothing is sent to OpenAI);
-* a fine-tuned model id is also its own implicit deployment (``managed_by_cloudtune``
-  false) until ``undeploy`` hides it;
+* a fine-tuned model id is also its own implicit deployment for ``get_deployment``
+  (``managed_by_cloudtune`` false) until ``undeploy`` hides it; it is not *listed*,
+  because it is no separate resource: only deleting the model ends it, and
+  listing it would make every model look deployed outside cloudtune;
 * ``undeploy`` forgets the name; the model keeps serving until ``delete_model``.
 
 Nothing secret is stored: names, model ids and the base URL.
@@ -71,10 +73,9 @@ class DeploymentNames:
 
     def add(self, name: str, model: str) -> None:
         with self._locked(write=True) as section:
+            section["names"][name] = model
             if name == model:
                 section["hidden"] = [m for m in section["hidden"] if m != model]
-            else:
-                section["names"][name] = model
 
     def remove(self, name: str) -> bool:
         """Forget a name (or hide a model's implicit deployment); False if there was nothing."""

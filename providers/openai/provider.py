@@ -118,6 +118,7 @@ class OpenAIProvider(Provider):
             "base_url": self.base_url,
             "capabilities_as_of": capabilities.AS_OF,
             "fine_tuning_availability": capabilities.wind_down_status(),
+            "fine_tunable_models": capabilities.summary_rows(),
         }
         try:
             import openai
@@ -306,12 +307,9 @@ class OpenAIProvider(Provider):
 
     def list_deployments(self, model: str | None = None) -> list[Deployment]:
         existing = {m.id for m in self._read(lambda: list(self.client.models.list())) if m.id.startswith("ft:")}
-        named = {n: m for n, m in self.names.names().items() if m in existing}
-        found = [self._deployment(n, m, managed=True) for n, m in named.items()]
-        for model_id in sorted(existing - set(named.values())):
-            if not self.names.is_hidden(model_id):
-                found.append(self._deployment(model_id, model_id, managed=False))
-        return [d for d in found if model is None or d.model == model]
+        # only named deployments: see providers.openai.deployments for why implicit ones are not listed
+        return [self._deployment(n, m, managed=True) for n, m in sorted(self.names.names().items())
+                if m in existing and (model is None or m == model)]
 
     def undeploy(self, name: str) -> None:
         if self.names.model_for(name) is None and name.startswith("ft:"):

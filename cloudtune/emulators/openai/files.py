@@ -39,7 +39,6 @@ class StoredFile:
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed" if now >= self.ready_at else "uploaded",
-            "status_details": None,
         }
 
 
