@@ -139,11 +139,16 @@ class Pipeline:
         self.reporter.step(run, f"Validating {spec.training_file}")
         report = validate_for_run(spec)
         if report is not None and not report.ok:
+            found = [p for p in report.problems if p.severity == "error"]
+            shown = "\n".join(f"  {problem}" for problem in found[:5])
+            more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
             raise errors.DatasetError(
-                f"{spec.training_file} has {len([p for p in report.problems if p.severity == 'error'])} "
-                "error(s); nothing was uploaded.",
-                hint=f"`cloudtune validate {spec.training_file} --provider {spec.provider}` lists them with line numbers.",
+                f"The data would be refused, so nothing was uploaded:\n{shown}{more}",
+                hint=f"`cloudtune validate {spec.training_file} --provider {spec.provider}` shows every problem.",
             )
+        if report is not None:
+            for problem in [p for p in report.problems if p.severity != "error"][:3]:
+                self.reporter.warn(str(problem))
         self._advance(run, Step.VALIDATED)
 
     def _upload(self, run: Run) -> None:

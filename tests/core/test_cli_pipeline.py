@@ -214,3 +214,13 @@ def test_secrets_never_reach_output_or_ledger(cli: CLI) -> None:
         if path.exists():
             assert secret.encode() not in path.read_bytes()
     assert ledger
+
+
+def test_invalid_data_stops_before_any_upload_and_points_at_the_line(cli: CLI) -> None:
+    (cli.tmp / "bad.jsonl").write_text(
+        (cli.tmp / "train.jsonl").read_text() + '{"messages": [{"role": "wizard", "content": "x"}]}\n'
+    )
+    result = cli("run", "--provider", MEMORY, "--model", "base", "--train", "bad.jsonl", "--json")
+    assert result.returncode == 2
+    assert "line 13" in result.stderr and "unrecognized_role" in result.stderr
+    assert not cli.state_file.exists() or cli.state()["files"] == {}
