@@ -16,7 +16,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 # Blob URLs and sha256 digests exactly as tiktoken_ext/openai_public.py names them.
@@ -64,9 +64,15 @@ def _valid(path: Path, expected_sha256: str) -> bool:
 
 
 def _wheel_table(encoding_name: str) -> bytes:
-    package = resources.files("bpe_openai.data")
-    with package.joinpath(f"{encoding_name}.tiktoken.gz").open("rb") as handle:
-        return gzip.decompress(handle.read())
+    # Locate the wheel's data without importing bpe_openai (its import does work we do not need).
+    spec = importlib.util.find_spec("bpe_openai")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("bpe-openai is not installed")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "data" / f"{encoding_name}.tiktoken.gz"
+        if candidate.is_file():
+            return gzip.decompress(candidate.read_bytes())
+    raise FileNotFoundError(f"{encoding_name}.tiktoken.gz not in bpe-openai")
 
 
 def seed_cache(encoding_name: str, directory: Path | None = None) -> Path:
@@ -76,7 +82,7 @@ def seed_cache(encoding_name: str, directory: Path | None = None) -> Path:
     if encoding_name not in ENCODING_BLOBS:
         raise LookupError(f"no offline table for encoding {encoding_name!r}")
     url, sha = ENCODING_BLOBS[encoding_name]
-    candidates = [directory] if directory is not None else [cache_dir(), _fallback_cache_dir()]
+    candidates = ([directory] if directory is not None else []) + [cache_dir(), _fallback_cache_dir()]
     last_error = "no cache directory"
     for candidate in candidates:
         target = _cache_file(candidate, url)
