@@ -1,0 +1,201 @@
+"""``--provider azure``: Azure AI Foundry behind the one interface, by two routes.
+
+How the route is picked, first match wins:
+
+1. ``options["route"]`` = ``openai`` | ``serverless``;
+2. the shape of the id the call is about: ``ftjob-<hex>`` / ``file-<hex>`` / ``<model>.ft-<hex>`` are
+   Azure OpenAI; ``azureml:<name>:<version>`` data and models are serverless;
+3. ``options["base_model"]`` (the pipeline passes it): ``gpt-*`` / ``o*`` models are Azure OpenAI,
+   catalog models (Phi, Llama, Mistral...) are serverless;
+4. whichever is configured: ``AZURE_OPENAI_ENDPOINT`` -> openai, else serverless.
+
+Delete order is enforced here too: ``delete_model`` first lists the model's deployments and raises
+:class:`~cloudtune.errors.Conflict` naming each one (saying which were not created by cloudtune)
+before anything is deleted, so the service's own 409 refusal never surfaces from cloudtune's flow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cloudtune import errors
+from cloudtune.provider import Provider, UploadProgress
+from cloudtune.types import (
+    ChatResult,
+    Checkpoint,
+    CheckResult,
+    Deployment,
+    DeployOptions,
+    FineTuneSpec,
+    Job,
+    JobEvent,
+    JobState,
+)
+from providers.azure import _capabilities as caps
+from providers.azure._settings import Settings
+from providers.azure._translate import translate_error
+
+_AOAI_ID = re.compile(r"^(ftjob-[0-9a-f]{16,}|file-[0-9a-f]{16,}|.+\.ft-[0-9a-f]{16,}.*)$")
+
+# Azure OpenAI statuses (lower-cased; Azure's ``pending`` / ``notRunning`` included) and Azure ML
+# job statuses, in one table. Anything else is ``unknown``.
+STATUS_MAP: dict[str, JobState] = {
+    # Azure OpenAI fine-tuning jobs
+    "pending": JobState.VALIDATING, "validating_files": JobState.VALIDATING, "notrunning": JobState.QUEUED,
+    "queued": JobState.QUEUED, "running": JobState.RUNNING, "paused": JobState.PAUSED,
+    "succeeded": JobState.SUCCEEDED, "failed": JobState.FAILED, "cancelled": JobState.CANCELLED,
+    "canceled": JobState.CANCELLED, "deleted": JobState.CANCELLED,
+    # Azure ML (serverless fine-tuning) jobs
+    "notstarted": JobState.QUEUED, "starting": JobState.QUEUED, "provisioning": JobState.QUEUED,
+    "preparing": JobState.QUEUED, "finalizing": JobState.RUNNING, "cancelrequested": JobState.RUNNING,
+    "completed": JobState.SUCCEEDED,
+}
+
+
+class AzureProvider(Provider):
+    name = "azure"
+    install_extra = "azure"
+    status_map: ClassVar[Mapping[str, JobState]] = STATUS_MAP
+    unsupported: ClassVar[Mapping[str, str]] = {
+        "pause_job": "Azure fine-tuning jobs are not paused through cloudtune (serverless jobs cannot pause)",
+        "resume_job": "Azure fine-tuning jobs are not paused through cloudtune, so there is nothing to resume",
+    }
+
+    def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.settings = Settings(self.options)
+        self._routes: dict[str, Any] = {}
+
+    # ------------------------------------------------------------- routing
+    def _route(self, kind: str) -> Any:
+        if kind not in self._routes:
+            if kind == "openai":
+                from providers.azure._openai_route import OpenAIRoute
+
+                self._routes[kind] = OpenAIRoute(self.settings, self.map_status, self.sleep)
+            else:
+                from providers.azure._serverless_route import ServerlessRoute
+
+                self._routes[kind] = ServerlessRoute(self.settings, self.map_status, self.options.get("base_model"))
+        return self._routes[kind]
+
+    def route_name(self, about: str | None = None) -> str:
+        forced = self.options.get("route")
+        if forced in ("openai", "serverless"):
+            return forced
+        if about:
+            if _AOAI_ID.match(about):
+                return "openai"
+            if about.startswith("azureml:"):
+                return "serverless"
+        by_model = caps.route_for_model(self.options.get("base_model"))
+        if by_model:
+            return by_model
+        return "openai" if os.environ.get("AZURE_OPENAI_ENDPOINT") or self.options.get("endpoint") else "serverless"
+
+    def _for(self, about: str | None = None) -> Any:
+        return self._route(self.route_name(about))
+
+    def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
+        return translate_error(exc)
+
+    def close(self) -> None:
+        for route in self._routes.values():
+            route.close()
+        self._routes.clear()
+
+    # ------------------------------------------------------------ interface
+    def check(self) -> CheckResult:
+        problems: list[str] = []
+        details: dict[str, Any] = {"route": self.route_name()}
+        installed = True
+        try:
+            import azure.ai.ml  # noqa: F401
+            import azure.identity  # noqa: F401
+            import openai  # noqa: F401
+        except ImportError as exc:
+            installed = False
+            problems.append(f"SDK missing: {exc.name}")
+        credentials = installed
+        if installed:
+            try:
+                details.update(self._for().check())
+            except errors.AuthError as exc:
+                credentials = False
+                problems.append(str(exc))
+            except errors.CloudtuneError as exc:
+                problems.append(str(exc) + (f" {exc.hint}" if exc.hint else ""))
+            except Exception as exc:  # noqa: BLE001 - check() reports, never raises
+                translated = translate_error(exc)
+                credentials = credentials and not isinstance(translated, errors.AuthError)
+                problems.append(str(translated))
+        details["capabilities_listed_on"] = {"openai": caps.AOAI_LISTED_ON,
+                                             "serverless": min(m.listed_on for m in caps.SERVERLESS_MODELS.values())}
+        return CheckResult(provider=self.name, sdk_installed=installed, credentials_found=credentials,
+                           ok=installed and credentials and not problems, details=details, problems=problems,
+                           install_hint=None if installed else "pip install 'cloudtune[azure]'")
+
+    def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
+        return self._for().upload_file(Path(path), progress)
+
+    def delete_file(self, file_id: str) -> None:
+        self._for(file_id).delete_file(file_id)
+
+    def create_job(self, spec: FineTuneSpec, *, training_file_id: str, validation_file_id: str | None, run_id: str) -> Job:
+        route = self._route(self.route_name(training_file_id) if training_file_id else caps.route_for_model(spec.base_model))
+        return route.create_job(spec, training_file_id, validation_file_id, run_id)
+
+    def find_jobs(self, run_id: str) -> list[Job]:
+        return self._for().find_jobs(run_id)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._for(job_id).get_job(job_id)
+
+    def list_jobs(self, limit: int = 20) -> list[Job]:
+        return self._for().list_jobs(limit)
+
+    def list_events(self, job_id: str, *, after: str | None = None, limit: int = 100) -> list[JobEvent]:
+        return self._for(job_id).list_events(job_id, after, limit)
+
+    def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
+        route = self._for(job_id)
+        return route.list_checkpoints(job_id) if hasattr(route, "list_checkpoints") else []
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._for(job_id).cancel_job(job_id)
+
+    def deploy(self, model: str, *, name: str, options: DeployOptions | None = None) -> Deployment:
+        route = self._for(model)
+        if route.name == "openai":
+            return route.deploy(model, name, options, self.options.get("deployment_sku"))
+        return route.deploy(model, name)
+
+    def get_deployment(self, name: str) -> Deployment:
+        return self._for().get_deployment(name)
+
+    def list_deployments(self, model: str | None = None) -> list[Deployment]:
+        return self._for(model).list_deployments(model)
+
+    def undeploy(self, name: str) -> None:
+        self._for().undeploy(name)
+
+    def delete_model(self, model: str) -> None:
+        route = self._for(model)
+        serving = route.list_deployments(model)
+        if serving:
+            described = ", ".join(f"{d.name} ({d.state}{'' if d.managed_by_cloudtune else ', NOT created by cloudtune'})"
+                                  for d in serving)
+            outside = [d.name for d in serving if not d.managed_by_cloudtune]
+            hint = ("Deployments not created by cloudtune are left alone: delete them yourself (portal or az CLI) "
+                    "if they may go, then run delete-model again." if outside else
+                    "Run `cloudtune undeploy RUN` (or `cloudtune delete-model`, which undeploys first), then retry.")
+            raise errors.Conflict(f"Model {model} is still deployed: {described}. Nothing was deleted.",
+                                  hint=hint, provider=self.name, code="ModelStillDeployed")
+        route.delete_model(model)
+
+    def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
+        return self._for().chat(deployment, messages, params)

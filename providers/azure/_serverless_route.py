@@ -1,0 +1,304 @@
+"""Serverless route: catalog models (Phi-3 / Phi-4, ...) fine-tuned in a hub-based Azure AI Foundry
+project with ``azure-ai-ml``, served by a serverless endpoint.
+
+Ids this route hands out:
+
+* file id: ``azureml:<data asset name>:<version>`` (a data asset; content-addressed name)
+* job id: the job name (``ctft-...``)
+* fine-tuned model: ``azureml:<model name>:<version>`` (the job's registered output model)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cloudtune import errors
+from cloudtune.types import ChatResult, Deployment, DeploymentState, FineTuneSpec, Job, JobEvent
+from providers.azure._capabilities import catalog_model_uri, model_name, serverless_family
+from providers.azure._settings import CLOUDTUNE_TAG, ML_API_VERSION, RUN_TAG, ArmClient, Settings
+
+ENDPOINT_STATES = {
+    "creating": DeploymentState.CREATING, "updating": DeploymentState.CREATING, "accepted": DeploymentState.CREATING,
+    "succeeded": DeploymentState.READY, "failed": DeploymentState.FAILED, "canceled": DeploymentState.FAILED,
+    "deleting": DeploymentState.DELETING,
+}
+# The order a healthy Azure ML job walks through; events are derived from it (azure-ai-ml has no
+# event feed for fine-tuning jobs), one per status reached.
+_PROGRESS = ("NotStarted", "Queued", "Running")
+_TERMINAL = ("Completed", "Failed", "Canceled")
+DEFAULT_LEARNING_RATE = 2e-5  # base learning rate the multiplier scales (documented in the README)
+
+
+def _text(value: Any) -> str | None:
+    """SDK enums (``JobStatus.NOT_STARTED``) -> their wire string (``NotStarted``)."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def parse_asset(asset_id: str) -> tuple[str, str]:
+    """'azureml:name:3' -> ('name', '3'); a bare name means version 1."""
+    body = asset_id[len("azureml:"):] if asset_id.startswith("azureml:") else asset_id
+    name, _, version = body.partition(":")
+    return name, version or "1"
+
+
+class ServerlessRoute:
+    name = "serverless"
+
+    def __init__(self, settings: Settings, map_status: Callable[[str | None], Any], base_model: str | None) -> None:
+        self.settings = settings
+        self.map_status = map_status
+        self.base_model = base_model
+        self._ml: Any = None
+        self._arm: ArmClient | None = None
+        self._preflight_done: set[str] = set()
+
+    # ---------------------------------------------------------------- clients
+    @property
+    def ml(self) -> Any:
+        if self._ml is None:
+            from azure.ai.ml import MLClient
+
+            s = self.settings
+            self._ml = MLClient(s.credential(), s.subscription_id, s.resource_group, s.project, show_progress=False)
+        return self._ml
+
+    @property
+    def arm(self) -> ArmClient:
+        if self._arm is None:
+            self._arm = ArmClient(self.settings)
+        return self._arm
+
+    def _ws_path(self) -> str:
+        s = self.settings
+        return (f"/subscriptions/{s.subscription_id}/resourceGroups/{s.resource_group}/providers/"
+                f"Microsoft.MachineLearningServices/workspaces/{s.project}")
+
+    def close(self) -> None:
+        if self._arm is not None:
+            self._arm.close()
+
+    # -------------------------------------------------------------- preflight
+    def preflight(self, base_model: str | None) -> dict[str, Any]:
+        """Before any spend: hub-based project, region against the capability table, marketplace
+        subscription. Raises CapabilityError / RegionUnavailable (exit 4); creates nothing unless
+        ``accept_marketplace_terms`` is set."""
+        workspace = self.ml.workspaces.get(self.settings.project)
+        region = str(getattr(workspace, "location", "") or "").replace(" ", "").lower()
+        kind = str(getattr(workspace, "_kind", None) or getattr(workspace, "kind", "") or "").lower()
+        info = {"route": "serverless", "project": self.settings.project, "region": region, "kind": kind}
+        if kind != "project":
+            raise errors.CapabilityError(
+                f"Workspace {self.settings.project!r} is not a hub-based Azure AI Foundry project (kind {kind or 'unknown'}).",
+                hint="Serverless fine-tuning runs in a hub-based project: create one under an AI hub and set AZURE_AI_PROJECT.",
+                provider="azure")
+        if not base_model or base_model in self._preflight_done:
+            return info
+        family = serverless_family(base_model)
+        if family is not None and region not in family.regions:
+            raise errors.RegionUnavailable(
+                f"Serverless fine-tuning of {model_name(base_model)} is not available in {region}. It works in: "
+                f"{', '.join(family.regions)} (Microsoft's list as of {family.listed_on}).",
+                hint=f"Use a hub-based project in one of those regions (set AZURE_AI_PROJECT). Source: {family.source}",
+                provider="azure", code="RegionUnavailable")
+        if family is not None and family.needs_marketplace:
+            self._ensure_marketplace(base_model, family.family)
+        self._preflight_done.add(base_model)
+        return info
+
+    def _ensure_marketplace(self, base_model: str, family: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        name = re.sub(r"[^a-z0-9-]", "-", model_name(base_model).lower())[:50]
+        try:
+            self.ml.marketplace_subscriptions.get(name)
+            return
+        except ResourceNotFoundError:
+            pass
+        if not self.settings.options.get("accept_marketplace_terms"):
+            raise errors.CapabilityError(
+                f"{model_name(base_model)} needs an Azure Marketplace subscription in project {self.settings.project}.",
+                hint="Subscribe in the Foundry portal, or set the provider option accept_marketplace_terms: true to "
+                "let cloudtune create the subscription (you accept the model's marketplace terms).",
+                provider="azure", code="MarketplaceSubscriptionMissing")
+        from azure.ai.ml.entities import MarketplaceSubscription
+
+        self.ml.marketplace_subscriptions.begin_create_or_update(
+            MarketplaceSubscription(model_id=catalog_model_uri(base_model), name=name)).result()
+
+    def check(self) -> dict[str, Any]:
+        return self.preflight(self.base_model)
+
+    # ------------------------------------------------------------------ files
+    def upload_file(self, path: Path, progress: Callable[[int, int], None] | None) -> str:
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+
+        self.preflight(self.base_model)  # nothing is uploaded into a project that cannot run the job
+        content = path.read_bytes()
+        stem = re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)[:40] or "data"
+        name = f"ct-{stem}-{hashlib.sha256(content).hexdigest()[:12]}"  # same content -> same asset (resume-safe)
+        data = self.ml.data.create_or_update(Data(name=name, version="1", path=str(path), type=AssetTypes.URI_FILE,
+                                                  tags={CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]}))
+        if progress is not None:
+            progress(len(content), len(content))
+        return f"azureml:{data.name}:{data.version}"
+
+    def delete_file(self, file_id: str) -> None:
+        name, version = parse_asset(file_id)
+        self.arm.request("DELETE", f"{self._ws_path()}/data/{name}/versions/{version}", ML_API_VERSION)
+
+    # ------------------------------------------------------------------- jobs
+    def create_job(self, spec: FineTuneSpec, training_file_id: str, validation_file_id: str | None, run_id: str) -> Job:
+        from azure.ai.ml.finetuning import create_finetuning_job
+
+        self.preflight(spec.base_model)
+        hp = spec.hyperparameters
+        hyper: dict[str, str] = {}
+        if hp.epochs is not None:
+            hyper["num_train_epochs"] = str(hp.epochs)
+        if hp.batch_size is not None:
+            hyper["per_device_train_batch_size"] = str(hp.batch_size)
+        learning_rate = hp.extra.get("learning_rate")
+        if learning_rate is None and hp.learning_rate_multiplier is not None:
+            learning_rate = DEFAULT_LEARNING_RATE * hp.learning_rate_multiplier
+        if learning_rate is not None:
+            hyper["learning_rate"] = f"{float(learning_rate):g}"
+        short = re.sub(r"[^a-z0-9]", "", run_id.lower())[-12:] or uuid.uuid4().hex[:12]
+        job_name = f"ctft-{short}-{uuid.uuid4().hex[:8]}"
+        prefix = re.sub(r"[^A-Za-z0-9-]", "-", f"{model_name(spec.base_model)}-{spec.suffix or 'ft'}-{short}")[:60]
+        job = create_finetuning_job(
+            model=catalog_model_uri(spec.base_model), task="ChatCompletion", training_data=training_file_id,
+            # The SDK (and service) need validation data; without a split, the training data stands in.
+            validation_data=validation_file_id or training_file_id, output_model_name_prefix=prefix,
+            hyperparameters=hyper or None, name=job_name, experiment_name="cloudtune",
+            tags={**spec.metadata, RUN_TAG: run_id, CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]},
+            display_name=f"cloudtune {model_name(spec.base_model)} {short}")
+        return self.to_job(self.ml.jobs.create_or_update(job))
+
+    def find_jobs(self, run_id: str) -> list[Job]:
+        found = [self.to_job(raw) for raw in self.ml.jobs.list() if (getattr(raw, "tags", None) or {}).get(RUN_TAG) == run_id]
+        return sorted(found, key=lambda j: j.created_at or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+
+    def get_job(self, job_id: str) -> Job:
+        return self.to_job(self.ml.jobs.get(job_id))
+
+    def list_jobs(self, limit: int) -> list[Job]:
+        out = []
+        for raw in self.ml.jobs.list():
+            if (getattr(raw, "tags", None) or {}).get(CLOUDTUNE_TAG[0]) == CLOUDTUNE_TAG[1]:
+                out.append(self.to_job(raw))
+            if len(out) >= limit:
+                break
+        return out
+
+    def cancel_job(self, job_id: str) -> Job:
+        self.ml.jobs.begin_cancel(job_id)
+        return self.get_job(job_id)
+
+    def list_events(self, job_id: str, after: str | None, limit: int) -> list[JobEvent]:
+        raw = self.ml.jobs.get(job_id)
+        status = _text(raw.status) or "Unknown"
+        reached = list(_PROGRESS[: _PROGRESS.index(status) + 1]) if status in _PROGRESS else (
+            list(_PROGRESS) + [status] if status in _TERMINAL else [])
+        created = self._created(raw) or datetime.now(timezone.utc)
+        events = [JobEvent(id=f"{job_id}:{i}:{name}", created_at=created.replace(microsecond=min(i, 999999)),
+                           level="error" if name == "Failed" else "info", message=f"Job status: {name}",
+                           data={"status": name, "derived_from": "job status"}) for i, name in enumerate(reached)]
+        ids = [event.id for event in events]
+        if after in ids:
+            events = events[ids.index(after) + 1:]
+        return events[:limit]
+
+    def to_job(self, raw: Any) -> Job:
+        status = _text(raw.status)
+        fine_tuned = None
+        if status == "Completed":
+            output = (getattr(raw, "outputs", None) or {}).get("registered_model")
+            if output is not None and getattr(output, "name", None):
+                fine_tuned = f"azureml:{output.name}:{getattr(output, 'version', None) or '1'}"
+        model = getattr(raw, "model", None)
+        return Job(id=raw.name, provider="azure", state=self.map_status(status), provider_status=status,
+                   base_model=model_name(getattr(model, "path", "") or "") or None, fine_tuned_model=fine_tuned,
+                   created_at=self._created(raw), metadata={k: str(v) for k, v in (raw.tags or {}).items()})
+
+    @staticmethod
+    def _created(raw: Any) -> datetime | None:
+        context = getattr(raw, "creation_context", None)
+        created = getattr(context, "created_at", None)
+        if isinstance(created, datetime):
+            return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+        return None
+
+    # ------------------------------------------------------------ deployments
+    def _model_arm_id(self, model: str) -> str:
+        name, version = parse_asset(model)
+        return f"{self._ws_path()}/models/{name}/versions/{version}"
+
+    def deploy(self, model: str, name: str) -> Deployment:
+        from azure.ai.ml.entities import ServerlessEndpoint
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            existing = self.get_deployment(name)
+        except (errors.NotFound, ResourceNotFoundError):
+            existing = None
+        if existing is not None:
+            if existing.model == model and existing.state != DeploymentState.DELETING:
+                return existing
+            raise errors.Conflict(f"Serverless endpoint name {name!r} is taken (model {existing.model}, {existing.state}).")
+        endpoint = ServerlessEndpoint(name=name, model_id=self._model_arm_id(model),
+                                      tags={CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]})
+        # Not waited on here: the pipeline waits with wait_for_deployment (and survives a restart).
+        self.ml.serverless_endpoints.begin_create_or_update(endpoint)
+        return self.get_deployment(name)
+
+    def get_deployment(self, name: str) -> Deployment:
+        return self._to_deployment(self.ml.serverless_endpoints.get(name))
+
+    def list_deployments(self, model: str | None) -> list[Deployment]:
+        found = [self._to_deployment(raw) for raw in self.ml.serverless_endpoints.list()]
+        return [d for d in found if model is None or d.model == model]
+
+    def undeploy(self, name: str) -> None:
+        self.ml.serverless_endpoints.begin_delete(name)
+
+    def delete_model(self, model: str) -> None:
+        name, version = parse_asset(model)
+        self.arm.request("DELETE", f"{self._ws_path()}/models/{name}/versions/{version}", ML_API_VERSION)
+
+    def _to_deployment(self, raw: Any) -> Deployment:
+        status = _text(getattr(raw, "provisioning_state", None)) or ""
+        model_id = str(getattr(raw, "model_id", "") or "")
+        if "/models/" in model_id and "registries/" not in model_id:
+            parts = model_id.rstrip("/").split("/models/", 1)[1].split("/")
+            model = f"azureml:{parts[0]}:{parts[-1]}"
+        else:
+            model = model_id
+        tags = getattr(raw, "tags", None) or {}
+        return Deployment(name=raw.name, model=model, state=ENDPOINT_STATES.get(status.lower(), DeploymentState.CREATING),
+                          provider_status=status, endpoint_url=getattr(raw, "scoring_uri", None),
+                          managed_by_cloudtune=tags.get(CLOUDTUNE_TAG[0]) == CLOUDTUNE_TAG[1],
+                          details={"route": "serverless", "project": self.settings.project})
+
+    def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], params: dict[str, Any]) -> ChatResult:
+        from openai import OpenAI
+
+        endpoint = self.ml.serverless_endpoints.get(deployment)
+        key = self.ml.serverless_endpoints.get_keys(deployment).primary_key
+        started = time.monotonic()
+        with OpenAI(base_url=endpoint.scoring_uri.rstrip("/"), api_key=key, max_retries=2) as client:
+            raw = client.chat.completions.create(model=deployment, messages=list(messages), **params)
+        choice, usage = raw.choices[0], raw.usage
+        return ChatResult(content=choice.message.content or "", model=raw.model, finish_reason=choice.finish_reason,
+                          prompt_tokens=usage.prompt_tokens if usage else None,
+                          completion_tokens=usage.completion_tokens if usage else None,
+                          latency_s=time.monotonic() - started)
