@@ -1,0 +1,172 @@
+"""Chat examples -> token ids + labels, training only on what the assistant says.
+
+Two ways to find the assistant's tokens, in order of preference:
+
+1. the chat template marks them with ``{% generation %}`` blocks: transformers then
+   returns the mask itself (``return_assistant_tokens_mask``);
+2. otherwise, prefix differences, which work with any template: render the
+   conversation up to each assistant turn with the generation prompt, and up to the
+   end of that turn; the characters in between are the assistant's answer including
+   the template's end-of-turn text. The full conversation is tokenised once and
+   tokens are labelled by character offsets, so BPE merges at the boundaries cannot
+   shift the mask.
+
+The end-of-sequence token is always trained: if the template does not put EOS at
+the end of an assistant turn, it is appended (and labelled). Labels come only from
+this mask, never from ``input_ids != pad_token_id``, so a tokenizer whose pad token
+is its EOS token still learns to stop.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+IGNORE_INDEX = -100
+
+# A minimal ChatML template for tokenizers that have none (the tiny test models use it too).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+    full_length: int = 0
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+@dataclass
+class EncodeStats:
+    examples: int = 0
+    truncated: int = 0
+    dropped: int = 0  # nothing left to train on after truncation
+    tokens: int = 0
+    trained_tokens: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def ensure_chat_template(tokenizer) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+
+
+def has_generation_markers(tokenizer) -> bool:
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return bool(_GENERATION_TAG.search(template))
+
+
+def _clean(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    cleaned = []
+    for message in messages:
+        item = {"role": message["role"], "content": message.get("content") or ""}
+        cleaned.append(item)
+    return cleaned
+
+
+def _render(tokenizer, messages: list[dict[str, Any]], *, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+    """The full rendering and the character spans of each assistant turn (prefix differences)."""
+    full = _render(tokenizer, messages, add_generation_prompt=False)
+    spans: list[tuple[int, int]] = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
+        through = _render(tokenizer, messages[: index + 1], add_generation_prompt=False)
+        if not full.startswith(through) or not through.startswith(before):
+            raise ValueError(
+                "this chat template renders earlier turns differently once later turns exist; "
+                "cannot locate assistant turns by prefix"
+            )
+        spans.append((len(before), len(through)))
+    return full, spans
+
+
+def _tokenize_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+
+
+def encode_chat(tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length: int | None = None) -> Encoded:
+    """Token ids and labels (IGNORE_INDEX outside assistant turns) for one conversation."""
+    ensure_chat_template(tokenizer)
+    msgs = _clean(messages)
+    if has_generation_markers(tokenizer):
+        out = tokenizer.apply_chat_template(
+            msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, add_generation_prompt=False
+        )
+        ids = list(out["input_ids"])
+        mask = list(out["assistant_masks"])
+        labels = [tok if keep else IGNORE_INDEX for tok, keep in zip(ids, mask)]
+    else:
+        text, spans = assistant_char_spans(tokenizer, msgs)
+        ids, offsets = _tokenize_with_offsets(tokenizer, text)
+        # A token belongs to a turn when it starts inside that turn's characters.
+        labels = [
+            tok if start < end and any(s <= start < e for s, e in spans) else IGNORE_INDEX
+            for tok, (start, end) in zip(ids, offsets)
+        ]
+    _ensure_eos_trained(tokenizer, ids, labels)
+    full_length = len(ids)
+    truncated = False
+    if max_length is not None and len(ids) > max_length:
+        ids, labels, truncated = ids[:max_length], labels[:max_length], True
+    return Encoded(ids, labels, truncated=truncated, full_length=full_length)
+
+
+def _ensure_eos_trained(tokenizer, ids: list[int], labels: list[int]) -> None:
+    """Make sure the model is taught to stop: the last assistant turn must contain a labelled
+    EOS. Templates that put EOS just after the turn get it labelled; templates without
+    one get it inserted."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        return
+    last = max((i for i, label in enumerate(labels) if label != IGNORE_INDEX), default=None)
+    if last is None:
+        return
+    first = last
+    while first > 0 and labels[first - 1] != IGNORE_INDEX:
+        first -= 1
+    if eos in labels[first : last + 1]:
+        return
+    for position in range(last + 1, min(last + 3, len(ids))):
+        if ids[position] == eos:
+            for j in range(last + 1, position + 1):
+                labels[j] = ids[j]
+            return
+    ids.insert(last + 1, eos)
+    labels.insert(last + 1, eos)
+
+
+def prompt_ids(tokenizer, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Token ids of a conversation followed by the assistant generation prompt."""
+    ensure_chat_template(tokenizer)
+    text = _render(tokenizer, _clean(messages), add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Tokens that end an assistant turn: EOS plus the template's end-of-turn markers."""
+    stops = set()
+    if tokenizer.eos_token_id is not None:
+        stops.add(tokenizer.eos_token_id)
+    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "</s>", "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(marker)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
+            stops.add(token_id)
+    return sorted(stops)

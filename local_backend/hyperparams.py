@@ -1,0 +1,89 @@
+"""FineTuneSpec hyperparameters -> a TrainConfig, with the local backend's "auto" values.
+
+``epochs``, ``batch_size`` and ``learning_rate_multiplier`` are the shared knobs (``None``
+= auto); everything else comes from ``hyperparameters.extra`` under the names of
+:class:`~local_backend.trainer.TrainConfig` fields (plus a few aliases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from cloudtune import errors
+from local_backend.trainer import TrainConfig
+
+# Learning rate that a multiplier of 1.0 means. On CPU the auto recipe is tuned for small
+# persona/format datasets on SmolLM2-135M finishing in a few minutes: short sequences,
+# a high LR and a few epochs. On CUDA it is the usual QLoRA recipe.
+BASE_LEARNING_RATE = {"cpu": 1e-3, "cuda": 2e-4}
+AUTO = {
+    "cpu": {"epochs": 3, "batch_size": 4, "max_seq_len": 256, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0},
+    "cuda": {"epochs": 3, "batch_size": 8, "max_seq_len": 2048, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05},
+}
+ALIASES = {
+    "gradient_accumulation_steps": "grad_accum",
+    "lr": "learning_rate",
+    "r": "lora_r",
+    "rank": "lora_r",
+    "alpha": "lora_alpha",
+    "dropout": "lora_dropout",
+    "max_length": "max_seq_len",
+    "max_seq_length": "max_seq_len",
+    "save_steps": "checkpoint_every",
+}
+_RESERVED = {"base_model", "train_file", "validation_file", "validation_split", "seed"}
+
+
+def detect_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_train_config(
+    *,
+    base_model: str,
+    train_file: str,
+    validation_file: str | None,
+    validation_split: float | None,
+    epochs: int | None,
+    batch_size: int | None,
+    learning_rate_multiplier: float | None,
+    seed: int | None,
+    extra: dict[str, Any],
+    device: str | None = None,
+) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)} - _RESERVED
+    overrides: dict[str, Any] = {}
+    for key, value in (extra or {}).items():
+        name = ALIASES.get(key, key)
+        if name not in known:
+            raise errors.ConfigError(
+                f"Unknown local hyperparameter {key!r}.",
+                hint="Valid names: " + ", ".join(sorted(known | set(ALIASES))),
+            )
+        overrides[name] = value
+    device = overrides.get("device") if overrides.get("device") not in (None, "auto") else (device or detect_device())
+    auto = AUTO.get(device, AUTO["cpu"])
+    values: dict[str, Any] = dict(auto)
+    values.update(overrides)
+    if epochs is not None:
+        values["epochs"] = epochs
+    if batch_size is not None:
+        values["batch_size"] = batch_size
+    if "learning_rate" not in overrides:
+        values["learning_rate"] = BASE_LEARNING_RATE.get(device, 2e-4) * (learning_rate_multiplier or 1.0)
+    elif learning_rate_multiplier is not None:
+        values["learning_rate"] = float(overrides["learning_rate"]) * learning_rate_multiplier
+    try:
+        return TrainConfig(
+            base_model=base_model,
+            train_file=train_file,
+            validation_file=validation_file,
+            validation_split=validation_split,
+            seed=42 if seed is None else int(seed),
+            **values,
+        )
+    except TypeError as exc:
+        raise errors.ConfigError(f"Invalid local hyperparameters: {exc}") from exc

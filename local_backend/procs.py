@@ -1,0 +1,95 @@
+"""Detached helper processes (training workers, chat servers): start them in their own
+session so they outlive the CLI, and tell whether one is still alive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+# Popen objects of children started by this process, so they can be reaped: an
+# exited child that nobody waits for stays a zombie and still "exists" for kill(pid, 0).
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def spawn_detached(module: str, *args: str, log_path: Path, cwd: Path) -> int:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(cwd),
+            env=env,
+            start_new_session=True,  # not in the CLI's process group: Ctrl-C there does not reach it
+            close_fds=True,
+        )
+    _CHILDREN[process.pid] = process
+    return process.pid
+
+
+def _reap() -> None:
+    for pid, process in list(_CHILDREN.items()):
+        if process.poll() is not None:
+            del _CHILDREN[pid]
+
+
+def pid_alive(pid: int | None, expect: str | None = None) -> bool:
+    """Whether ``pid`` runs; with ``expect``, also that its command line contains it (a
+    recycled pid belonging to another program is not ours)."""
+    if not pid:
+        return False
+    _reap()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by a parent that is not us) is dead for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass
+    if expect is not None:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return True  # no /proc: trust the pid
+        return expect in cmdline
+    return True
+
+
+def stop_process(pid: int | None, *, expect: str | None = None, timeout_s: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL. Only ever called with pids this backend recorded."""
+    if not pid_alive(pid, expect):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
