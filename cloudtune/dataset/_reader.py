@@ -29,6 +29,7 @@ class FileFacts:
     lf_lines: int = 0
     lines: int = 0
     blank_lines: int = 0
+    array_lines: int = 0  # lines holding a JSON array of objects (set by the validator)
     # Set when the reader stopped early because the whole file is unusable.
     fatal: str | None = None  # binary_file | utf16_file | json_array_not_jsonl | pretty_printed_json
     fatal_detail: str = ""
@@ -128,7 +129,9 @@ def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_L
                 continue
             if not first_content_seen:
                 first_content_seen = True
-                if stripped.startswith(b"["):
+                # A pretty-printed array ("[" then objects on the next lines) cannot be read
+                # line by line at all; a one-line array is parsed and reported by the validator.
+                if stripped.startswith(b"[") and (stripped == b"[" or not stripped.endswith(b"]")):
                     facts.fatal = "json_array_not_jsonl"
                     facts.fatal_detail = "the file starts with '[': it is one JSON array; write one object per line"
                     return

@@ -152,6 +152,11 @@ class _Scan:
         if nonfinite:
             report("$", "invalid_json_constant", ERROR,
                    f"{', '.join(sorted(set(nonfinite)))} is not valid JSON (write a number or a string)")
+        if isinstance(row, list) and row and all(isinstance(item, dict) for item in row[:3]):
+            self.facts.array_lines += 1
+            report("$", "json_array_not_jsonl", ERROR,
+                   f"this line is a JSON array of {len(row):,} items; JSONL needs one JSON object per line")
+            return
         try:
             summary = self.rules.check_row(row, report)
         except RecursionError:
@@ -222,7 +227,7 @@ def _file_checks(scan: _Scan, rules: catalog.ProviderDataRules, provider: str, *
                  f"{provider} documents UTF-8 with a byte-order mark; save the file as 'UTF-8 with BOM'")
     if facts.fatal is None and scan.stats.examples == 0 and facts.lines == facts.blank_lines:
         sink.add(label, 0, "$", "empty_file", ERROR, "the file holds no examples")
-    elif is_training and facts.fatal is None and scan.stats.examples < rules.min_examples:
+    elif is_training and facts.fatal is None and not facts.array_lines and scan.stats.examples < rules.min_examples:
         sink.add(label, 0, "$", "too_few_examples", ERROR,
                  f"{scan.stats.examples} example(s); {provider} needs at least {rules.min_examples}")
 
