@@ -65,7 +65,13 @@ class ServerlessRoute:
     @property
     def ml(self) -> Any:
         if self._ml is None:
+            import logging
+
             from azure.ai.ml import MLClient
+
+            # The fine-tuning and serverless APIs are marked experimental; their per-call notices
+            # would drown the CLI's own output. Real warnings and errors still come through.
+            logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
 
             s = self.settings
             self._ml = MLClient(s.credential(), s.subscription_id, s.resource_group, s.project, show_progress=False)

@@ -174,7 +174,9 @@ def _register_inference(app: "AzureEmulatorApp", router: Router) -> None:
         if given not in (endpoint["keys"]["primaryKey"], endpoint["keys"]["secondaryKey"]):
             return Response.json(app.error_body(401, "Invalid endpoint key", "Unauthorized"), 401)
         body = request.json()
-        model = endpoint["body"]["properties"]["modelSettings"]["modelId"]
+        model_id = endpoint["body"]["properties"]["modelSettings"]["modelId"]
+        parts = model_id.rstrip("/").split("/")
+        model = f"{parts[-3]}:{parts[-1]}" if "/versions/" in model_id else parts[-1]
         return Response.json(chat_completion(model, body.get("messages") or []))
 
     router.add("POST", "/chat/completions", chat)
@@ -184,7 +186,7 @@ def _register_inference(app: "AzureEmulatorApp", router: Router) -> None:
 def chat_completion(model: str, messages: list) -> dict:
     """A deterministic answer that names the model, so tests can tell models apart."""
     last = next((m.get("content") for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
-    text = f"Ready. ({model.rsplit('/', 1)[-1] if model.startswith('azureml') else model} heard: {str(last)[:40]})"
+    text = f"Ready. ({model} heard: {str(last)[:40]})"
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
     return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
