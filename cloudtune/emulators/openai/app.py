@@ -127,6 +127,8 @@ class OpenAIEmulator(FilesRoutes, JobRoutes, EmulatorApp):
             "job_statuses": {job.id: job.forced_status or job.status for job in self.jobs.values()},
             "job_ids": list(self.jobs),
             "file_ids": list(self.files),
+            "files_by_purpose": {p: sum(f.purpose == p for f in self.files.values())
+                                 for p in sorted({f.purpose for f in self.files.values()})},
             "upload_statuses": {u.id: u.status for u in self.uploads.values()},
             "model_ids": list(self.models),
             "settings": self.settings.public(),
