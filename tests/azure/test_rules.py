@@ -173,3 +173,20 @@ def test_unknown_routes_answer_404_naming_the_path(azure_emulator: AzureEmulator
     assert response.status_code == 404 and "/subscriptions/x/nothing-here" in response.text
     assert any("nothing-here" in r for r in azure_emulator.app.store.unknown_routes)
     azure_emulator.app.store.unknown_routes.clear()
+
+
+def test_deployment_sku_comes_from_deploy_options_then_the_provider_option(azure_emulator: AzureEmulator, azure_env: dict,
+                                                                         training_file: Path) -> None:
+    from cloudtune.types import DeployOptions
+
+    provider, time = _provider(azure_emulator, "gpt-4.1-mini", deployment_sku="Developer")
+    model = _fine_tuned_model(provider, time, training_file, "gpt-4.1-mini")
+    first, second = "sku-a-" + uuid.uuid4().hex[:4], "sku-b-" + uuid.uuid4().hex[:4]
+    assert provider.deploy(model, name=first).details["sku"] == "Developer"
+    assert provider.deploy(model, name=second, options=DeployOptions(sku="GlobalStandard")).details["sku"] == "GlobalStandard"
+    with pytest.raises(errors.ConfigError):
+        provider.deploy(model, name="sku-c", options=DeployOptions(sku="Premium"))
+    for name in (first, second):
+        provider.undeploy(name)
+        poller.wait_for_deployment(provider, name, target="deleted", timeout_s=600, sleep=time.sleep, clock=time.clock)
+    provider.delete_model(model)
