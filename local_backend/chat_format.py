@@ -116,9 +116,11 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length:
     else:
         text, spans = assistant_char_spans(tokenizer, msgs)
         ids, offsets = _tokenize_with_offsets(tokenizer, text)
-        # A token belongs to a turn when it starts inside that turn's characters.
+        # A token belongs to a turn when it overlaps that turn's characters: a BPE token that
+        # merges the template's trailing space with the first word ("assistant: " + "Hi" ->
+        # " Hi") is part of the answer the model must learn to produce.
         labels = [
-            tok if start < end and any(s <= start < e for s, e in spans) else IGNORE_INDEX
+            tok if start < end and any(start < e and end > s for s, e in spans) else IGNORE_INDEX
             for tok, (start, end) in zip(ids, offsets)
         ]
     _ensure_eos_trained(tokenizer, ids, labels)
