@@ -44,7 +44,7 @@ class Group:
 
     def __init__(self) -> None:
         self.texts: list[str] = []  # everything that is tokenized
-        self.trained: list[str] = []  # assistant texts the model learns from
+        self.trained: list[int] = []  # indices into texts: assistant texts the model learns from
         self.overhead = 0  # fixed tokens (message framing, images)
 
 
@@ -173,7 +173,6 @@ class Rules:
                 usable = False
                 continue
             self._check_messages(value, key, report, summary, group, None, dpo_output=True)
-            group.trained = list(group.texts)
             outputs.append(value[0])
         if len(outputs) == 2 and outputs[0] == outputs[1]:
             report("non_preferred_output", "dpo_identical_outputs", WARNING,
@@ -240,10 +239,11 @@ class Rules:
             if "tool_calls" in message:
                 has_call = True
                 self._check_tool_calls(message["tool_calls"], role, path, report, group, pending_calls,
-                                       all_call_ids, tools)
+                                       all_call_ids, tools, trained)
             if "function_call" in message:
                 has_call = True
-                pending_function = self._check_function_call(message["function_call"], role, path, report, group)
+                pending_function = self._check_function_call(message["function_call"], role, path, report, group,
+                                                             trained)
             if role == "tool":
                 call_id = message.get("tool_call_id")
                 if "tool_call_id" not in message:
@@ -292,9 +292,9 @@ class Rules:
                 report(cpath, "empty_content", severity, "content is empty or whitespace only")
             elif "<|" in content and self._special is not None:
                 self._report_special(content, cpath, report)
-            group.texts.append(content)
             if trained:
-                group.trained.append(content)
+                group.trained.append(len(group.texts))
+            group.texts.append(content)
             return
         if isinstance(content, list):
             self._check_parts(content, role, cpath, report, summary, group, trained)
@@ -320,9 +320,9 @@ class Rules:
                     any_text = True
                 if "<|" in text and self._special is not None:
                     self._report_special(text, f"{ppath}.text", report)
-                group.texts.append(text)
                 if trained:
-                    group.trained.append(text)
+                    group.trained.append(len(group.texts))
+                group.texts.append(text)
             elif kind == "image_url":
                 if not self.provider_rules.multimodal:
                     report(ppath, "multimodal_not_supported", ERROR, "this provider does not accept image parts")
@@ -358,7 +358,8 @@ class Rules:
 
     # -------------------------------------------------------- tool calls
 
-    def _check_tool_calls(self, calls, role, path, report, group, pending_calls, all_call_ids, tools) -> None:
+    def _check_tool_calls(self, calls, role, path, report, group, pending_calls, all_call_ids, tools,
+                          trained) -> None:
         tpath = f"{path}.tool_calls"
         if role != "assistant":
             report(tpath, "invalid_tool_calls", ERROR, "tool_calls are only allowed on assistant messages")
@@ -385,9 +386,9 @@ class Rules:
             if not isinstance(function, dict):
                 report(f"{cpath}.function", "invalid_tool_call", ERROR, "a tool call needs a 'function' object")
                 continue
-            self._check_call_body(function, f"{cpath}.function", "invalid_tool_call", report, group, tools)
+            self._check_call_body(function, f"{cpath}.function", "invalid_tool_call", report, group, tools, trained)
 
-    def _check_function_call(self, call, role, path, report, group) -> str | None:
+    def _check_function_call(self, call, role, path, report, group, trained) -> str | None:
         fpath = f"{path}.function_call"
         if role != "assistant":
             report(fpath, "invalid_function_call", ERROR, "function_call is only allowed on assistant messages")
@@ -395,9 +396,12 @@ class Rules:
         if not isinstance(call, dict):
             report(fpath, "invalid_function_call", ERROR, "function_call must be an object with name and arguments")
             return None
-        return self._check_call_body(call, fpath, "invalid_function_call", report, group, None)
+        return self._check_call_body(call, fpath, "invalid_function_call", report, group, None, trained)
 
-    def _check_call_body(self, body: dict, path: str, code: str, report, group: Group, tools) -> str | None:
+    def _check_call_body(self, body: dict, path: str, code: str, report, group: Group, tools,
+                         trained: bool) -> str | None:
+        """Check a call's name and arguments; the call is what the model learns to
+        emit, so its text counts as trained tokens when the message is trained."""
         name = body.get("name")
         arguments = body.get("arguments")
         ok_name = isinstance(name, str) and bool(name)
@@ -415,8 +419,12 @@ class Rules:
             except (ValueError, RecursionError):
                 report(f"{path}.arguments", "tool_call_arguments_not_json", ERROR,
                        "arguments must be a JSON-encoded string")
+            if trained:
+                group.trained.append(len(group.texts))
             group.texts.append(arguments)
         if ok_name:
+            if trained:
+                group.trained.append(len(group.texts))
             group.texts.append(name)
         group.overhead += TOKENS_PER_TOOL_CALL
         return name if ok_name else None

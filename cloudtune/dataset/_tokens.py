@@ -58,14 +58,11 @@ class TokenCounter:
 
     def count_group(self, group) -> tuple[int, int]:
         """(all tokens, trained assistant tokens) of one token sequence."""
-        count = self.count_text
-        total = group.overhead
-        for text in group.texts:
-            total += count(text)
+        counts = list(map(self.count_text, group.texts))
         trained = 0
-        for text in group.trained:
-            trained += count(text)
-        return total, trained
+        for index in group.trained:
+            trained += counts[index]
+        return group.overhead + sum(counts), trained
 
     def count(self, summary: Summary, messages=None) -> tuple[int, int, int]:
         """(billed tokens, trained tokens, longest sequence) of one example.

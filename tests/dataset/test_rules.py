@@ -493,3 +493,11 @@ def test_every_code_is_documented_and_every_problem_has_line_and_path(write_json
         assert isinstance(p.line, int) and p.line >= 0 and p.path
         assert p.severity in ("error", "warning")
         assert str(p)
+
+
+def test_tool_call_text_counts_as_trained_tokens(write_jsonl):
+    call = msgs(S, U, {"role": "assistant", "tool_calls": [_call(arguments='{"city": "Paris, France, Europe"}')]})
+    plain = msgs(S, U, {"role": "assistant", "content": "ok"})
+    with_call = validate_file(write_jsonl([call] * 10, "a.jsonl"), model="gpt-4o-mini")
+    without = validate_file(write_jsonl([plain] * 10, "b.jsonl"), model="gpt-4o-mini")
+    assert with_call.token_counts["training"]["assistant"] > without.token_counts["training"]["assistant"]
