@@ -124,9 +124,9 @@ class AzureProvider(Provider):
         if installed:
             try:
                 details.update(self._for().check())
-            except errors.AuthError as exc:
+            except (errors.AuthError, errors.ConfigError) as exc:  # refused, or nothing configured
                 credentials = False
-                problems.append(str(exc))
+                problems.append(str(exc) + (f" {exc.hint}" if exc.hint else ""))
             except errors.CloudtuneError as exc:
                 problems.append(str(exc) + (f" {exc.hint}" if exc.hint else ""))
             except Exception as exc:  # noqa: BLE001 - check() reports, never raises
