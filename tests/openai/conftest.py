@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloudtune.emulators._http import EmulatorClock, EmulatorServer
-from cloudtune.emulators.openai import EmulatorSettings, OpenAIEmulator
+from cloudtune.emulators.openai import EmulatorSettings, OpenAIEmulator, serve
 
 BASE_MODEL = "gpt-4o-mini-2024-07-18"
 KEY_ENV = "CLOUDTUNE_TEST_OPENAI_KEY"
@@ -56,7 +56,7 @@ def emulated(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulated]:
     clock = EmulatorClock(speed=0.0)  # frozen unless advanced: deterministic timelines
     settings = EmulatorSettings(api_key=TEST_KEY, validate_s=2, queue_s=2, run_s=20, file_processing_s=1)
     app = OpenAIEmulator(settings, clock=clock)
-    with EmulatorServer(app) as server:
+    with serve(app) as server:
         yield Emulated(app, server, clock)
 
 

@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloudtune.emulators._http import EmulatorClock, EmulatorServer
-    from cloudtune.emulators.openai.app import EmulatorSettings, OpenAIEmulator
+    from cloudtune.emulators._http import EmulatorClock
+    from cloudtune.emulators.openai import EmulatorSettings, OpenAIEmulator, serve
 
     if args.host not in (LOOPBACK, "localhost", "::1") and not args.allow_remote:
         print(f"Refusing to bind {args.host}: the emulator is for loopback use. Add --allow-remote to insist.",
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         min_examples=args.min_examples,
     )
     app = OpenAIEmulator(settings, clock=EmulatorClock(speed=args.speed))
-    server = EmulatorServer(app, host=args.host, port=args.port, verbose=args.verbose)
+    server = serve(app, host=args.host, port=args.port, verbose=args.verbose)
     host = args.host if ":" not in args.host else f"[{args.host}]"
     print(f"OpenAI emulator listening on http://{host}:{server.port}/v1", flush=True)
     print(f"  export OPENAI_BASE_URL=http://{host}:{server.port}/v1", flush=True)

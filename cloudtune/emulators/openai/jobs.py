@@ -75,6 +75,7 @@ class JobRecord:
     resolved: dict[str, Any] | None = None  # hyperparameters once "auto" is resolved
     tokens_per_epoch: int = 0
     total_steps: int = 0
+    exact_times: dict[str, float] = field(default_factory=dict)  # event id -> emulated time (API shows whole seconds)
 
     # ------------------------------------------------------------ timeline
     def active_elapsed(self, now: float) -> float:
@@ -112,9 +113,11 @@ class JobRecord:
                   data: dict[str, Any] | None = None) -> None:
         # planning details (resolved hyperparameters, token counts) are not event data
         entry_data = {k: v for k, v in (data or {}).items() if k not in ("hyperparameters", "trained_tokens")}
+        event_id = new_id("ftevent-")
+        self.exact_times[event_id] = when
         self.events.append({
             "object": "fine_tuning.job.event",
-            "id": new_id("ftevent-"),
+            "id": event_id,
             "created_at": int(when),
             "level": level,
             "message": message,
