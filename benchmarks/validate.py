@@ -93,14 +93,18 @@ def _system_prompts(rng: random.Random) -> list[str]:
 def generate(path: Path, n: int, seed: int = 7) -> dict:
     rng = random.Random(seed)
     systems = _system_prompts(rng)
+    system_chars = other_chars = 0
     with open(path, "w", encoding="utf-8") as out:
         for _ in range(n):
             messages = [{"role": "system", "content": rng.choice(systems)}]
+            system_chars += len(messages[0]["content"])
             for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
                 messages.append({"role": "user", "content": _paragraph(rng, 5, 120)})
                 messages.append({"role": "assistant", "content": _paragraph(rng, 10, 300)})
+                other_chars += len(messages[-1]["content"]) + len(messages[-2]["content"])
             out.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
-    return {"examples": n, "bytes": path.stat().st_size, "system_prompts": len(systems)}
+    return {"examples": n, "bytes": path.stat().st_size, "system_prompts": len(systems),
+            "repeated_share": system_chars / max(1, system_chars + other_chars)}
 
 
 # ----------------------------------------------------------------- reference
@@ -242,6 +246,7 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=10_000, help="size of the second file for the memory check")
     parser.add_argument("--model", default="gpt-4o-mini-2024-07-18")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each side per size; the best time counts")
     parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--encoding", help=argparse.SUPPRESS)
@@ -261,18 +266,32 @@ def main() -> int:
         meta = generate(path, n)
         print(f"generated {n:,} examples, {meta['bytes'] / 1e6:,.1f} MB in {time.perf_counter() - t:.1f}s -> {path}",
               flush=True)
-        results[n] = {"meta": meta, "reference": _measure("reference", path, args), "ours": _measure("ours", path, args)}
+        runs = {"reference": [], "ours": []}
+        for _ in range(max(1, args.repeat)):  # interleaved, best of N: the machine is shared and noisy
+            for kind in ("reference", "ours"):
+                runs[kind].append(_measure(kind, path, args))
+        results[n] = {"meta": meta}
+        for kind, measured in runs.items():
+            best = min(measured, key=lambda r: r["seconds"])
+            best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in measured)
+            best["all_seconds"] = [round(r["seconds"], 2) for r in measured]
+            results[n][kind] = best
     baseline = _baseline_rss(args)
 
     print()
-    print(f"model {args.model}; baseline process (python + tiktoken table + numpy): {baseline:,.0f} MB peak RSS")
+    meta = results[sizes[-1]]["meta"]
+    print(f"data: {meta['system_prompts']} system prompts repeated across examples "
+          f"({meta['repeated_share']:.0%} of message text); user/assistant turns all distinct")
+    print(f"model {args.model}; best of {args.repeat} interleaved runs; "
+          f"baseline process (python + tiktoken table + numpy): {baseline:,.0f} MB peak RSS")
     header = f"{'examples':>9} {'file MB':>8} | {'cookbook s':>10} {'MB':>7} | {'cloudtune s':>11} {'MB':>7} | {'speedup':>7} | tokens agree"
     print(header)
     print("-" * len(header))
     for n in sizes:
-        r, o, meta = results[n]["reference"], results[n]["ours"], results[n]["meta"]
+        r, o = results[n]["reference"], results[n]["ours"]
         agree = (r["total_tokens"] == o["total_tokens"] and r["assistant_tokens"] == o["assistant_tokens"]
                  and r["billed_per_epoch"] == o["billed_per_epoch"] and r["epochs"] == o["epochs"])
+        meta = results[n]["meta"]
         print(f"{n:>9,} {meta['bytes'] / 1e6:>8.1f} | {r['seconds']:>10.2f} {r['peak_rss_mb']:>7.0f} | "
               f"{o['seconds']:>11.2f} {o['peak_rss_mb']:>7.0f} | {r['seconds'] / o['seconds']:>6.1f}x | "
               f"{'yes' if agree else 'NO'} ({o['total_tokens']:,} tokens)")
@@ -284,7 +303,8 @@ def main() -> int:
     big = results[sizes[-1]]["ours"]
     print(f"cloudtune: {big['examples'] / big['seconds']:,.0f} examples/s, "
           f"{big['total_tokens'] / big['seconds'] / 1e6:,.2f} M tokens/s counted")
-    print(json.dumps({str(n): {k: results[n][k] for k in ("reference", "ours")} for n in sizes}, indent=None)[:4000])
+    print(f"all times (s): " + "; ".join(f"{n:,}: cookbook {results[n]['reference']['all_seconds']}, "
+                                        f"cloudtune {results[n]['ours']['all_seconds']}" for n in sizes))
     return 0
 
 

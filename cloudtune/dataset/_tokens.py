@@ -16,6 +16,7 @@ example); and the tokenizer's Rust core does the rest.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import _tiktoken_offline
@@ -23,13 +24,28 @@ from ._rules import TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, Summary
 
 _CACHE_GENERATION = 4096
 _CACHE_MAX_TEXT = 64 * 1024
+# Below this many characters of new text in a batch, threads cost more than they save.
+_PARALLEL_MIN_CHARS = 32 * 1024
+
+
+def default_threads() -> int:
+    """Tokenizer threads: one per available core, up to 8; ``CLOUDTUNE_TOKEN_THREADS`` overrides."""
+    override = os.environ.get("CLOUDTUNE_TOKEN_THREADS")
+    if override and override.strip().isdigit():
+        return max(1, int(override))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 class TokenCounter:
     """Counts tokens of example summaries. ``exact`` says whether the counts come
     from the model's own tokenizer; ``method`` says what was used."""
 
-    def __init__(self, count_text, *, exact: bool, method: str, note: str = "", hf_tokenizer=None) -> None:
+    def __init__(self, count_text, *, exact: bool, method: str, note: str = "", hf_tokenizer=None,
+                 threads: int = 1) -> None:
         self._count_text = count_text
         self.exact = exact
         self.method = method
@@ -37,8 +53,43 @@ class TokenCounter:
         self._hot: dict[str, int] = {}
         self._cold: dict[str, int] = {}
         self._hf = hf_tokenizer
+        self._batch: dict[str, int] = {}
+        self._pool = None
+        self._threads = threads if hf_tokenizer is None else 1
+
+    def prefetch(self, texts) -> None:
+        """Count the distinct texts of a batch that no cache holds yet, in
+        parallel when the counter is thread-safe and the machine has spare
+        cores (tiktoken releases the GIL while it encodes)."""
+        if self._threads < 2:
+            return
+        hot, cold, batch = self._hot, self._cold, self._batch
+        missing = list({t: None for t in texts if t not in hot and t not in cold and t not in batch})
+        if len(missing) < 2 * self._threads or sum(map(len, missing)) < _PARALLEL_MIN_CHARS:
+            return
+        count = self._count_text
+        size = -(-len(missing) // self._threads)
+        chunks = [missing[i:i + size] for i in range(0, len(missing), size)]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="cloudtune-tokens")
+        for chunk, counts in zip(chunks, self._pool.map(lambda c: [count(t) for t in c], chunks)):
+            batch.update(zip(chunk, counts))
+
+    def end_batch(self) -> None:
+        self._batch.clear()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def count_text(self, text: str) -> int:
+        if self._batch:
+            value = self._batch.get(text)
+            if value is not None:
+                return value
         value = self._hot.get(text)
         if value is not None:
             return value
@@ -126,8 +177,10 @@ def _hf_tokenizer_dir(model: str | None, tokenizer_path: str | Path | None) -> P
     return None
 
 
-def make_counter(info, *, provider: str, model: str | None, tokenizer_path=None) -> TokenCounter:
+def make_counter(info, *, provider: str, model: str | None, tokenizer_path=None,
+                 threads: int | None = None) -> TokenCounter:
     """Pick the best token counter available for ``info`` (a catalog ModelInfo or None)."""
+    threads = default_threads() if threads is None else max(1, threads)
     hf_dir = _hf_tokenizer_dir(model, tokenizer_path)
     if hf_dir is not None:
         try:
@@ -155,7 +208,7 @@ def make_counter(info, *, provider: str, model: str | None, tokenizer_path=None)
     if info is not None and info.tokenizer:
         count = _tiktoken_counter(info.tokenizer)
         if count is not None:
-            return TokenCounter(count, exact=True, method=f"tiktoken:{info.tokenizer}")
+            return TokenCounter(count, exact=True, method=f"tiktoken:{info.tokenizer}", threads=threads)
         fallback_note += f"tiktoken {info.tokenizer} unavailable ({_tiktoken_offline.failure_reason(info.tokenizer)}); "
 
     reason = (
@@ -166,6 +219,7 @@ def make_counter(info, *, provider: str, model: str | None, tokenizer_path=None)
         return TokenCounter(
             count,
             exact=False,
+            threads=threads,
             method="estimate:o200k_base-proxy",
             note=f"{fallback_note}{reason}: counts are an ESTIMATE using o200k_base as a proxy",
         )

@@ -16,6 +16,9 @@ from ._stats import FileStats
 from ._tokens import TokenCounter, make_counter
 
 METHODS = ("supervised", "dpo")
+# Examples whose tokens are counted together: enough distinct texts to keep
+# tokenizer threads busy, few enough that memory stays flat.
+_BATCH = 256
 
 
 @dataclass
@@ -98,6 +101,7 @@ class _Scan:
         self.facts = FileFacts()
         self.stats = FileStats()
         self.fingerprints = FingerprintTable()
+        self._pending: list = []
 
     def run(self, path: Path) -> None:
         sink, label, stats = self.sink, self.label, self.stats
@@ -138,6 +142,7 @@ class _Scan:
                     sink.add(label, number, "$", "invalid_json", ERROR, f"invalid JSON: {_json_error(exc)}")
                     continue
                 self._check(number, line.data, row, nonfinite)
+            self.flush()
         except OSError as exc:
             self.facts.fatal = "file_unreadable"
             self.facts.fatal_detail = f"cannot read {path}: {exc.strerror or exc}"
@@ -179,26 +184,40 @@ class _Scan:
         if summary is None:
             return
         stats.examples += 1
-        try:
-            tokens, trained, longest = self.counter.count(
-                summary, row.get("messages") if self.keep_messages else None)
-        except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer refusing odd text: report, go on
-            report("$", "validator_error", ERROR, f"could not count tokens: {type(exc).__name__}")
+        messages = row.get("messages") if self.keep_messages else None
+        self._pending.append((number, summary, messages, sink.error_count == errors_before))
+        if len(self._pending) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Count tokens for the pending examples (distinct new texts in parallel
+        where the machine has the cores), then record their statistics."""
+        pending, self._pending = self._pending, []
+        if not pending:
             return
-        if self.context is not None and longest > self.context:
-            stats.over_context += 1
-            report("$", "example_too_long", WARNING,
-                   f"{longest:,} tokens, more than the model's {self.context:,}-token training context: "
-                   "it will be truncated")
-        stats.billed_tokens_per_epoch += min(tokens, self.context) if self.context else tokens
-        stats.messages.add(summary.messages)
-        stats.tokens.add(tokens)
-        stats.assistant_tokens.add(trained)
-        stats.images += summary.images
-        for role, count in summary.roles.items():
-            stats.roles[role] += count
-        if sink.error_count == errors_before:
-            stats.usable_examples += 1
+        self.counter.prefetch(text for _, summary, _, _ in pending for group in summary.groups for text in group.texts)
+        stats, sink, label, context = self.stats, self.sink, self.label, self.context
+        for number, summary, messages, usable in pending:
+            try:
+                tokens, trained, longest = self.counter.count(summary, messages)
+            except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer refusing odd text: report, go on
+                sink.add(label, number, "$", "validator_error", ERROR, f"could not count tokens: {type(exc).__name__}")
+                continue
+            if context is not None and longest > context:
+                stats.over_context += 1
+                sink.add(label, number, "$", "example_too_long", WARNING,
+                         f"{longest:,} tokens, more than the model's {context:,}-token training context: "
+                         "it will be truncated")
+            stats.billed_tokens_per_epoch += min(tokens, context) if context else tokens
+            stats.messages.add(summary.messages)
+            stats.tokens.add(tokens)
+            stats.assistant_tokens.add(trained)
+            stats.images += summary.images
+            for role, count in summary.roles.items():
+                stats.roles[role] += count
+            if usable:
+                stats.usable_examples += 1
+        self.counter.end_batch()
 
 
 def _json_error(exc: ValueError) -> str:
@@ -248,13 +267,14 @@ def _file_stats(scan: _Scan) -> dict:
 def validate_file(path, *, provider: str = "openai", model: str | None = None, method: str = "supervised",
                   validation_path=None, prices: dict[str, float] | None = None, epochs: int | None = None,
                   tokenizer_path=None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                  problems_per_code: int = 200) -> ValidationReport:
+                  problems_per_code: int = 200, token_threads: int | None = None) -> ValidationReport:
     """Check a JSONL training file (and optional validation file) for ``provider``
     and ``model`` without loading it into memory; never raises on file content.
 
     ``prices`` overrides the catalog's USD per 1M training tokens, keyed by model
     name; ``epochs`` replaces the automatic epoch rule; ``tokenizer_path`` points
-    at a local Hugging Face tokenizer directory (local models)."""
+    at a local Hugging Face tokenizer directory (local models); ``token_threads``
+    sets the tokenizer threads (default: one per available core, up to 8)."""
     method = str(getattr(method, "value", method))
     provider = str(provider)
     sink = ProblemSink(per_code_limit=problems_per_code)
@@ -271,7 +291,8 @@ def validate_file(path, *, provider: str = "openai", model: str | None = None, m
     elif info is not None and method not in info.methods:
         sink.add("training", 0, "$", "method_not_supported", ERROR,
                  f"{info.name} supports {', '.join(info.methods)} fine-tuning, not {method}")
-    counter = make_counter(info, provider=provider, model=model, tokenizer_path=tokenizer_path)
+    counter = make_counter(info, provider=provider, model=model, tokenizer_path=tokenizer_path,
+                           threads=token_threads)
     context = info.context_tokens if info is not None else None
     row_rules = Rules(provider_rules=rules, method=method, special_tokens=rules.special_tokens)
     keep_messages = counter._hf is not None
@@ -283,8 +304,11 @@ def validate_file(path, *, provider: str = "openai", model: str | None = None, m
         _file_checks(job, rules, provider, is_training=(label == "training"))
         return job
 
-    training = scan(path, "training", None)
-    validation = scan(validation_path, "validation", training.fingerprints) if validation_path else None
+    try:
+        training = scan(path, "training", None)
+        validation = scan(validation_path, "validation", training.fingerprints) if validation_path else None
+    finally:
+        counter.close()
     del training.fingerprints  # free the table before building the report
 
     stats = {"training": _file_stats(training)}

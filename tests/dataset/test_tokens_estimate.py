@@ -223,3 +223,17 @@ def test_render_plain_and_rich(write_jsonl, valid_rows):
     assert str(report) == plain
     colored = report.render(color=True)
     assert "\x1b[" in colored and "invalid_json" in colored
+
+
+def test_threaded_counting_gives_the_same_report(write_jsonl):
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    rows = []
+    for i in range(600):
+        text = " ".join(words[(i * 7 + j) % len(words)] + str(j % 13) for j in range(60 + i % 40))
+        rows.append({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text},
+                                  {"role": "assistant", "content": text[::-1]}]})
+    path = write_jsonl(rows)
+    single = validate_file(path, model="gpt-4o-mini", token_threads=1)
+    threaded = validate_file(path, model="gpt-4o-mini", token_threads=4)
+    assert single.to_dict() == threaded.to_dict()
+    assert single.stats["training"]["tokens_per_example"]["count"] == 600
