@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 
+PER_CODE_SHOWN = 5
+
 
 def _plain_lines(report, max_problems: int) -> list[str]:
     lines: list[str] = []
@@ -12,12 +14,21 @@ def _plain_lines(report, max_problems: int) -> list[str]:
     lines.append(f"{verdict}: {report.path} for {report.provider}"
                  + (f" / {report.model}" if report.model else "") + f" ({report.method})")
     lines.append(f"{report.error_count} error(s), {report.warning_count} warning(s)")
-    shown = report.problems[:max_problems]
-    for problem in shown:
+    # Errors first; at most a few of each code, so one repeated warning does not
+    # bury the one error that matters.
+    per_code: dict[str, int] = {}
+    shown = 0
+    for problem in sorted(report.problems, key=lambda p: p.severity != "error"):
+        if shown >= max_problems:
+            break
+        per_code[problem.code] = per_code.get(problem.code, 0) + 1
+        if per_code[problem.code] > PER_CODE_SHOWN:
+            continue
         lines.append(f"  {problem}")
-    hidden = (report.error_count + report.warning_count) - len(shown)
+        shown += 1
+    hidden = (report.error_count + report.warning_count) - shown
     if hidden > 0:
-        lines.append(f"  ... and {hidden} more (counts per code below; --json lists up to the per-code limit)")
+        lines.append(f"  ... and {hidden} more (counts per code below; --json lists them)")
     if report.problem_counts:
         counts = ", ".join(f"{code}={n}" for code, n in sorted(report.problem_counts.items()))
         lines.append(f"problem counts: {counts}")

@@ -237,3 +237,13 @@ def test_threaded_counting_gives_the_same_report(write_jsonl):
     threaded = validate_file(path, model="gpt-4o-mini", token_threads=4)
     assert single.to_dict() == threaded.to_dict()
     assert single.stats["training"]["tokens_per_example"]["count"] == 600
+
+
+def test_render_puts_errors_first_and_caps_each_code(write_jsonl):
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+            for i in range(30)] + ["{broken"]
+    text = validate_file(write_jsonl(rows)).render(color=False)
+    body = text.splitlines()
+    assert "invalid_json" in body[2]  # the one error comes before 30 warnings
+    assert sum("missing_system_message" in line and "warning" in line for line in body) == 5
+    assert "more (counts per code below" in text and "missing_system_message=30" in text
