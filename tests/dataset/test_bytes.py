@@ -216,3 +216,16 @@ def test_huge_integer_is_invalid_json_not_a_crash(write_jsonl, valid_rows):
     rows = list(valid_rows) + ['{"messages": [], "n": ' + "9" * 10_000 + "}"]
     report = validate_file(write_jsonl(rows))
     assert problem(report, "invalid_json").line == 13
+
+
+def test_provider_size_limits(write_jsonl):
+    path = write_jsonl([chat_example(i) for i in range(100)])  # > 8 KB of text before the sparse tail
+    with open(path, "r+b") as handle:  # sparse: 600 MB on paper, a few KB on disk
+        handle.truncate(600 * 1024 * 1024)
+    openai = validate_file(path, provider="openai")
+    assert "file_needs_upload_api" in codes(openai, "warning")  # over 512 MB: the Uploads API takes it
+    assert "file_too_large" not in codes(openai)
+    azure = validate_file(path, provider="azure")
+    assert problem(azure, "file_too_large").severity == "error"
+    assert openai.stats["training"]["examples"] == 100
+    assert "line_too_long" in codes(openai)  # the 600 MB of NULs after the last newline
