@@ -303,7 +303,7 @@ def main() -> int:
     big = results[sizes[-1]]["ours"]
     print(f"cloudtune: {big['examples'] / big['seconds']:,.0f} examples/s, "
           f"{big['total_tokens'] / big['seconds'] / 1e6:,.2f} M tokens/s counted")
-    print(f"all times (s): " + "; ".join(f"{n:,}: cookbook {results[n]['reference']['all_seconds']}, "
+    print("all times (s): " + "; ".join(f"{n:,}: cookbook {results[n]['reference']['all_seconds']}, "
                                         f"cloudtune {results[n]['ours']['all_seconds']}" for n in sizes))
     return 0
 

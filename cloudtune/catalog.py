@@ -18,7 +18,7 @@ computed, ``prices:`` in a run config).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MB = 1024 * 1024
 GB = 1024 * MB

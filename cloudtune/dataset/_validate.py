@@ -104,7 +104,7 @@ class _Scan:
         self._pending: list = []
 
     def run(self, path: Path) -> None:
-        sink, label, stats = self.sink, self.label, self.stats
+        sink, label = self.sink, self.label
         nonfinite: list[str] = []
 
         def on_constant(name: str) -> float:
