@@ -52,8 +52,9 @@ def _plain_lines(report, max_problems: int) -> list[str]:
                          f"{stats['examples_over_context']:,}")
     tokens = report.token_counts
     lines.append(f"tokenizer: {tokens['tokenizer']}" + ("" if tokens["exact"] else " (ESTIMATE)"))
-    if tokens.get("note"):
-        lines.append(f"  note: {tokens['note']}")
+    for key in ("note", "images_note"):
+        if tokens.get(key):
+            lines.append(f"  note: {tokens[key]}")
     if report.estimate is not None:
         lines.append(report.estimate.describe())
     return lines

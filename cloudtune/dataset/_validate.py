@@ -11,7 +11,7 @@ from ._estimate import Estimate, build_estimate
 from ._fingerprints import FingerprintTable
 from ._problems import ERROR, WARNING, Problem, ProblemSink
 from ._reader import DEFAULT_MAX_LINE_BYTES, FileFacts, iter_lines
-from ._rules import Rules
+from ._rules import TOKENS_PER_IMAGE_ESTIMATE, Rules
 from ._stats import FileStats
 from ._tokens import TokenCounter, make_counter
 
@@ -321,6 +321,11 @@ def validate_file(path, *, provider: str = "openai", model: str | None = None, m
         "context_tokens": context,
         "training": {"total": training.stats.tokens.total, "assistant": training.stats.assistant_tokens.total},
     }
+    images = training.stats.images + (validation.stats.images if validation is not None else 0)
+    if images:
+        token_counts["images_note"] = (
+            f"{images:,} image(s) counted at {TOKENS_PER_IMAGE_ESTIMATE} tokens each (low-detail figure): "
+            "image tokens are an ESTIMATE")
     if validation is not None:
         token_counts["validation"] = {"total": validation.stats.tokens.total,
                                       "assistant": validation.stats.assistant_tokens.total}

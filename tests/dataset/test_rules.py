@@ -297,6 +297,7 @@ def test_multimodal_parts_accepted_by_openai(write_jsonl):
     report = check(write_jsonl, msgs(S, {"role": "user", "content": [TEXT, IMAGE]}, A))
     assert report.ok, report.render()
     assert report.stats["training"]["images"] == 1
+    assert "ESTIMATE" in report.token_counts["images_note"]
 
 
 def test_multimodal_refused_locally(write_jsonl):
