@@ -145,7 +145,9 @@ class OpenAIProvider(Provider):
             problems.append("OpenAI no longer accepts new self-serve fine-tuning jobs. " + capabilities.wind_down_status())
         if sdk and credentials:
             try:
-                self._read(lambda: self.client.models.list())
+                # a preflight answers quickly: one retry at most, not the patient read policy
+                call_with_retries(lambda: self.client.with_options(timeout=15.0).models.list(), attempts=2,
+                                  sleep=self.sleep, translate=self.translate_error)
                 details["api_reachable"] = True
             except errors.CloudtuneError as exc:
                 details["api_reachable"] = False
