@@ -258,3 +258,11 @@ def test_files_content_and_model_deletion_rules(http: Http, emulated: Emulated, 
     part = http.upload(f"/v1/uploads/{upload['id']}/parts", {}, "blob", b"abcd", field="data")[1]
     status, body, _ = http.call("POST", f"/v1/uploads/{upload['id']}/complete", {"part_ids": [part["id"]], "md5": "0" * 32})
     assert status == 400 and "md5" in body["error"]["message"]
+
+
+def test_the_command_stays_on_loopback_unless_told_otherwise(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudtune.emulators.openai import command
+
+    assert command.main(["--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    assert command.main(["--speed", "0", "--port", "0"]) == 2

@@ -242,7 +242,8 @@ class JobRoutes:
             job = self.job(job_id)
             now = self.clock.now()
             if status is None:
-                if job.forced_status is not None and job.paused_at is not None:
+                # a forced status froze the timeline (unless the job was paused anyway): thaw it
+                if job.forced_status is not None and job.paused_at is not None and job.status != "paused":
                     job.paused_total += now - job.paused_at
                     job.paused_at = None
                 job.forced_status = None
@@ -262,7 +263,7 @@ class JobRoutes:
                 job.apply(Planned(0, f"Fine-tuning job {status} (forced)", level="error" if status == "failed" else "info",
                                   status=status, error=error if status == "failed" else None), now, self._on_job_entry)
             else:
-                if job.forced_status is None and job.paused_at is None:
+                if job.paused_at is None:
                     job.paused_at = now  # freeze the timeline while the status is forced
                 job.forced_status = status
             return job.to_json()
