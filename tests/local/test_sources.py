@@ -1,0 +1,51 @@
+"""Where base models come from: aliases of the built-in model, local directories,
+missing GGUF files, and a clear error for a Hub id that is neither cached nor reachable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from local_backend.sources import ModelUnavailable, load_model, load_tokenizer, resolve_source
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m-instruct", "SmolLM2"])
+def test_builtin_aliases(name: str, empty_hf_cache: None) -> None:
+    source = resolve_source(name)
+    assert source.kind == "builtin"
+    assert source.path.endswith(".gguf") and Path(source.path).is_file()
+
+
+def test_local_directory(tiny_model_dir: Path) -> None:
+    source = resolve_source(str(tiny_model_dir))
+    assert source.kind == "dir"
+    assert load_tokenizer(source).eos_token == "<|im_end|>"
+    assert load_model(source).config.num_hidden_layers == 2
+
+
+def test_uncached_hub_id_offline_is_a_clear_error(empty_hf_cache: None) -> None:
+    source = resolve_source("someone/not-a-cached-model")
+    assert source.kind == "hf"
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable) as caught:
+        load_tokenizer(source)
+    assert time.monotonic() - started < 30
+    assert "not in the local cache" in str(caught.value)
+    assert "huggingface-cli download someone/not-a-cached-model" in caught.value.hint
+    assert caught.value.exit_code == 2
+
+
+def test_missing_gguf_and_nonsense_names() -> None:
+    with pytest.raises(ModelUnavailable):
+        resolve_source("/nowhere/model.gguf")
+    with pytest.raises(ModelUnavailable):
+        resolve_source("not a model")
