@@ -62,6 +62,8 @@ class Runner:
                 return str(self.workdir)
             if expr == "github.event_name != 'workflow_dispatch'":
                 return "true" if self.event != "workflow_dispatch" else "false"
+            if expr == "github.event_name == 'workflow_dispatch' && secrets.OPENAI_API_KEY || 'dry-run-key'":
+                return "real-key-from-secrets" if self.event == "workflow_dispatch" else "dry-run-key"
             if expr.startswith("inputs.config ||"):
                 return expr.split("||", 1)[1].strip().strip("'")
             found = re.fullmatch(r"steps\.(\w+)\.outputs\.(\w+)", expr)
@@ -153,3 +155,4 @@ def test_the_workflow_dry_run_path_runs_the_whole_pipeline(workspace: Path) -> N
     openai_row = next(p for p in providers["providers"] if p["provider"] == "openai")
     assert openai_row["ok"] is True
     assert runner.env["OPENAI_BASE_URL"] == f"http://127.0.0.1:{port}/v1"
+    assert runner.env["OPENAI_API_KEY"] == "dry-run-key"
