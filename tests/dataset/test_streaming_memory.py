@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
-import tracemalloc
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from cloudtune.dataset import validate_file
+ROOT = Path(__file__).resolve().parents[2]
 
-# A few long, repeated paragraphs make each line ~1.5 KB; a counter keeps every
-# line distinct so the duplicate table really holds 100k entries.
-_PARAGRAPH = " ".join(f"word{i % 97}" for i in range(150))
+# A long system prompt makes each line ~1.3 KB (it repeats, so tokenizing it is
+# cached); the numbered question keeps every line distinct so the duplicate
+# table really holds every example.
+_PARAGRAPH = " ".join(f"word{i % 97}" for i in range(180))
+
+_MEASURE = """
+import json, resource, sys
+from cloudtune.dataset import validate_file
+report = validate_file(sys.argv[1], provider="openai", model="gpt-4o-mini-2024-07-18")
+print(json.dumps({"ok": report.ok, "examples": report.stats["training"]["examples"],
+                  "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
 
 
 def _write(path, n):
@@ -19,38 +31,33 @@ def _write(path, n):
         for i in range(n):
             row = {"messages": [
                 {"role": "system", "content": _PARAGRAPH},
-                {"role": "user", "content": f"question {i} {_PARAGRAPH[: 200 + i % 50]}"},
-                {"role": "assistant", "content": f"answer {i}"},
+                {"role": "user", "content": f"question {i}"},
+                {"role": "assistant", "content": f"answer {i % 100}"},
             ]}
             handle.write(json.dumps(row) + "\n")
     return path.stat().st_size
 
 
-def _peak(path) -> tuple[int, object]:
-    tracemalloc.start()
-    try:
-        report = validate_file(path, provider="openai", model="gpt-4o-mini-2024-07-18")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak, report
+def _peak_rss(path) -> dict:
+    env = {**os.environ, "CLOUDTUNE_TOKEN_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
 def test_memory_flat_10k_vs_100k(tmp_path):
     small_bytes = _write(tmp_path / "10k.jsonl", 10_000)
     big_bytes = _write(tmp_path / "100k.jsonl", 100_000)
-    _write(tmp_path / "warm.jsonl", 50)
-    validate_file(tmp_path / "warm.jsonl", model="gpt-4o-mini-2024-07-18")  # tokenizer tables loaded
-    small_peak, small = _peak(tmp_path / "10k.jsonl")
-    big_peak, big = _peak(tmp_path / "100k.jsonl")
-    assert small.ok and big.ok
-    assert big.stats["training"]["examples"] == 100_000
-    growth = big_peak - small_peak
-    file_growth = big_bytes - small_bytes
-    # What may grow: the duplicate/leakage fingerprint table (16 bytes a slot,
-    # at most 2 slots an example, both tables alive while it doubles).
-    assert growth < 100_000 * 64, (small_peak, big_peak)
+    small = _peak_rss(tmp_path / "10k.jsonl")
+    big = _peak_rss(tmp_path / "100k.jsonl")
+    assert small["ok"] and big["ok"]
+    assert (small["examples"], big["examples"]) == (10_000, 100_000)
+    growth = (big["rss_kb"] - small["rss_kb"]) * 1024
+    file_growth = big_bytes - small_bytes  # ~120 MB more data
+    # What may grow: the duplicate/leakage fingerprint table (12 bytes a slot,
+    # ~50 bytes an example while it doubles); nothing proportional to the data.
+    assert growth < 100_000 * 64, (small, big)
     assert growth < file_growth / 20, (growth, file_growth)
 
 
