@@ -502,3 +502,13 @@ def test_tool_call_text_counts_as_trained_tokens(write_jsonl):
     with_call = validate_file(write_jsonl([call] * 10, "a.jsonl"), model="gpt-4o-mini")
     without = validate_file(write_jsonl([plain] * 10, "b.jsonl"), model="gpt-4o-mini")
     assert with_call.token_counts["training"]["assistant"] > without.token_counts["training"]["assistant"]
+
+
+def test_every_code_has_a_test_that_names_it():
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    text = "".join(p.read_text() for p in here.glob("test_*.py") if p.name != Path(__file__).name)
+    text += Path(__file__).read_text().split("def test_every_code_has_a_test_that_names_it")[0]
+    untested = sorted(code for code in CODES if code != "validator_error" and f'"{code}"' not in text)
+    assert not untested, f"codes without a test: {untested}"
