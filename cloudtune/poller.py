@@ -3,12 +3,12 @@
 * Terminal states always end a wait; a failed or cancelled job is *returned*
   (``raise_on_failure=True`` turns it into :class:`~cloudtune.errors.JobFailed`).
 * The interval adapts: short at first, growing while nothing changes, back to
-  short on a change. "Change" means the job's state or a non-metrics event;
-  a stream of metric events alone does not keep the poller busy.
+  short when the job's state changes. Metric events are not changes.
 * While following events the interval is capped so that every event is shown
-  within ``event_latency_s``, and the job itself is fetched only when an event
-  suggests its state moved or ``job_refresh_s`` passed, so a long job costs about
-  one request per tick.
+  within ``event_latency_s`` (and is not reset on a change, the cap already
+  bounds lateness); the job itself is fetched only when an event may mean its
+  state moved (:meth:`Provider.event_may_change_state`) or ``job_refresh_s``
+  passed, so a long job costs about one request per tick.
 * Transient errors are waited out (their ``Retry-After`` first).
 * Past ``timeout_s`` a :class:`~cloudtune.errors.WaitTimeout` (exit 5) is
   raised; the remote job is untouched and can be resumed.
@@ -38,18 +38,21 @@ class PollPolicy:
     """Delays are data (botocore waiters), not constants buried in loops."""
 
     initial_s: float = 2.0
-    growth: float = 1.5
+    growth: float = 2.0
     max_s: float = 60.0
     event_latency_s: float = 30.0  # cap while following events
-    job_refresh_s: float = 300.0  # fetch the job at least this often while following
+    job_refresh_s: float = 600.0  # fetch the job at least this often while following
     max_consecutive_errors: int = 20
     events_page: int = 100
 
     def next_interval(self, current: float, changed: bool, following: bool) -> float:
-        cap = min(self.max_s, self.event_latency_s) if following else self.max_s
+        if following:
+            # The event-latency cap already bounds how late anything is seen; going back to
+            # short polls on every state message would only spend requests.
+            return min(current * self.growth, self.max_s, self.event_latency_s)
         if changed:
-            return min(self.initial_s, cap)
-        return min(current * self.growth, cap)
+            return min(self.initial_s, self.max_s)
+        return min(current * self.growth, self.max_s)
 
 
 DEFAULT_POLICY = PollPolicy()
@@ -67,10 +70,6 @@ def default_policy() -> PollPolicy:
     first = float(initial) if initial else DEFAULT_POLICY.initial_s
     cap = float(longest) if longest else max(DEFAULT_POLICY.max_s, first)
     return PollPolicy(initial_s=first, max_s=cap, event_latency_s=min(DEFAULT_POLICY.event_latency_s, cap))
-
-
-def _is_metrics(event: JobEvent) -> bool:
-    return event.data.get("type") == "metrics" or bool(event.data.get("metrics")) and "step" in event.data
 
 
 class _Waiter:
@@ -134,7 +133,7 @@ def poll_job(
                     waiter.requests += 1
                     for event in events:
                         cursor = event.id
-                        if not _is_metrics(event):
+                        if provider.event_may_change_state(event):
                             need_job = changed = True
                         yield event
                     if len(events) >= policy.events_page:

@@ -120,6 +120,11 @@ class Provider(abc.ABC):
                 provider=self.name,
             )
 
+    def event_may_change_state(self, event: JobEvent) -> bool:
+        """Whether this event can mean the job's state moved, so the poller fetches the job.
+        Metric events never do; providers that know their messages can say more."""
+        return not (event.data.get("type") == "metrics" or ("step" in event.data and "train_loss" in event.data))
+
     def supports(self, operation: str) -> bool:
         return operation not in self.unsupported
 

@@ -229,8 +229,11 @@ class EmulatorApp:
         return Response.json({"error": "unknown control path"}, 404)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~45 ms a request instead of ~1 ms).
+    disable_nagle_algorithm = True
     server: "_Server"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -321,6 +324,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 
 
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -328,7 +332,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: EmulatorApp, verbose: bool) -> None:
         self.app = app
         self.verbose = verbose
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, RequestHandler)
 
 
 class EmulatorServer:

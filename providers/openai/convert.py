@@ -97,3 +97,22 @@ def to_checkpoint(raw: Any) -> Checkpoint:
         model=_get(raw, "fine_tuned_model_checkpoint"),
         metrics=metrics,
     )
+
+
+# OpenAI's messages that report progress, not a change of status (checked against the
+# messages the service writes: validation start, checkpoints, model creation, safety evals).
+_PROGRESS_PREFIXES = (
+    "Validating training file",
+    "Validating validation file",
+    "Checkpoint created",
+    "New fine-tuned model created",
+    "Usage policy evaluations",
+)
+
+
+def event_may_change_state(event: JobEvent) -> bool:
+    if event.data.get("type") == "metrics":
+        return False
+    if event.level.value == "error":
+        return True
+    return not event.message.startswith(_PROGRESS_PREFIXES)

@@ -64,6 +64,9 @@ class OpenAIProvider(Provider):
         self._names: DeploymentNames | None = None
 
     # ---------------------------------------------------------- plumbing
+    def event_may_change_state(self, event: Any) -> bool:
+        return convert.event_may_change_state(event)
+
     def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
         return translate.translate_error(exc)
 

@@ -21,7 +21,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cloudtune.emulators._http import LOOPBACK, EmulatorApp, _RequestHandler
+from cloudtune.emulators._http import LOOPBACK, EmulatorApp, RequestHandler
 
 
 class TestCertificateAuthority:
@@ -50,7 +50,7 @@ class TestCertificateAuthority:
             return context
 
 
-class _ProxyHandler(_RequestHandler):
+class _ProxyHandler(RequestHandler):
     """Plain HTTP requests are served directly; CONNECT opens a TLS tunnel to the app."""
 
     server: "ProxyServer"
@@ -68,7 +68,7 @@ class _ProxyHandler(_RequestHandler):
         try:
             # A fresh handler on the decrypted socket serves every request of the tunnel
             # (keep-alive) exactly as the plain emulator server would.
-            _RequestHandler(tls, self.client_address, self.server)
+            RequestHandler(tls, self.client_address, self.server)
         except (ssl.SSLError, ConnectionError, OSError):
             pass
         finally:
