@@ -403,6 +403,8 @@ def validate_for_run(spec: FineTuneSpec) -> Any:
         model=spec.base_model,
         method=spec.method.value,
         validation_path=spec.validation_file,
+        prices=spec.prices or None,
+        epochs=spec.hyperparameters.epochs,
     )
 
 
