@@ -42,3 +42,13 @@ def test_export_merged_matches_base_plus_adapter(provider, tiny_model_dir: Path,
         export_merged(final.fine_tuned_model, out)  # not empty, no overwrite
     with pytest.raises(errors.NotFound):
         export_merged("local:ftjob-local-000000000000", tmp_path / "none")
+
+    # the `cloudtune export RUN --merged DIR` entry point accepts a model id too
+    import argparse
+
+    from local_backend import export
+
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    args = parser.parse_args([final.fine_tuned_model, "--merged", str(tmp_path / "via-cli")])
+    assert export.run(args) == 0 and (tmp_path / "via-cli" / "config.json").is_file()
