@@ -67,6 +67,10 @@ class FingerprintTable:
             self._grow()
         return None
 
+    def items(self):
+        """(stored key, line) of every entry, in slot order."""
+        return ((key, line) for key, line in zip(self._keys, self._lines) if key)
+
     def _grow(self) -> None:
         old_keys, old_lines = self._keys, self._lines
         size = len(old_keys) * 2

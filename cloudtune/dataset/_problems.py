@@ -124,6 +124,21 @@ class ProblemSink:
             self.kept.append(Problem(line=line, path=path or "$", code=code, severity=severity,
                                      message=message, file=file))
 
+    def merge(self, other: "ProblemSink", line_offset: int) -> None:
+        """Append what ``other`` collected on a later part of the same file, its
+        line numbers shifted by ``line_offset``: the kept problems are then the
+        first ``per_code_limit`` of each code in line order, as one pass keeps."""
+        taken = {code: min(count, self.per_code_limit) for code, count in self.counts.items()}
+        for problem in other.kept:
+            if taken.get(problem.code, 0) < self.per_code_limit:
+                taken[problem.code] = taken.get(problem.code, 0) + 1
+                self.kept.append(Problem(line=problem.line + line_offset if problem.line else 0, path=problem.path,
+                                         code=problem.code, severity=problem.severity, message=problem.message,
+                                         file=problem.file))
+        self.counts.update(other.counts)
+        self.severity_counts.update(other.severity_counts)
+        self._severity_of.update(other._severity_of)
+
     @property
     def error_count(self) -> int:
         return self.severity_counts[ERROR]

@@ -10,9 +10,9 @@ object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 8192
@@ -30,6 +30,7 @@ class FileFacts:
     lines: int = 0
     blank_lines: int = 0
     array_lines: int = 0  # lines holding a JSON array of objects (set by the validator)
+    content_seen: bool = False  # a non-blank line was read (a range that saw none cannot judge the file's start)
     # Set when the reader stopped early because the whole file is unusable.
     fatal: str | None = None  # binary_file | utf16_file | json_array_not_jsonl | pretty_printed_json
     fatal_detail: str = ""
@@ -41,12 +42,10 @@ class FileFacts:
         return "crlf" if self.crlf_lines else "lf"
 
 
-@dataclass
-class Line:
+class Line(NamedTuple):  # a tuple: one is made per line, and a tuple is the cheapest object to make
     number: int  # 1-based
     data: bytes | None  # None when the line was too long to keep
     length: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _sniff(head: bytes, facts: FileFacts) -> bool:
@@ -67,26 +66,42 @@ def _sniff(head: bytes, facts: FileFacts) -> bool:
     return True
 
 
-def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Line]:
-    """Yield each non-blank line (without its line ending), updating ``facts``.
+def sniff_file(path: Path) -> bool:
+    """True when the file's first bytes can be read as UTF-8 JSONL at all."""
+    with open(path, "rb") as handle:
+        return _sniff(handle.read(_SNIFF_BYTES), FileFacts())
+
+
+def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, *,
+               start: int = 0, end: int | None = None) -> Iterator[Line]:
+    """Yield each line (without its line ending), updating ``facts``.
+
+    ``start``/``end`` read one byte range of the file (``start`` at the
+    beginning of a line, ``end`` just after a newline, as ``split_ranges``
+    makes them); line numbers then count from the range's first line, and the
+    checks that only make sense at the start of the file (encoding sniffing,
+    byte-order mark, one JSON array, pretty-printed JSON) are left to the
+    range that starts at 0.
 
     Raises ``OSError`` only for a file that cannot be opened or read at all.
     """
     with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
         facts.size_bytes = _size(handle)
-        if not _sniff(head, facts):
-            return
-        handle.seek(0)
+        if start == 0:
+            if not _sniff(handle.read(_SNIFF_BYTES), facts):
+                return
+        handle.seek(start)
+        position, stop = start, (end if end is not None else float("inf"))
         number = 0
-        first_content_seen = False
-        while True:
+        first_content_seen = start > 0
+        while position < stop:
             chunk = handle.readline(max_line_bytes + 1)
             if not chunk:
                 break
             number += 1
-            too_long = len(chunk) > max_line_bytes and not chunk.endswith(b"\n")
             length = len(chunk)
+            position += length
+            too_long = length > max_line_bytes and not chunk.endswith(b"\n")
             if too_long:
                 # Skip the rest of this line a chunk at a time; keep only its length.
                 start_of_line = chunk[:64]
@@ -94,6 +109,7 @@ def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_L
                 while True:
                     more = handle.readline(1024 * 1024)
                     length += len(more)
+                    position += len(more)
                     if not more or more.endswith(b"\n"):
                         ended_crlf = more.endswith(b"\r\n")
                         break
@@ -102,14 +118,14 @@ def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_L
                     facts.crlf_lines += 1
                 else:
                     facts.lf_lines += 1
-                if number == 1 and start_of_line.startswith(UTF8_BOM):
+                if number == 1 and start == 0 and start_of_line.startswith(UTF8_BOM):
                     facts.bom = True
                     start_of_line = start_of_line[len(UTF8_BOM):]
                 if not first_content_seen and start_of_line.lstrip().startswith(b"["):
                     facts.fatal = "json_array_not_jsonl"
                     facts.fatal_detail = "the file starts with '[' (one JSON array)"
                     return
-                first_content_seen = True
+                first_content_seen = facts.content_seen = True
                 yield Line(number, None, length)
                 continue
             facts.lines += 1
@@ -119,7 +135,7 @@ def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_L
             elif chunk.endswith(b"\n"):
                 facts.lf_lines += 1
                 chunk = chunk[:-1]
-            if number == 1 and chunk.startswith(UTF8_BOM):
+            if number == 1 and start == 0 and chunk.startswith(UTF8_BOM):
                 facts.bom = True
                 chunk = chunk[len(UTF8_BOM):]
             stripped = chunk.strip()
@@ -127,6 +143,7 @@ def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_L
                 facts.blank_lines += 1
                 yield Line(number, b"", length)
                 continue
+            facts.content_seen = True
             if not first_content_seen:
                 first_content_seen = True
                 # A pretty-printed array ("[" then objects on the next lines) cannot be read

@@ -27,6 +27,13 @@ class Histogram:
         self.n += 1
         self.total += value
 
+    def merge(self, other: "Histogram") -> None:
+        counts = self.counts
+        for value, count in other.counts.items():
+            counts[value] = counts.get(value, 0) + count
+        self.n += other.n
+        self.total += other.total
+
     def percentiles(self, qs: tuple[float, ...]) -> list[float]:
         """Percentiles with linear interpolation between order statistics
         (numpy's default 'linear' method), computed exactly."""
@@ -82,6 +89,20 @@ class FileStats:
     messages: Histogram = field(default_factory=Histogram)
     tokens: Histogram = field(default_factory=Histogram)
     assistant_tokens: Histogram = field(default_factory=Histogram)
+
+    def merge(self, other: "FileStats") -> None:
+        """Add the counts of another part of the same file (duplicates excepted:
+        only the whole file knows which examples repeat)."""
+        self.lines += other.lines
+        self.examples += other.examples
+        self.usable_examples += other.usable_examples
+        self.over_context += other.over_context
+        self.images += other.images
+        self.billed_tokens_per_epoch += other.billed_tokens_per_epoch
+        self.roles.update(other.roles)
+        self.messages.merge(other.messages)
+        self.tokens.merge(other.tokens)
+        self.assistant_tokens.merge(other.assistant_tokens)
 
     def to_dict(self) -> dict:
         return {

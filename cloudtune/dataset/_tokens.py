@@ -1,8 +1,13 @@
 """Token counting: the model's real tokenizer where we have it, a labelled
 estimate where we do not.
 
-* OpenAI / Azure OpenAI models: tiktoken (``o200k_base`` / ``cl100k_base``),
-  loaded offline (see ``_tiktoken_offline``).
+* OpenAI / Azure OpenAI models: the model's tiktoken encoding (``o200k_base`` /
+  ``cl100k_base``), counted by ``bpe-openai``'s Rust BPE (see ``_bpe_openai``):
+  the same tables and pre-tokenizer, so the same counts, about twice as fast
+  and without building token lists. tiktoken itself (loaded offline, see
+  ``_tiktoken_offline``) stays as the fallback when bpe-openai cannot load,
+  and as the reference the tests compare against;
+  ``CLOUDTUNE_TOKEN_COUNTER=tiktoken`` selects it.
 * Local models given as a directory with a Hugging Face tokenizer: that
   tokenizer and its chat template (transformers imported lazily).
 * Anything else: ``o200k_base`` as a proxy, reported as an estimate; and if
@@ -17,9 +22,10 @@ example); and the tokenizer's Rust core does the rest.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
-from . import _tiktoken_offline
+from . import _bpe_openai, _tiktoken_offline
 from ._rules import TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, Summary
 
 _CACHE_GENERATION = 4096
@@ -77,6 +83,17 @@ class TokenCounter:
         for chunk, counts in zip(chunks, self._pool.map(lambda c: [count(t) for t in c], chunks)):
             batch.update(zip(chunk, counts))
 
+    @contextmanager
+    def single_threaded(self):
+        """No tokenizer threads inside the block (processes share the cores
+        out; and a forked child must never use a pool its parent started)."""
+        self.close()
+        threads, self._threads = self._threads, 1
+        try:
+            yield self
+        finally:
+            self._threads = threads
+
     def end_batch(self) -> None:
         self._batch.clear()
 
@@ -100,7 +117,12 @@ class TokenCounter:
                 self._hot.clear()
             self._hot[text] = value
             return value
-        value = self._count_text(text)
+        try:
+            value = self._count_text(text)
+        except UnicodeEncodeError:
+            # Lone surrogates (JSON "\ud800") cannot be UTF-8 encoded; replace
+            # them exactly as tiktoken's encode_ordinary does, then count.
+            value = self._count_text(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
         if len(text) <= _CACHE_MAX_TEXT:
             if len(self._cold) >= _CACHE_GENERATION:
                 self._cold.clear()
@@ -146,6 +168,26 @@ class TokenCounter:
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return len(ids)
+
+
+def counter_backend() -> str:
+    """``bpe-openai`` (default) or ``tiktoken`` (``CLOUDTUNE_TOKEN_COUNTER``):
+    both give the same counts; tiktoken is the reference, bpe-openai the fast one."""
+    value = os.environ.get("CLOUDTUNE_TOKEN_COUNTER", "").strip().lower()
+    return "tiktoken" if value == "tiktoken" else "bpe-openai"
+
+
+def _exact_counter(encoding_name: str):
+    """(count function, method, releases the GIL) for a tiktoken encoding, or None."""
+    if counter_backend() == "bpe-openai":
+        tokenizer = _bpe_openai.get_tokenizer(encoding_name)
+        if tokenizer is not None:
+            # Its count holds the GIL: threads would only add overhead.
+            return tokenizer.count, f"bpe-openai:{encoding_name}", False
+    count = _tiktoken_counter(encoding_name)
+    if count is not None:
+        return count, f"tiktoken:{encoding_name}", True
+    return None
 
 
 def _tiktoken_counter(encoding_name: str):
@@ -206,20 +248,23 @@ def make_counter(info, *, provider: str, model: str | None, tokenizer_path=None,
         fallback_note = ""
 
     if info is not None and info.tokenizer:
-        count = _tiktoken_counter(info.tokenizer)
-        if count is not None:
-            return TokenCounter(count, exact=True, method=f"tiktoken:{info.tokenizer}", threads=threads)
-        fallback_note += f"tiktoken {info.tokenizer} unavailable ({_tiktoken_offline.failure_reason(info.tokenizer)}); "
+        found = _exact_counter(info.tokenizer)
+        if found is not None:
+            count, method, releases_gil = found
+            return TokenCounter(count, exact=True, method=method, threads=threads if releases_gil else 1)
+        fallback_note += (f"tiktoken {info.tokenizer} unavailable "
+                          f"({_tiktoken_offline.failure_reason(info.tokenizer)}); ")
 
     reason = (
         "no tokenizer for this model" if info is not None else "model unknown or not given"
     )
-    count = _tiktoken_counter("o200k_base")
-    if count is not None:
+    found = _exact_counter("o200k_base")
+    if found is not None:
+        count, _, releases_gil = found
         return TokenCounter(
             count,
             exact=False,
-            threads=threads,
+            threads=threads if releases_gil else 1,
             method="estimate:o200k_base-proxy",
             note=f"{fallback_note}{reason}: counts are an ESTIMATE using o200k_base as a proxy",
         )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import catalog
 from ._estimate import Estimate, build_estimate
+from . import _parallel
 from ._fingerprints import FingerprintTable
+from ._parallel import RangeResult, duplicate_message
 from ._problems import ERROR, WARNING, Problem, ProblemSink
-from ._reader import DEFAULT_MAX_LINE_BYTES, FileFacts, iter_lines
+from ._reader import DEFAULT_MAX_LINE_BYTES, FileFacts, iter_lines, sniff_file
 from ._rules import TOKENS_PER_IMAGE_ESTIMATE, Rules
 from ._stats import FileStats
 from ._tokens import TokenCounter, make_counter
@@ -51,6 +54,11 @@ class ValidationReport:
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == WARNING]
 
+    @property
+    def processes(self) -> dict[str, int]:
+        """Processes that scanned each file ("training", "validation"): 1 for one pass."""
+        return dict(self._extra.get("processes", {}))
+
     def codes(self) -> set[str]:
         return set(self.problem_counts)
 
@@ -89,7 +97,7 @@ class _Scan:
 
     def __init__(self, *, label: str, rules: Rules, counter: TokenCounter, sink: ProblemSink,
                  context_tokens: int | None, max_line_bytes: int, leak_table: FingerprintTable | None,
-                 keep_messages: bool) -> None:
+                 keep_messages: bool, defer_duplicates: bool = False) -> None:
         self.label = label
         self.rules = rules
         self.counter = counter
@@ -101,9 +109,18 @@ class _Scan:
         self.facts = FileFacts()
         self.stats = FileStats()
         self.fingerprints = FingerprintTable()
+        # A range of a file cannot tell a duplicate's first line: it records the
+        # repeats and leaves the reporting to the merge (see _parallel).
+        self.defer_duplicates = defer_duplicates
+        self.repeat_lines = array("Q")
+        self.repeat_keys = array("Q")
         self._pending: list = []
 
-    def run(self, path: Path) -> None:
+    def result(self) -> RangeResult:
+        return RangeResult(sink=self.sink, stats=self.stats, facts=self.facts, fingerprints=self.fingerprints,
+                           repeat_lines=self.repeat_lines, repeat_keys=self.repeat_keys)
+
+    def run(self, path: Path, start: int = 0, end: int | None = None) -> None:
         sink, label = self.sink, self.label
         nonfinite: list[str] = []
 
@@ -114,7 +131,7 @@ class _Scan:
         decoder = json.JSONDecoder(parse_constant=on_constant)
         decode = decoder.decode
         try:
-            lines = iter_lines(path, self.facts, self.max_line_bytes)
+            lines = iter_lines(path, self.facts, self.max_line_bytes, start=start, end=end)
             for line in lines:
                 number = line.number
                 if line.data is None:
@@ -174,8 +191,12 @@ class _Scan:
         fingerprint = hash(raw.strip())
         first = self.fingerprints.add(fingerprint, number)
         if first is not None:
-            stats.duplicates += 1
-            report("$", "duplicate_example", WARNING, f"same example as line {first}")
+            if self.defer_duplicates:
+                self.repeat_lines.append(number)
+                self.repeat_keys.append(FingerprintTable.key(fingerprint))
+            else:
+                stats.duplicates += 1
+                report("$", "duplicate_example", WARNING, duplicate_message(first))
         if self.leak_table is not None:
             training_line = self.leak_table.get(fingerprint)
             if training_line is not None:
@@ -226,6 +247,27 @@ def _json_error(exc: ValueError) -> str:
     return str(exc).split("\n", 1)[0][:200]
 
 
+def _plan_ranges(path: Path, workers: int | None, counter: TokenCounter):
+    """Byte ranges to validate in parallel, or None for one pass: a file too
+    small to pay for the processes, one core, a Hugging Face tokenizer (its own
+    thread pool does not survive a fork), a host process running threads, or
+    a file whose first bytes already make it unreadable."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    count = _parallel.worker_count(size, workers)
+    if count < 2 or counter._hf is not None or not _parallel.can_fork():
+        return None
+    try:
+        if not sniff_file(path):
+            return None
+        ranges = _parallel.split_ranges(path, size, count)
+    except OSError:
+        return None
+    return ranges if len(ranges) > 1 else None
+
+
 def _file_checks(scan: _Scan, rules: catalog.ProviderDataRules, provider: str, *, is_training: bool) -> None:
     facts, sink, label = scan.facts, scan.sink, scan.label
     if facts.fatal:
@@ -267,14 +309,19 @@ def _file_stats(scan: _Scan) -> dict:
 def validate_file(path, *, provider: str = "openai", model: str | None = None, method: str = "supervised",
                   validation_path=None, prices: dict[str, float] | None = None, epochs: int | None = None,
                   tokenizer_path=None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                  problems_per_code: int = 200, token_threads: int | None = None) -> ValidationReport:
+                  problems_per_code: int = 200, token_threads: int | None = None,
+                  workers: int | None = None) -> ValidationReport:
     """Check a JSONL training file (and optional validation file) for ``provider``
     and ``model`` without loading it into memory; never raises on file content.
 
     ``prices`` overrides the catalog's USD per 1M training tokens, keyed by model
     name; ``epochs`` replaces the automatic epoch rule; ``tokenizer_path`` points
     at a local Hugging Face tokenizer directory (local models); ``token_threads``
-    sets the tokenizer threads (default: one per available core, up to 8)."""
+    sets the tokenizer threads (default: one per available core, up to 8);
+    ``workers`` the processes that share a large file (default: one per
+    available core, up to 8, each with at least 24 MB of it; 1 for one pass;
+    ``CLOUDTUNE_VALIDATE_WORKERS`` overrides the default). The report is the
+    same whatever the number of workers."""
     method = str(getattr(method, "value", method))
     provider = str(provider)
     sink = ProblemSink(per_code_limit=problems_per_code)
@@ -297,10 +344,31 @@ def validate_file(path, *, provider: str = "openai", model: str | None = None, m
     row_rules = Rules(provider_rules=rules, method=method, special_tokens=rules.special_tokens)
     keep_messages = counter._hf is not None
 
+    processes: dict[str, int] = {}
+
+    def new_scan(label, leak_table, into_sink, defer_duplicates=False):
+        return _Scan(label=label, rules=row_rules, counter=counter, sink=into_sink, context_tokens=context,
+                     max_line_bytes=max_line_bytes, leak_table=leak_table, keep_messages=keep_messages,
+                     defer_duplicates=defer_duplicates)
+
     def scan(file_path, label, leak_table):
-        job = _Scan(label=label, rules=row_rules, counter=counter, sink=sink, context_tokens=context,
-                    max_line_bytes=max_line_bytes, leak_table=leak_table, keep_messages=keep_messages)
-        job.run(Path(file_path))
+        job = new_scan(label, leak_table, sink)
+        ranges = _plan_ranges(Path(file_path), workers, counter)
+        results = None
+        if ranges is not None:
+            def scan_range(start, end):
+                part = new_scan(label, leak_table, ProblemSink(per_code_limit=problems_per_code), True)
+                part.run(Path(file_path), start, end)
+                return part.result()
+
+            with counter.single_threaded():  # the processes share the cores out now
+                results = _parallel.run_ranges(ranges, scan_range)
+        if results is not None:
+            _parallel.merge_ranges(results, label=label, sink=sink, stats=job.stats, facts=job.facts,
+                                   fingerprints=job.fingerprints)
+        else:
+            job.run(Path(file_path))
+        processes[label] = len(results) if results is not None else 1
         _file_checks(job, rules, provider, is_training=(label == "training"))
         return job
 
@@ -358,4 +426,5 @@ def validate_file(path, *, provider: str = "openai", model: str | None = None, m
         estimate=estimate,
         error_count=sink.error_count,
         warning_count=sink.warning_count,
+        _extra={"processes": processes},
     )

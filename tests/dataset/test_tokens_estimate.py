@@ -71,7 +71,9 @@ def test_unknown_encoding_cannot_be_seeded(tmp_path):
     assert get_tiktoken_encoding("p50k_base") is None  # never falls through to a download
 
 
-def test_counts_follow_the_cookbook_formula(write_jsonl):
+@pytest.mark.parametrize("backend", ["bpe-openai", "tiktoken"])
+def test_counts_follow_the_cookbook_formula(write_jsonl, monkeypatch, backend):
+    monkeypatch.setenv("CLOUDTUNE_TOKEN_COUNTER", backend)
     enc = get_tiktoken_encoding("o200k_base")
     rows = [chat_example(i) for i in range(12)]
     report = validate_file(write_jsonl(rows), model="gpt-4o-mini-2024-07-18")
@@ -83,13 +85,15 @@ def test_counts_follow_the_cookbook_formula(write_jsonl):
             if m["role"] == "assistant":
                 expected_assistant += len(enc.encode(m["content"]))
         expected_total += n
-    assert report.token_counts["tokenizer"] == "tiktoken:o200k_base" and report.token_counts["exact"]
+    assert report.token_counts["tokenizer"] == f"{backend}:o200k_base" and report.token_counts["exact"]
     assert report.token_counts["training"] == {"total": expected_total, "assistant": expected_assistant}
 
 
-def test_gpt35_uses_cl100k(write_jsonl, valid_rows):
+@pytest.mark.parametrize("backend", ["bpe-openai", "tiktoken"])
+def test_gpt35_uses_cl100k(write_jsonl, valid_rows, monkeypatch, backend):
+    monkeypatch.setenv("CLOUDTUNE_TOKEN_COUNTER", backend)
     report = validate_file(write_jsonl(valid_rows), model="gpt-3.5-turbo-0125")
-    assert report.token_counts["tokenizer"] == "tiktoken:cl100k_base"
+    assert report.token_counts["tokenizer"] == f"{backend}:cl100k_base"
     assert report.token_counts["context_tokens"] == 16_385
 
 
@@ -225,7 +229,8 @@ def test_render_plain_and_rich(write_jsonl, valid_rows):
     assert "\x1b[" in colored and "invalid_json" in colored
 
 
-def test_threaded_counting_gives_the_same_report(write_jsonl):
+def test_threaded_counting_gives_the_same_report(write_jsonl, monkeypatch):
+    monkeypatch.setenv("CLOUDTUNE_TOKEN_COUNTER", "tiktoken")  # threads only serve tiktoken (it releases the GIL)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
     rows = []
     for i in range(600):
