@@ -146,9 +146,14 @@ class Pipeline:
                 f"The data would be refused, so nothing was uploaded:\n{shown}{more}",
                 hint=f"`cloudtune validate {spec.training_file} --provider {spec.provider}` shows every problem.",
             )
-        if report is not None:
-            for problem in [p for p in report.problems if p.severity != "error"][:3]:
-                self.reporter.warn(str(problem))
+        if report is not None and report.warnings:
+            first: dict[str, Any] = {}
+            for problem in report.warnings:
+                first.setdefault(problem.code, problem)
+            for code, problem in first.items():
+                count = report.problem_counts.get(code, 1)
+                where = f"line {problem.line}" + (f" and {count - 1} more" if count > 1 else "")
+                self.reporter.warn(f"{problem.message} [{code}] ({where})")
         self._advance(run, Step.VALIDATED)
 
     def _upload(self, run: Run) -> None:
@@ -219,6 +224,18 @@ class Pipeline:
         assert run.job_id is not None
         if run.reached(Step.JOB_FINISHED):
             return self.provider.get_job(run.job_id)
+        job = self._wait_once(run)
+        if self.provider.can_restart(job):
+            # the job died with its checkpoints intact (a local worker killed, say): once
+            # per invocation, restart it rather than report a failure that is not the job's
+            self.reporter.warn(f"Job {job.id} stopped ({job.error.message if job.error else job.provider_status}); "
+                               "restarting it from its latest checkpoint.")
+            self._record_call(run, "resume_job", lambda: self.provider.resume_job(job.id), job_id=job.id)
+            job = self._wait_once(run)
+        return job
+
+    def _wait_once(self, run: Run) -> Job:
+        assert run.job_id is not None
         self.reporter.step(run, f"Waiting for job {run.job_id}")
 
         def on_job(job: Job) -> None:

