@@ -234,7 +234,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes; with Nagle on, the body waits for the
     # client's delayed ACK (~45 ms a request instead of ~1 ms).
     disable_nagle_algorithm = True
-    server: "_Server"
+    server: "EmulatorHTTPServer"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if self.server.verbose:
@@ -325,23 +325,34 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 
 
-class _Server(ThreadingHTTPServer):
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    """The socket server behind :class:`EmulatorServer`; subclasses swap ``handler_class``."""
+
     daemon_threads = True
     allow_reuse_address = True
+    handler_class: type[RequestHandler] = RequestHandler
 
     def __init__(self, address: tuple[str, int], app: EmulatorApp, verbose: bool) -> None:
         self.app = app
         self.verbose = verbose
-        super().__init__(address, RequestHandler)
+        super().__init__(address, self.handler_class)
 
 
 class EmulatorServer:
-    """Runs an :class:`EmulatorApp` on loopback in a background thread."""
+    """Runs an :class:`EmulatorApp` on loopback in a background thread.
+
+    Variants (e.g. the Azure emulator's TLS proxy) subclass it and override
+    :meth:`_make_server` and ``thread_name``; the lifecycle stays here."""
+
+    thread_name = "cloudtune-emulator"
 
     def __init__(self, app: EmulatorApp, *, host: str = LOOPBACK, port: int = 0, verbose: bool = False) -> None:
         self.app = app
-        self._server = _Server((host, port), app, verbose)
+        self._server = self._make_server((host, port), app, verbose)
         self._thread: threading.Thread | None = None
+
+    def _make_server(self, address: tuple[str, int], app: EmulatorApp, verbose: bool) -> EmulatorHTTPServer:
+        return EmulatorHTTPServer(address, app, verbose)
 
     @property
     def port(self) -> int:
@@ -353,7 +364,7 @@ class EmulatorServer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> "EmulatorServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="cloudtune-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 

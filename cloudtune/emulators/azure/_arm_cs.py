@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.emulators._http import Request, Response, Router
-from cloudtune.emulators.azure._state import arm_error, new_id
+from cloudtune.emulators.azure._state import arm_error, provisioning_state, purge_deleted, start_delete
 
 if TYPE_CHECKING:
     from cloudtune.emulators.azure._app import AzureEmulatorApp
@@ -26,16 +26,11 @@ def is_fine_tuned(model: str) -> bool:
 
 
 def purge(app: "AzureEmulatorApp") -> None:
-    now = app.now
-    for key, dep in list(app.store.cs_deployments.items()):
-        if dep.get("deleting_at") is not None and now >= dep["deleting_at"] + app.store.timeline.delete_s:
-            del app.store.cs_deployments[key]
+    purge_deleted(app.store.cs_deployments, app.now, app.store.timeline.delete_s)
 
 
 def deployment_state(app: "AzureEmulatorApp", dep: dict[str, Any]) -> str:
-    if dep.get("deleting_at") is not None:
-        return "Deleting"
-    return "Succeeded" if app.now >= dep["created"] + dep["ready_after"] else "Creating"
+    return provisioning_state(dep, app.now, dep["created"] + dep["ready_after"])
 
 
 def deployments_of(app: "AzureEmulatorApp", account: str, model: str) -> list[str]:
@@ -114,8 +109,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:
                                 int(sku.get("capacity") or 1), tags=body.get("tags") or {},
                                 version=str(model.get("version") or "1"))
         p = request.params
-        op = new_id("op-")
-        store.operations[op] = {"kind": "cs-deployment", "key": (account, name)}
+        op = store.add_operation("cs-deployment", (account, name))
         headers = {"Azure-AsyncOperation": f"https://management.azure.com/subscriptions/{p['sub']}/providers/"
                    f"Microsoft.CognitiveServices/locations/{store.account(account)['region']}/operationResults/{op}"
                    f"?api-version={request.arg('api-version') or '2024-10-01'}"}
@@ -138,11 +132,8 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:
 
     def delete_deployment(request: Request) -> Response:
         purge(app)
-        dep = store.cs_deployments.get((request.params["account"], request.params["name"]))
-        if dep is None:
+        if not start_delete(store.cs_deployments, (request.params["account"], request.params["name"]), app.now):
             return Response(204)
-        if dep.get("deleting_at") is None:
-            dep["deleting_at"] = app.now
         return Response(200)
 
     def operation(request: Request) -> Response:

@@ -12,7 +12,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.emulators._http import Request, Response, Router
-from cloudtune.emulators.azure._state import arm_error, family_of, new_id, new_key
+from cloudtune.emulators.azure._state import arm_error, family_of, new_id, new_key, provisioning_state, purge_deleted
 
 if TYPE_CHECKING:
     from cloudtune.emulators.azure._app import AzureEmulatorApp
@@ -47,8 +47,7 @@ def _resource(request: Request, kind: str, name: str, body: dict[str, Any], crea
 
 
 def _operation(app: "AzureEmulatorApp", request: Request, kind: str, key: Any) -> dict[str, str]:
-    op_id = new_id("op-")
-    app.store.operations[op_id] = {"kind": kind, "key": key}
+    op_id = app.store.add_operation(kind, key)
     region = app.store.workspace(request.params["ws"])["region"]
     base = f"https://management.azure.com/subscriptions/{request.params['sub']}/providers/Microsoft.MachineLearningServices/locations/{region}"
     version = request.arg("api-version") or "2024-10-01"
@@ -61,18 +60,11 @@ def _operation(app: "AzureEmulatorApp", request: Request, kind: str, key: Any) -
 
 def purge(app: "AzureEmulatorApp") -> None:
     """Finish deletes whose time has come (endpoints go away after ``delete_s``)."""
-    now = app.now
-    for key, endpoint in list(app.store.endpoints.items()):
-        if endpoint.get("deleting_at") is not None and now >= endpoint["deleting_at"] + app.store.timeline.delete_s:
-            del app.store.endpoints[key]
+    purge_deleted(app.store.endpoints, app.now, app.store.timeline.delete_s)
 
 
 def endpoint_state(app: "AzureEmulatorApp", endpoint: dict[str, Any]) -> str:
-    if endpoint.get("deleting_at") is not None:
-        return "Deleting"
-    if endpoint.get("failed"):
-        return "Failed"
-    return "Succeeded" if app.now >= endpoint["created"] + app.store.timeline.deploy_s else "Creating"
+    return provisioning_state(endpoint, app.now, endpoint["created"] + app.store.timeline.deploy_s)
 
 
 def job_status(app: "AzureEmulatorApp", ws: str, job: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from cloudtune.emulators.azure._arm_ml import (
     job_status,
     purge,
 )
-from cloudtune.emulators.azure._state import arm_error, family_of, new_key
+from cloudtune.emulators.azure._state import arm_error, family_of, new_key, start_delete
 
 if TYPE_CHECKING:
     from cloudtune.emulators.azure._app import AzureEmulatorApp
@@ -30,6 +30,13 @@ def _base_model_of(body: dict[str, Any]) -> str:
 
 def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a route table
     store = app.store
+
+    def found(table: dict[tuple[str, str], dict[str, Any]], request: Request, what: str) -> dict[str, Any]:
+        """The workspace's resource the request names, or ARM's 404 naming it."""
+        item = table.get((request.params["ws"], request.params["name"]))
+        if item is None:
+            raise arm_error(404, "UserError", f"{what} {request.params['name']} not found.")
+        return item
 
     # ----------------------------------------------------------------- jobs
     def job_body(request: Request, job: dict[str, Any]) -> dict[str, Any]:
@@ -68,10 +75,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         return Response.json(job_body(request, store.ml_jobs[(ws_name, name)]), 201)
 
     def get_job(request: Request) -> Response:
-        job = store.ml_jobs.get((request.params["ws"], request.params["name"]))
-        if job is None:
-            raise arm_error(404, "UserError", f"Job {request.params['name']} not found.")
-        return Response.json(job_body(request, job))
+        return Response.json(job_body(request, found(store.ml_jobs, request, "Job")))
 
     def list_jobs(request: Request) -> Response:
         ws = request.params["ws"]
@@ -79,9 +83,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         return Response.json({"value": [job_body(request, j) for j in jobs]})
 
     def cancel_job(request: Request) -> Response:
-        job = store.ml_jobs.get((request.params["ws"], request.params["name"]))
-        if job is None:
-            raise arm_error(404, "UserError", f"Job {request.params['name']} not found.")
+        job = found(store.ml_jobs, request, "Job")
         if job_status(app, request.params["ws"], job) not in ("Completed", "Failed", "Canceled"):
             job["final"] = "Canceled"
             store.forced_status.pop(job["name"], None)
@@ -139,10 +141,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
 
     def get_endpoint(request: Request) -> Response:
         purge(app)
-        endpoint = store.endpoints.get((request.params["ws"], request.params["name"]))
-        if endpoint is None:
-            raise arm_error(404, "UserError", f"Serverless endpoint {request.params['name']} not found.")
-        return Response.json(endpoint_body(request, endpoint))
+        return Response.json(endpoint_body(request, found(store.endpoints, request, "Serverless endpoint")))
 
     def list_endpoints(request: Request) -> Response:
         purge(app)
@@ -152,18 +151,12 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
     def delete_endpoint(request: Request) -> Response:
         purge(app)
         key = (request.params["ws"], request.params["name"])
-        endpoint = store.endpoints.get(key)
-        if endpoint is None:
+        if not start_delete(store.endpoints, key, app.now):
             return Response(204)
-        if endpoint.get("deleting_at") is None:
-            endpoint["deleting_at"] = app.now
         return Response(202, b"", _operation(app, request, "endpoint-delete", key))
 
     def list_keys(request: Request) -> Response:
-        endpoint = store.endpoints.get((request.params["ws"], request.params["name"]))
-        if endpoint is None:
-            raise arm_error(404, "UserError", f"Serverless endpoint {request.params['name']} not found.")
-        return Response.json(endpoint["keys"])
+        return Response.json(found(store.endpoints, request, "Serverless endpoint")["keys"])
 
     router.add("PUT", WS + "/serverlessEndpoints/{name}", put_endpoint)
     router.add("GET", WS + "/serverlessEndpoints/{name}", get_endpoint)
@@ -186,9 +179,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
                              _operation(app, request, "done", None))
 
     def get_subscription(request: Request) -> Response:
-        item = store.marketplace.get((request.params["ws"], request.params["name"]))
-        if item is None:
-            raise arm_error(404, "UserError", f"Marketplace subscription {request.params['name']} not found.")
+        item = found(store.marketplace, request, "Marketplace subscription")
         return Response.json(_resource(request, "marketplaceSubscriptions", request.params["name"], item["body"],
                                        item["created"], app))
 
@@ -201,6 +192,12 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
     router.add("DELETE", WS + "/marketplaceSubscriptions/{name}", delete_subscription)
 
     # ------------------------------------------------------------ operations
+    def operation_of(request: Request) -> dict[str, Any]:
+        op = store.operations.get(request.params["op"])
+        if op is None:
+            raise arm_error(404, "NotFound", "Operation not found")
+        return op
+
     def operation_done(op: dict[str, Any]) -> bool:
         purge(app)
         if op["kind"] == "endpoint":
@@ -211,17 +208,11 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         return True
 
     def operation_status(request: Request) -> Response:
-        op = store.operations.get(request.params["op"])
-        if op is None:
-            raise arm_error(404, "NotFound", "Operation not found")
-        status = "Succeeded" if operation_done(op) else "InProgress"
+        status = "Succeeded" if operation_done(operation_of(request)) else "InProgress"
         return Response.json({"id": request.path, "name": request.params["op"], "status": status})
 
     def operation_result(request: Request) -> Response:
-        op = store.operations.get(request.params["op"])
-        if op is None:
-            raise arm_error(404, "NotFound", "Operation not found")
-        if not operation_done(op):
+        if not operation_done(operation_of(request)):
             return Response(202, b"", {"Location": f"https://management.azure.com{request.path}?api-version="
                                                    f"{request.arg('api-version') or '2024-10-01'}", "Retry-After": "1"})
         return Response(200)

@@ -77,6 +77,37 @@ def arm_error(status: int, code: str, message: str, headers: dict[str, str] | No
     return HTTPError(status, {"error": {"code": code, "message": message}}, headers)
 
 
+# ------------------------------------------------------- long-running ARM resources
+# Cognitive Services deployments and serverless endpoints live the same way: ``Creating`` until
+# their ready time, then ``Succeeded``; a delete stamps ``deleting_at`` once, and the resource
+# lingers in ``Deleting`` (still counting as there) for ``Timeline.delete_s``.
+
+
+def provisioning_state(resource: dict[str, Any], now: float, ready_at: float) -> str:
+    if resource.get("deleting_at") is not None:
+        return "Deleting"
+    if resource.get("failed"):
+        return "Failed"
+    return "Succeeded" if now >= ready_at else "Creating"
+
+
+def start_delete(table: dict[Any, dict[str, Any]], key: Any, now: float) -> bool:
+    """Begin deleting ``table[key]``; False when there is nothing to delete."""
+    resource = table.get(key)
+    if resource is None:
+        return False
+    if resource.get("deleting_at") is None:
+        resource["deleting_at"] = now
+    return True
+
+
+def purge_deleted(table: dict[Any, dict[str, Any]], now: float, delete_s: float) -> None:
+    """Finish the deletes whose time has come."""
+    for key, resource in list(table.items()):
+        if resource.get("deleting_at") is not None and now >= resource["deleting_at"] + delete_s:
+            del table[key]
+
+
 def family_of(model: str) -> str | None:
     """'azureml://registries/azureml/models/Phi-4-mini-instruct/versions/3' -> 'phi-4'."""
     name = model.lower()
@@ -121,6 +152,12 @@ class Store:
         self.operations: dict[str, dict[str, Any]] = {}
         self.forced_status: dict[str, str] = {}  # job id/name -> raw status to report
         self.unknown_routes: list[str] = []
+
+    def add_operation(self, kind: str, key: Any) -> str:
+        """A long-running operation the status routes answer for; returns its id."""
+        op_id = new_id("op-")
+        self.operations[op_id] = {"kind": kind, "key": key}
+        return op_id
 
     # ---------------------------------------------------------------- lookups
     def workspace(self, name: str) -> dict[str, Any]:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import ssl
 import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cloudtune.emulators._http import LOOPBACK, EmulatorApp, RequestHandler
+from cloudtune.emulators._http import LOOPBACK, EmulatorApp, EmulatorHTTPServer, EmulatorServer, RequestHandler
 
 
 class TestCertificateAuthority:
@@ -78,47 +77,29 @@ class _ProxyHandler(RequestHandler):
                 pass
 
 
-class ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class ProxyServer(EmulatorHTTPServer):
+    handler_class = _ProxyHandler
 
-    def __init__(self, app: EmulatorApp, authority: TestCertificateAuthority, *, host: str, port: int,
-                 verbose: bool = False) -> None:
-        self.app = app
-        self.verbose = verbose
+    def __init__(self, address: tuple[str, int], app: EmulatorApp, verbose: bool,
+                 authority: TestCertificateAuthority) -> None:
         self.authority = authority
         self.tunnels_opened = 0
-        super().__init__((host, port), _ProxyHandler)
+        super().__init__(address, app, verbose)
 
 
-class TlsProxy:
-    """Runs the proxy in a background thread (or in the foreground for ``cloudtune emulate``)."""
+class TlsProxy(EmulatorServer):
+    """Runs the proxy in a background thread (or in the foreground for ``cloudtune emulate``);
+    the lifecycle (port, url, start, stop, context manager) is :class:`EmulatorServer`'s."""
+
+    thread_name = "azure-emulator-proxy"
 
     def __init__(self, app: EmulatorApp, *, host: str = LOOPBACK, port: int = 0, verbose: bool = False,
                  authority: TestCertificateAuthority | None = None) -> None:
         self.authority = authority or TestCertificateAuthority()
-        self._server = ProxyServer(app, self.authority, host=host, port=port, verbose=verbose)
-        self._thread: threading.Thread | None = None
+        super().__init__(app, host=host, port=port, verbose=verbose)
 
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
-
-    def start(self) -> "TlsProxy":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="azure-emulator-proxy", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def _make_server(self, address: tuple[str, int], app: EmulatorApp, verbose: bool) -> ProxyServer:
+        return ProxyServer(address, app, verbose, self.authority)
 
     def client_env(self, ca_bundle: Path) -> dict[str, Any]:
         """Environment variables that point unchanged SDKs at this proxy and trust its CA."""
