@@ -22,6 +22,8 @@ from cloudtune.types import (
     JobEvent,
 )
 from providers.azure._settings import CLOUDTUNE_TAG, COGNITIVE_SCOPE, CS_API_VERSION, RUN_TAG, ArmClient, Settings
+from providers.openai import fine_tuning
+from providers.openai.convert import to_chat_result
 
 DEPLOYMENT_STATES = {
     "accepted": DeploymentState.CREATING, "creating": DeploymentState.CREATING, "updating": DeploymentState.CREATING,
@@ -127,12 +129,7 @@ class OpenAIRoute:
         method[spec.method.value] = {"hyperparameters": hyper | ({"beta": hp.beta} if hp.beta and spec.method.value == "dpo" else {})}
         kwargs: dict[str, Any] = {"model": spec.base_model, "training_file": training_file_id, "method": method,
                                   "metadata": {**spec.metadata, RUN_TAG: run_id}}
-        if validation_file_id:
-            kwargs["validation_file"] = validation_file_id
-        if spec.suffix:
-            kwargs["suffix"] = spec.suffix
-        if spec.seed is not None:
-            kwargs["seed"] = spec.seed
+        kwargs.update(fine_tuning.optional_job_fields(spec, validation_file_id))
         # No SDK retries: a retried POST could create a second job (the pipeline uses find_jobs).
         raw = self.client.with_options(max_retries=0).fine_tuning.jobs.create(**kwargs)
         return self.to_job(raw)
@@ -154,24 +151,12 @@ class OpenAIRoute:
         return self.to_job(self.client.fine_tuning.jobs.cancel(job_id))
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> list[JobEvent]:
-        # The service pages newest first; walk back until the cursor, then return oldest first.
-        newer: list[Any] = []
-        cursor: str | None = None
-        while True:
-            page = self.client.fine_tuning.jobs.list_events(job_id, limit=100, **({"after": cursor} if cursor else {}))
-            stop = False
-            for raw in page.data:
-                if after is not None and raw.id == after:
-                    stop = True
-                    break
-                newer.append(raw)
-            if stop or not page.has_more or not page.data:
-                break
-            cursor = page.data[-1].id
-        newer.reverse()
+        # Same paging as OpenAI's; retries are the AzureOpenAI client's own (max_retries=3).
+        newer = fine_tuning.events_after(lambda kwargs: self.client.fine_tuning.jobs.list_events(job_id, **kwargs),
+                                         after, limit)
         return [JobEvent(id=raw.id, created_at=when(raw.created_at) or datetime.now(timezone.utc),
                          level=raw.level or "info", message=raw.message or "",
-                         data=dict(_get(raw, "data") or {})) for raw in newer[:limit]]
+                         data=dict(_get(raw, "data") or {})) for raw in newer]
 
     def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
         out = []
@@ -246,9 +231,4 @@ class OpenAIRoute:
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], params: dict[str, Any]) -> ChatResult:
         started = time.monotonic()
         raw = self.client.chat.completions.create(model=deployment, messages=list(messages), **params)
-        choice = raw.choices[0]
-        usage = raw.usage
-        return ChatResult(content=choice.message.content or "", model=raw.model, finish_reason=choice.finish_reason,
-                          prompt_tokens=usage.prompt_tokens if usage else None,
-                          completion_tokens=usage.completion_tokens if usage else None,
-                          latency_s=time.monotonic() - started)
+        return to_chat_result(raw, latency_s=time.monotonic() - started)

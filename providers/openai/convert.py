@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from cloudtune.types import Checkpoint, Job, JobError, JobEvent, JobState
+from cloudtune.types import ChatResult, Checkpoint, Job, JobError, JobEvent, JobState
 
 NAME = "openai"
 RUN_ID_KEY = "cloudtune_run_id"
@@ -96,6 +96,20 @@ def to_checkpoint(raw: Any) -> Checkpoint:
         created_at=_when(_get(raw, "created_at")),
         model=_get(raw, "fine_tuned_model_checkpoint"),
         metrics=metrics,
+    )
+
+
+def to_chat_result(raw: Any, *, latency_s: float) -> ChatResult:
+    """A chat completion (the first choice) -> :class:`ChatResult`."""
+    choice = raw.choices[0]
+    usage = getattr(raw, "usage", None)
+    return ChatResult(
+        content=choice.message.content or "",
+        model=raw.model,
+        finish_reason=choice.finish_reason,
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        latency_s=latency_s,
     )
 
 

@@ -44,11 +44,10 @@ from cloudtune.types import (
     JobEvent,
     Method,
 )
-from providers.openai import capabilities, convert, translate, uploads
+from providers.openai import capabilities, convert, fine_tuning, translate, uploads
 from providers.openai.deployments import DeploymentNames, default_path
 
 T = TypeVar("T")
-EVENTS_PAGE = 100
 
 
 class OpenAIProvider(Provider):
@@ -201,12 +200,7 @@ class OpenAIProvider(Provider):
             "method": {"type": kind, kind: {"hyperparameters": hyper}},
             "metadata": {**spec.metadata, convert.RUN_ID_KEY: run_id},
         }
-        if validation_file_id:
-            request["validation_file"] = validation_file_id
-        if spec.suffix:
-            request["suffix"] = spec.suffix
-        if spec.seed is not None:
-            request["seed"] = spec.seed
+        request.update(fine_tuning.optional_job_fields(spec, validation_file_id))
         try:
             raw = self.client.fine_tuning.jobs.create(**request)  # once: no retry (see module docstring)
         except errors.CloudtuneError:
@@ -234,26 +228,10 @@ class OpenAIProvider(Provider):
         return [self._job(raw) for raw in self._read(lambda: self.client.fine_tuning.jobs.list(limit=limit).data)]
 
     def list_events(self, job_id: str, *, after: str | None = None, limit: int = 100) -> list[JobEvent]:
-        # The API pages newest first and its `after` walks towards OLDER events, so "what is new
-        # since event X" means reading from the newest page back until X turns up.
-        newer: list[Any] = []
-        cursor: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": EVENTS_PAGE}
-            if cursor:
-                kwargs["after"] = cursor
-            page = self._read(lambda: self.client.fine_tuning.jobs.list_events(job_id, **kwargs))
-            reached = False
-            for raw in page.data:
-                if after is not None and raw.id == after:
-                    reached = True
-                    break
-                newer.append(raw)
-            if reached or not page.has_more or not page.data:
-                break
-            cursor = page.data[-1].id
-        newer.reverse()
-        return [convert.to_event(raw) for raw in newer[:limit]]
+        def read_page(kwargs: dict[str, Any]) -> Any:
+            return self._read(lambda: self.client.fine_tuning.jobs.list_events(job_id, **kwargs))
+
+        return [convert.to_event(raw) for raw in fine_tuning.events_after(read_page, after, limit)]
 
     def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
         raws = self._read(lambda: list(self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100)))
@@ -336,13 +314,4 @@ class OpenAIProvider(Provider):
         model = self.names.model_for(deployment) or deployment
         started = time.perf_counter()
         raw = self._read(lambda: self.client.chat.completions.create(model=model, messages=list(messages), **params))
-        choice = raw.choices[0]
-        usage = getattr(raw, "usage", None)
-        return ChatResult(
-            content=choice.message.content or "",
-            model=raw.model,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            latency_s=time.perf_counter() - started,
-        )
+        return convert.to_chat_result(raw, latency_s=time.perf_counter() - started)

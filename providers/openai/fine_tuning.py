@@ -1,0 +1,52 @@
+"""What the fine-tuning API asks of every client of the ``openai`` SDK family: OpenAI itself
+(:mod:`providers.openai.provider`) and Azure OpenAI (:mod:`providers.azure._openai_route`), whose
+``AzureOpenAI`` client speaks the same jobs and events API. Each caller keeps its own retry and
+error translation; only the API's shape lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cloudtune.types import FineTuneSpec
+
+EVENTS_PAGE = 100
+
+
+def optional_job_fields(spec: FineTuneSpec, validation_file_id: str | None) -> dict[str, Any]:
+    """The ``jobs.create`` arguments sent only when set (the API rejects explicit nulls for some)."""
+    fields: dict[str, Any] = {}
+    if validation_file_id:
+        fields["validation_file"] = validation_file_id
+    if spec.suffix:
+        fields["suffix"] = spec.suffix
+    if spec.seed is not None:
+        fields["seed"] = spec.seed
+    return fields
+
+
+def events_after(read_page: Callable[[dict[str, Any]], Any], after: str | None, limit: int) -> list[Any]:
+    """Raw events newer than the event ``after`` (all of them when None), OLDEST first, at most ``limit``.
+
+    The API pages newest first and its ``after`` cursor walks towards OLDER events, so "what is new
+    since event X" means reading from the newest page back until X turns up. ``read_page`` makes the
+    ``list_events`` call with the keyword arguments it is given (``limit``; ``after`` from the second
+    page on), so each caller wraps it in its own retries."""
+    newer: list[Any] = []
+    cursor: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": EVENTS_PAGE}
+        if cursor:
+            kwargs["after"] = cursor
+        page = read_page(kwargs)
+        reached = False
+        for raw in page.data:
+            if after is not None and raw.id == after:
+                reached = True
+                break
+            newer.append(raw)
+        if reached or not page.has_more or not page.data:
+            break
+        cursor = page.data[-1].id
+    newer.reverse()
+    return newer[:limit]
