@@ -33,6 +33,8 @@ caches and the fingerprint table of its range.
 from __future__ import annotations
 
 import os
+import pickle
+import signal
 import threading
 from array import array
 from dataclasses import dataclass, field
@@ -55,7 +57,9 @@ class RangeResult:
     sink: ProblemSink
     stats: FileStats
     facts: FileFacts
-    fingerprints: FingerprintTable  # first occurrence in this range -> local line
+    # First occurrences in this range, as a table (the first range, kept in this
+    # process) or as its bare entries (a worker's, smaller to send back).
+    fingerprints: FingerprintTable | tuple[array, array]
     repeat_lines: array = field(default_factory=lambda: array("Q"))  # lines repeating an example of this range
     repeat_keys: array = field(default_factory=lambda: array("Q"))  # ... and that example's fingerprint key
 
@@ -124,72 +128,121 @@ def _next_line_start(handle, target: int, size_bytes: int) -> int:
 def run_ranges(ranges, scan_range) -> list[RangeResult] | None:
     """``scan_range(start, end) -> RangeResult`` for every range: the first in
     this process, the others in forked children at the same time. ``None`` when
-    a child failed (the caller then makes one pass, which reports properly)."""
-    import multiprocessing
+    a child failed (the caller then makes one pass, which reports properly).
 
-    context = multiprocessing.get_context("fork")
-    children = []
+    Plain ``os.fork`` and a pipe per child rather than ``multiprocessing``:
+    its import alone costs tens of milliseconds and a few MB in every process
+    that validates a large file, and nothing here needs more than fork,
+    write, read and wait."""
+    children: list[tuple[int, object]] = []  # (pid, read end)
+    results: list[RangeResult] = []
     try:
         for start, end in ranges[1:]:
-            receive, send = context.Pipe(duplex=False)
-            child = context.Process(target=_child, args=(scan_range, start, end, send), daemon=True,
-                                    name="cloudtune-validate")
-            child.start()
-            send.close()
-            children.append((child, receive))
-        results = [scan_range(*ranges[0])]
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: never returns into the caller's stack
+                os.close(read_fd)
+                for _, earlier in children:
+                    earlier.close()
+                _child(scan_range, start, end, write_fd)
+            os.close(write_fd)
+            children.append((pid, os.fdopen(read_fd, "rb")))
+        results.append(scan_range(*ranges[0]))
         if results[0].facts.fatal or not results[0].facts.content_seen:
             return results if results[0].facts.fatal else None
-        for child, receive in children:
+        # Grow the first range's table (the file's, after the merge) to its
+        # expected final size now, before the workers' entries arrive.
+        first_bytes, all_bytes = ranges[0][1] - ranges[0][0], ranges[-1][1] - ranges[0][0]
+        results[0].fingerprints.reserve(len(results[0].fingerprints) * all_bytes // max(1, first_bytes))
+        for _, stream in children:
             try:
-                status, payload = receive.recv()
-            except (EOFError, OSError):
+                status, payload = pickle.load(stream)
+                if status == "ok":
+                    payload.fingerprints = _read_entries(stream, payload.fingerprints)
+            except (EOFError, OSError, pickle.UnpicklingError):
                 return None  # the child died (killed, out of memory)
             if status != "ok" or payload.facts.fatal:  # e.g. a read error: one pass reports it in place
                 return None
             results.append(payload)
         return results
     finally:
-        for child, receive in children:
-            receive.close()
-            child.join(timeout=5)
-            if child.is_alive():
-                child.terminate()
-                child.join()
+        for pid, stream in children:
+            stream.close()  # a child still writing gets EPIPE and exits
+        delivered = max(0, len(results) - 1)  # children whose whole result was read
+        for index, (pid, _) in enumerate(children):
+            _reap(pid, kill=index >= delivered)
 
 
-def _child(scan_range, start: int, end: int, send) -> None:
+def _child(scan_range, start: int, end: int, write_fd: int) -> None:
+    code = 1
     try:
-        result = ("ok", scan_range(start, end))
-    except BaseException as exc:  # noqa: BLE001 - tell the parent, which falls back to one pass
-        result = ("error", f"{type(exc).__name__}: {exc}")
-    try:
-        send.send(result)
+        with os.fdopen(write_fd, "wb") as stream:
+            entries = None
+            try:
+                scanned = scan_range(start, end)
+                entries = scanned.fingerprints.entries()
+                scanned.fingerprints = len(entries[0])  # the entries follow as raw bytes
+                result = ("ok", scanned)
+            except BaseException as exc:  # noqa: BLE001 - tell the parent, which falls back to one pass
+                result = ("error", f"{type(exc).__name__}: {exc}")
+            pickle.dump(result, stream, protocol=pickle.HIGHEST_PROTOCOL)
+            if entries is not None:
+                for column in entries:
+                    stream.write(memoryview(column).cast("B"))
+        code = 0
     finally:
-        send.close()
+        os._exit(code)  # no atexit handlers, no buffers of the parent's flushed twice
+
+
+def _read_entries(stream, count: int) -> tuple[array, array]:
+    """A worker's fingerprint entries, read straight into arrays: the parent
+    holds them once, with no pickle or bytes copy beside them."""
+    keys, lines = array("Q", bytes(8 * count)), array("I", bytes(4 * count))
+    for column in (keys, lines):
+        view = memoryview(column).cast("B")
+        filled = 0
+        while filled < len(view):
+            got = stream.readinto(view[filled:])
+            if not got:
+                raise EOFError("short fingerprint entries")
+            filled += got
+    return keys, lines
+
+
+def _reap(pid: int, *, kill: bool) -> None:
+    """Wait for a child; first kill it if its result is not wanted (the
+    parent stopped early), since it would only finish work nobody reads."""
+    try:
+        if kill:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError):
+        pass
 
 
 def merge_ranges(results: list[RangeResult], *, label: str, sink: ProblemSink, stats: FileStats,
-                 facts: FileFacts, fingerprints: FingerprintTable) -> None:
-    """Fold the ranges' results, in file order, into one file's sink, stats,
-    facts and fingerprint table (see the module docstring)."""
+                 facts: FileFacts) -> FingerprintTable:
+    """Fold the ranges' results, in file order, into one file's sink, stats
+    and facts (see the module docstring); returns the file's fingerprint table."""
+    fingerprints = results[0].fingerprints  # the first range's lines are the file's lines
     offset = 0
-    for result in results:
+    for index, result in enumerate(results):
         sink.merge(result.sink, offset)
         stats.merge(result.stats)
         _merge_facts(facts, result.facts)
         # Examples that repeat: within this range, and first occurrences here of
         # an example an earlier range already holds. Reported in line order.
         repeats = list(zip(result.repeat_lines, result.repeat_keys))
-        for key, line in result.fingerprints.items():
-            if fingerprints.add(key, line + offset) is not None:
-                repeats.append((line, key))
+        if index:
+            repeats += fingerprints.absorb(result.fingerprints, offset)
+            result.fingerprints = None  # absorbed: let it go
         repeats.sort()
         for line, key in repeats:
             stats.duplicates += 1
             sink.add(label, line + offset, "$", "duplicate_example", WARNING,
                      duplicate_message(fingerprints.get(key)))
         offset += result.facts.lines
+    return fingerprints
 
 
 def duplicate_message(first_line: int) -> str:

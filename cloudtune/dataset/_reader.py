@@ -16,6 +16,7 @@ from typing import Iterator, NamedTuple
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 8192
+_READ_BUFFER = 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = 32 * 1024 * 1024  # far beyond any model context; parsing more is pointless
 
 
@@ -85,7 +86,9 @@ def iter_lines(path: Path, facts: FileFacts, max_line_bytes: int = DEFAULT_MAX_L
 
     Raises ``OSError`` only for a file that cannot be opened or read at all.
     """
-    with open(path, "rb") as handle:
+    # A large buffer: lines of a few kB through the default 8 kB buffer cost
+    # twice the time in readline.
+    with open(path, "rb", buffering=_READ_BUFFER) as handle:
         facts.size_bytes = _size(handle)
         if start == 0:
             if not _sniff(handle.read(_SNIFF_BYTES), facts):

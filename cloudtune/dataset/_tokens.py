@@ -63,6 +63,10 @@ class TokenCounter:
         self._pool = None
         self._threads = threads if hf_tokenizer is None else 1
 
+    @property
+    def threaded(self) -> bool:
+        return self._threads > 1
+
     def prefetch(self, texts) -> None:
         """Count the distinct texts of a batch that no cache holds yet, in
         parallel when the counter is thread-safe and the machine has spare
@@ -80,8 +84,20 @@ class TokenCounter:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="cloudtune-tokens")
-        for chunk, counts in zip(chunks, self._pool.map(lambda c: [count(t) for t in c], chunks)):
-            batch.update(zip(chunk, counts))
+
+        def count_chunk(chunk):
+            counts = []
+            for text in chunk:
+                try:
+                    counts.append(count(text))
+                except BaseException as exc:  # noqa: BLE001 - left to count_text, which reports it per line
+                    if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                        raise
+                    counts.append(None)
+            return counts
+
+        for chunk, counts in zip(chunks, self._pool.map(count_chunk, chunks)):
+            batch.update((text, value) for text, value in zip(chunk, counts) if value is not None)
 
     @contextmanager
     def single_threaded(self):

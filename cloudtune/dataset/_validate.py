@@ -216,12 +216,16 @@ class _Scan:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        self.counter.prefetch(text for _, summary, _, _ in pending for group in summary.groups for text in group.texts)
+        if self.counter.threaded:
+            self.counter.prefetch(text for _, summary, _, _ in pending for group in summary.groups
+                                  for text in group.texts)
         stats, sink, label, context = self.stats, self.sink, self.label, self.context
         for number, summary, messages, usable in pending:
             try:
                 tokens, trained, longest = self.counter.count(summary, messages)
-            except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer refusing odd text: report, go on
+            except BaseException as exc:  # noqa: BLE001 - e.g. a tokenizer refusing odd text: report, go on
+                if not isinstance(exc, Exception) and not _is_rust_panic(exc):
+                    raise  # KeyboardInterrupt, SystemExit
                 sink.add(label, number, "$", "validator_error", ERROR, f"could not count tokens: {type(exc).__name__}")
                 continue
             if context is not None and longest > context:
@@ -239,6 +243,12 @@ class _Scan:
             if usable:
                 stats.usable_examples += 1
         self.counter.end_batch()
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    """A panic inside a Rust extension (tiktoken overflows its stack on a ~2 MB
+    run of spaces) reaches Python as pyo3's PanicException, a BaseException."""
+    return type(exc).__name__ == "PanicException"
 
 
 def _json_error(exc: ValueError) -> str:
@@ -364,8 +374,8 @@ def validate_file(path, *, provider: str = "openai", model: str | None = None, m
             with counter.single_threaded():  # the processes share the cores out now
                 results = _parallel.run_ranges(ranges, scan_range)
         if results is not None:
-            _parallel.merge_ranges(results, label=label, sink=sink, stats=job.stats, facts=job.facts,
-                                   fingerprints=job.fingerprints)
+            job.fingerprints = _parallel.merge_ranges(results, label=label, sink=sink, stats=job.stats,
+                                                      facts=job.facts)
         else:
             job.run(Path(file_path))
         processes[label] = len(results) if results is not None else 1

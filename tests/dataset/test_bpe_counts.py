@@ -113,3 +113,18 @@ def test_bpe_openai_loads_without_its_slow_package_import():
     first, second = done.stdout.splitlines()
     assert first == "2 False"  # counted without the package's Python layer
     assert second == "[24912, 2375]"  # and the package still imports afterwards, reusing the module
+
+
+def test_a_tokenizer_panic_is_a_reported_problem_not_a_traceback(write_jsonl, monkeypatch, valid_rows):
+    # tiktoken (the fallback counter) panics in Rust on ~2 MB of spaces; pyo3
+    # raises that as a BaseException, which must still become a line problem.
+    monkeypatch.setenv("CLOUDTUNE_TOKEN_COUNTER", "tiktoken")
+    row = {"messages": [{"role": "user", "content": "hi" + " " * 2_000_000 + "there"},
+                        {"role": "assistant", "content": "ok"}]}
+    report = validate_file(write_jsonl(valid_rows + [row]), model="gpt-4o-mini")
+    problem = [p for p in report.problems if p.code == "validator_error"]
+    assert [(p.line, p.message) for p in problem] == [(13, "could not count tokens: PanicException")]
+    assert report.stats["training"]["examples"] == 13
+    monkeypatch.delenv("CLOUDTUNE_TOKEN_COUNTER")
+    fast = validate_file(write_jsonl(valid_rows + [row]), model="gpt-4o-mini")  # bpe-openai counts it
+    assert "validator_error" not in fast.problem_counts

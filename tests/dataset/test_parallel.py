@@ -162,3 +162,85 @@ def test_default_workers_depend_on_size(monkeypatch):
     monkeypatch.setenv("CLOUDTUNE_VALIDATE_WORKERS", "4")
     assert worker_count(10 ** 10, None) == 4
     assert worker_count(50 * 1024 * 1024, None) == 2  # at least 24 MB a process
+
+
+def test_fingerprint_tables_absorb_a_later_range():
+    from cloudtune.dataset._fingerprints import FingerprintTable
+
+    first, later = FingerprintTable(capacity=4), FingerprintTable(capacity=4)
+    for line, value in enumerate(range(100, 3100), start=1):
+        first.add(hash(("row", value)), line)
+    for line, value in enumerate(range(3000, 6000), start=1):  # 100 repeat the first table's last rows
+        later.add(hash(("row", value)), line)
+    repeated = first.absorb(later.entries(), 3000)
+    assert sorted(line for line, _ in repeated) == list(range(1, 101))
+    assert len(first) == 5900
+    assert first.get(hash(("row", 3000))) == 2901  # an entry already there keeps its line
+    assert first.get(hash(("row", 3100))) == 3000 + 101  # a new one gets the later range's line, shifted
+    assert first.get(hash(("row", 5999))) == 6000
+
+
+def _range_result(lines: int, *, fatal: str | None = None):
+    from cloudtune.dataset._fingerprints import FingerprintTable
+    from cloudtune.dataset._parallel import RangeResult
+    from cloudtune.dataset._problems import ProblemSink
+    from cloudtune.dataset._reader import FileFacts
+    from cloudtune.dataset._stats import FileStats
+
+    facts = FileFacts(lines=lines, content_seen=True, fatal=fatal)
+    table = FingerprintTable()
+    for line in range(1, lines + 1):
+        table.add(hash(("line", line, lines)), line)
+    return RangeResult(sink=ProblemSink(), stats=FileStats(), facts=facts, fingerprints=table)
+
+
+def test_run_ranges_collects_every_child_and_reaps_it():
+    import os
+
+    from cloudtune.dataset._parallel import run_ranges
+
+    ranges = [(0, 10), (10, 20), (20, 30)]
+    results = run_ranges(ranges, lambda start, end: _range_result(start + 5))
+    assert [r.facts.lines for r in results] == [5, 15, 25]
+    assert [len(r.fingerprints[0]) for r in results[1:]] == [15, 25]  # entries arrived intact
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind
+
+
+@pytest.mark.parametrize("failure", ["raises", "dies", "fatal"])
+def test_a_failing_child_means_one_pass(failure):
+    import os
+
+    from cloudtune.dataset._parallel import run_ranges
+
+    def scan_range(start, end):
+        if start == 20:
+            if failure == "raises":
+                raise RuntimeError("bug")
+            if failure == "dies":
+                os._exit(9)  # as if killed, nothing written
+            return _range_result(3, fatal="file_unreadable")
+        return _range_result(3)
+
+    assert run_ranges([(0, 10), (10, 20), (20, 30)], scan_range) is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_a_fatal_first_range_stops_the_children():
+    import os
+    import time
+
+    from cloudtune.dataset._parallel import run_ranges
+
+    def scan_range(start, end):
+        if start:
+            time.sleep(60)  # would hold the test for a minute if it were waited for
+        return _range_result(1, fatal="pretty_printed_json" if start == 0 else None)
+
+    began = time.monotonic()
+    results = run_ranges([(0, 10), (10, 20)], scan_range)
+    assert [r.facts.fatal for r in results] == ["pretty_printed_json"]
+    assert time.monotonic() - began < 30
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

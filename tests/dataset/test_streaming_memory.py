@@ -22,7 +22,9 @@ import json, resource, sys
 from cloudtune.dataset import validate_file
 report = validate_file(sys.argv[1], provider="openai", model="gpt-4o-mini-2024-07-18")
 print(json.dumps({"ok": report.ok, "examples": report.stats["training"]["examples"],
-                  "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  "processes": report.processes["training"],
+                  "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "worker_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
 
 
@@ -39,7 +41,9 @@ def _write(path, n):
 
 
 def _peak_rss(path) -> dict:
-    env = {**os.environ, "CLOUDTUNE_TOKEN_THREADS": "1"}
+    # Two range workers wherever the file is large enough (>= 24 MB a range),
+    # whatever the cores of the machine running the test.
+    env = {**os.environ, "CLOUDTUNE_TOKEN_THREADS": "1", "CLOUDTUNE_VALIDATE_WORKERS": "2"}
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -59,6 +63,12 @@ def test_memory_flat_10k_vs_100k(tmp_path):
     # ~50 bytes an example while it doubles); nothing proportional to the data.
     assert growth < 100_000 * 64, (small, big)
     assert growth < file_growth / 20, (growth, file_growth)
+    # The 100k file is validated by two processes (the 10k file, 13 MB, in one
+    # pass): the forked worker starts as a copy of the parent and holds only its
+    # range's state, so it stays within the same bound.
+    assert (small["processes"], big["processes"]) == (1, 2)
+    worker_growth = (big["worker_rss_kb"] - small["rss_kb"]) * 1024
+    assert worker_growth < 100_000 * 64, (small, big)
 
 
 def test_fingerprint_table_keeps_every_entry_across_growth():
