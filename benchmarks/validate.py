@@ -117,6 +117,16 @@ def generate(path: Path, n: int, seed: int = 7) -> dict:
 # ----------------------------------------------------------------- reference
 
 
+def _cpu_now() -> float:
+    """CPU seconds used so far by this process and its reaped children (the
+    range workers): on a shared machine wall time depends on the neighbours,
+    CPU time much less."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def reference(path: str, encoding_name: str, context: int) -> dict:
     """The cookbook's logic, as plainly as the notebook writes it."""
     from collections import defaultdict
@@ -126,6 +136,7 @@ def reference(path: str, encoding_name: str, context: int) -> dict:
     from cloudtune.dataset import get_tiktoken_encoding
 
     encoding = get_tiktoken_encoding(encoding_name)
+    cpu_start = _cpu_now()
     start = time.perf_counter()
     with open(path, "r", encoding="utf-8") as f:
         dataset = [json.loads(line) for line in f]
@@ -195,7 +206,7 @@ def reference(path: str, encoding_name: str, context: int) -> dict:
         n_epochs = max(1, 25000 // n_train)
     billed = sum(min(context, length) for length in convo_lens)
     elapsed = time.perf_counter() - start
-    return {"seconds": elapsed, "examples": n_train, "total_tokens": int(sum(convo_lens)),
+    return {"seconds": elapsed, "cpu_seconds": _cpu_now() - cpu_start, "examples": n_train, "total_tokens": int(sum(convo_lens)),
             "assistant_tokens": int(sum(assistant_message_lens)), "billed_per_epoch": billed, "epochs": n_epochs,
             "too_long": n_too_long, "errors": dict(format_errors), "p50_tokens": stats["tokens"][4],
             "p95_tokens": stats["tokens"][5]}
@@ -209,11 +220,12 @@ def ours(path: str, model: str, workers: int | None) -> dict:
     info = catalog.lookup_model("openai", model)
     # Load the token counter before the clock, as the reference loads tiktoken.
     method = make_counter(info, provider="openai", model=model).method
+    cpu_start = _cpu_now()
     start = time.perf_counter()
     report = validate_file(path, provider="openai", model=model, workers=workers)
     elapsed = time.perf_counter() - start
     s = report.stats["training"]
-    return {"seconds": elapsed, "examples": s["examples"], "total_tokens": s["tokens_per_example"]["total"],
+    return {"seconds": elapsed, "cpu_seconds": _cpu_now() - cpu_start, "examples": s["examples"], "total_tokens": s["tokens_per_example"]["total"],
             "assistant_tokens": s["assistant_tokens_per_example"]["total"],
             "billed_per_epoch": report.estimate.billed_tokens_per_epoch, "epochs": report.estimate.epochs,
             "too_long": s["examples_over_context"], "errors": report.error_count,
@@ -228,11 +240,7 @@ def _child(kind: str, path: str, model: str, encoding: str, context: int) -> Non
         result = reference(path, encoding, context)
     else:
         result = ours(path, model, 1 if kind == "ours-1" else None)
-    self_usage, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU seconds of the whole measurement (this process and its workers, start-up included):
-    # on a shared machine, wall time depends on the neighbours; CPU time much less.
-    result["cpu_seconds"] = self_usage.ru_utime + self_usage.ru_stime + children.ru_utime + children.ru_stime
-    result["peak_rss_mb"] = self_usage.ru_maxrss / 1024
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The forked range workers, if any: the largest one's peak (each holds its
     # own range's state; the tokenizer tables are shared with the parent).
     result["worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -307,6 +315,7 @@ def main() -> int:
             best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in measured)
             best["worker_rss_mb"] = max(r["worker_rss_mb"] for r in measured)
             best["all_seconds"] = [round(r["seconds"], 2) for r in measured]
+            best["best_cpu_seconds"] = min(r["cpu_seconds"] for r in measured)
             results[n][kind] = best
     baseline = _baseline_rss(args)
 
@@ -318,20 +327,24 @@ def main() -> int:
     print(f"model {args.model}; cloudtune counts with {big['counter']}, the cookbook with tiktoken; "
           f"best of {args.repeat} interleaved runs; {_cores()} cores available, load average {_load()}")
     print(f"baseline process (python + tiktoken table + numpy): {baseline:,.0f} MB peak RSS")
-    header = (f"{'examples':>9} {'file MB':>8} | {'cookbook s':>10} {'MB':>5} | {'1 process s':>11} {'MB':>5} "
-              f"{'speedup':>7} | {'procs':>5} {'s':>6} {'MB':>5} {'worker MB':>9} {'speedup':>7} | tokens agree")
-    print(f"{'':>19}   {'reference':<16}   {'cloudtune, one pass':<25}   cloudtune, default (processes)")
+    names = {"reference": "cookbook (reference)", "ours-1": "cloudtune, one pass", "ours": "cloudtune, default"}
+    header = (f"{'examples':>9} {'file MB':>8} | {'':<20} {'procs':>5} {'wall s':>7} {'CPU s':>7} {'peak MB':>7} "
+              f"{'worker MB':>9} | {'speedup':>7} {'CPU ratio':>9} | tokens agree")
     print(header)
     print("-" * len(header))
     for n in sizes:
-        r, one, o = results[n]["reference"], results[n]["ours-1"], results[n]["ours"]
-        agree = _agree(r, one) and _agree(r, o)
-        meta = results[n]["meta"]
-        worker = f"{o['worker_rss_mb']:>9.0f}" if o["processes"] > 1 else f"{'-':>9}"
-        print(f"{n:>9,} {meta['bytes'] / 1e6:>8.1f} | {r['seconds']:>10.2f} {r['peak_rss_mb']:>5.0f} | "
-              f"{one['seconds']:>11.2f} {one['peak_rss_mb']:>5.0f} {r['seconds'] / one['seconds']:>6.1f}x | "
-              f"{o['processes']:>5} {o['seconds']:>6.2f} {o['peak_rss_mb']:>5.0f} {worker} "
-              f"{r['seconds'] / o['seconds']:>6.1f}x | {'yes' if agree else 'NO'} ({o['total_tokens']:,} tokens)")
+        meta, r = results[n]["meta"], results[n]["reference"]
+        for index, kind in enumerate(KINDS):
+            o = results[n][kind]
+            lead = f"{n:>9,} {meta['bytes'] / 1e6:>8.1f}" if index == 0 else f"{'':>18}"
+            worker = f"{o['worker_rss_mb']:>9.0f}" if o.get("processes", 1) > 1 else f"{'-':>9}"
+            agree = "" if kind == "reference" else (
+                f"{'yes' if _agree(r, o) else 'NO'} ({o['total_tokens']:,} tokens)")
+            print(f"{lead} | {names[kind]:<20} {o.get('processes', 1):>5} {o['seconds']:>7.2f} "
+                  f"{o['best_cpu_seconds']:>7.2f} {o['peak_rss_mb']:>7.0f} {worker} | "
+                  f"{r['seconds'] / o['seconds']:>6.1f}x {r['best_cpu_seconds'] / o['best_cpu_seconds']:>8.1f}x | {agree}")
+    print("(wall s: best of the runs; CPU s: the least CPU of the runs, this process and its range workers;"
+          " speedup: cookbook wall / wall; CPU ratio: cookbook CPU / CPU)")
     if len(sizes) == 2:
         small, big_n = sizes
 

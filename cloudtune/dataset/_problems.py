@@ -115,10 +115,13 @@ class ProblemSink:
         self.counts: Counter[str] = Counter()
         self.severity_counts: Counter[str] = Counter()
         self._severity_of: dict[str, str] = {}
+        self.error_count = 0  # read once or twice per line: a plain attribute, not a Counter lookup
 
     def add(self, file: str, line: int, path: str, code: str, severity: str, message: str) -> None:
         self.counts[code] += 1
         self.severity_counts[severity] += 1
+        if severity == ERROR:
+            self.error_count += 1
         self._severity_of[code] = severity
         if self.counts[code] <= self.per_code_limit:
             self.kept.append(Problem(line=line, path=path or "$", code=code, severity=severity,
@@ -137,11 +140,8 @@ class ProblemSink:
                                          file=problem.file))
         self.counts.update(other.counts)
         self.severity_counts.update(other.severity_counts)
+        self.error_count += other.error_count
         self._severity_of.update(other._severity_of)
-
-    @property
-    def error_count(self) -> int:
-        return self.severity_counts[ERROR]
 
     @property
     def warning_count(self) -> int:

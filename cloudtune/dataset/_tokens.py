@@ -147,7 +147,15 @@ class TokenCounter:
 
     def count_group(self, group) -> tuple[int, int]:
         """(all tokens, trained assistant tokens) of one token sequence."""
-        counts = list(map(self.count_text, group.texts))
+        # Role names and repeated prompts are in the hot cache: look them up
+        # inline, and call count_text only for the rest.
+        texts = group.texts
+        counts = list(map(self._hot.get, texts))
+        if None in counts:
+            count_text = self.count_text
+            for index, value in enumerate(counts):
+                if value is None:
+                    counts[index] = count_text(texts[index])
         trained = 0
         for index in group.trained:
             trained += counts[index]

@@ -267,7 +267,10 @@ def _plan_ranges(path: Path, workers: int | None, counter: TokenCounter):
     except OSError:
         return None
     count = _parallel.worker_count(size, workers)
-    if count < 2 or counter._hf is not None or not _parallel.can_fork():
+    if count < 2 or counter._hf is not None:
+        return None
+    counter.close()  # its tokenizer threads (tiktoken) would forbid the fork; they restart when needed
+    if not _parallel.can_fork():
         return None
     try:
         if not sniff_file(path):

@@ -244,3 +244,22 @@ def test_a_fatal_first_range_stops_the_children():
     assert time.monotonic() - began < 30
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_validation_file_forks_after_a_threaded_training_scan(tmp_path, monkeypatch):
+    # tiktoken counts on threads; those threads must be gone before forking.
+    monkeypatch.setenv("CLOUDTUNE_TOKEN_COUNTER", "tiktoken")
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    rows = [{"messages": [{"role": "user", "content": " ".join(words[(i + j) % 10] + str(j) for j in range(80 + i % 50))},
+                          {"role": "assistant", "content": f"answer {i}"}]} for i in range(800)]
+    train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
+    # The training file opens with more blank lines than the rest of it: its
+    # first range holds no content, so it is scanned in one pass, on threads.
+    body = "".join(json.dumps(row) + "\n" for row in rows)
+    train.write_text("\n" * (len(body) + 10) + body)
+    valid.write_text("".join(json.dumps(row) + "\n" for row in rows[::-4]))
+    one = validate_file(train, validation_path=valid, model="gpt-4o-mini", workers=1, token_threads=2)
+    many = validate_file(train, validation_path=valid, model="gpt-4o-mini", workers=2, token_threads=2)
+    assert many.processes == {"training": 1, "validation": 2}
+    assert many.to_dict() == one.to_dict()
+    assert many.problem_counts["validation_leak"] == 200
