@@ -342,7 +342,8 @@ def main() -> int:
                 f"{'yes' if _agree(r, o) else 'NO'} ({o['total_tokens']:,} tokens)")
             print(f"{lead} | {names[kind]:<20} {o.get('processes', 1):>5} {o['seconds']:>7.2f} "
                   f"{o['best_cpu_seconds']:>7.2f} {o['peak_rss_mb']:>7.0f} {worker} | "
-                  f"{r['seconds'] / o['seconds']:>6.1f}x {r['best_cpu_seconds'] / o['best_cpu_seconds']:>8.1f}x | {agree}")
+                  f"{r['seconds'] / o['seconds']:>6.1f}x "
+                  f"{r['best_cpu_seconds'] / o['best_cpu_seconds']:>8.1f}x | {agree}")
     print("(wall s: best of the runs; CPU s: the least CPU of the runs, this process and its range workers;"
           " speedup: cookbook wall / wall; CPU ratio: cookbook CPU / CPU)")
     if len(sizes) == 2:

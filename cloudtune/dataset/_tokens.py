@@ -16,7 +16,10 @@ estimate where we do not.
 Speed: an example's message framing is arithmetic, not tokenization; each
 distinct string is tokenized once while it stays in a small two-generation
 cache (system prompts, tool definitions and role names repeat in almost every
-example); and the tokenizer's Rust core does the rest.
+example); and the tokenizer's Rust core does the rest. bpe-openai's count
+holds the GIL, so it runs on one thread per process (a large file is shared
+out between processes instead, see ``_parallel``); tiktoken releases the GIL,
+so the fallback counts a batch's new texts on threads.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ _BLOCKS = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 
 _PIECES = [" ", "  ", "\n", "\t", "\r\n", "   \n", "\u00a0", "\u3000", " \n\n ", "'s", "'T", "'LL", "n't", "I'm",
            "'ve", "'re", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_suffix|>", "<|endofprompt|>", "<|",
            "|>", "def f(x):\n    return x**2", '{"a": [1, 2]}', "http://x.y/z?q=1", "a_b-c.d", "...", "!!!",
-           "```python", "Müller café naïve", "São Paulo", "東京", "데이터", "$19.99", "3.14159", "e.g.", "HTTP/2"]
+           "```python", "Müller café naïve", "São Paulo", "東京", "데이터", "$19.99", "3.14159", "e.g.",
+           "HTTP/2"]
 
 
 def _varied_texts(n: int, seed: int = 1) -> list[str]:

@@ -100,7 +100,8 @@ def test_parallel_report_equals_one_pass(tmp_path, workers):
     assert dup[:3] == [(3, "same example as line 2"), (12, "same example as line 1"), (14, "same example as line 13")]
     assert [p.line for p in serial.problems if p.code == "invalid_json"] == [i + 1 for i in range(3, 80, _KINDS)][:7]
     stats = serial.stats["training"]
-    assert stats["lines"] == n and stats["line_endings"] == "mixed" and stats["duplicates"] == counts["duplicate_example"]
+    assert stats["lines"] == n and stats["line_endings"] == "mixed"
+    assert stats["duplicates"] == counts["duplicate_example"]
 
 
 def test_duplicates_across_ranges_point_at_the_first_line_in_the_file(tmp_path):
@@ -250,8 +251,9 @@ def test_validation_file_forks_after_a_threaded_training_scan(tmp_path, monkeypa
     # tiktoken counts on threads; those threads must be gone before forking.
     monkeypatch.setenv("CLOUDTUNE_TOKEN_COUNTER", "tiktoken")
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
-    rows = [{"messages": [{"role": "user", "content": " ".join(words[(i + j) % 10] + str(j) for j in range(80 + i % 50))},
-                          {"role": "assistant", "content": f"answer {i}"}]} for i in range(800)]
+    rows = [{"messages": [
+        {"role": "user", "content": " ".join(words[(i + j) % 10] + str(j) for j in range(80 + i % 50))},
+        {"role": "assistant", "content": f"answer {i}"}]} for i in range(800)]
     train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
     # The training file opens with more blank lines than the rest of it: its
     # first range holds no content, so it is scanned in one pass, on threads.
