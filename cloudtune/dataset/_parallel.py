@@ -45,7 +45,7 @@ from ._reader import FileFacts
 from ._stats import FileStats
 
 # Below this much data per process, forking and merging cost more than they save.
-MIN_RANGE_BYTES = 24 * 1024 * 1024
+MIN_RANGE_BYTES = 16 * 1024 * 1024
 _MAX_WORKERS = 8
 _FIND_NEWLINE_BLOCK = 1024 * 1024
 

@@ -332,7 +332,7 @@ def validate_file(path, *, provider: str = "openai", model: str | None = None, m
     at a local Hugging Face tokenizer directory (local models); ``token_threads``
     sets the tokenizer threads (default: one per available core, up to 8);
     ``workers`` the processes that share a large file (default: one per
-    available core, up to 8, each with at least 24 MB of it; 1 for one pass;
+    available core, up to 8, each with at least 16 MB of it; 1 for one pass;
     ``CLOUDTUNE_VALIDATE_WORKERS`` overrides the default). The report is the
     same whatever the number of workers."""
     method = str(getattr(method, "value", method))

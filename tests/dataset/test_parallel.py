@@ -162,7 +162,7 @@ def test_default_workers_depend_on_size(monkeypatch):
     assert worker_count(10 ** 10, None) == 1
     monkeypatch.setenv("CLOUDTUNE_VALIDATE_WORKERS", "4")
     assert worker_count(10 ** 10, None) == 4
-    assert worker_count(50 * 1024 * 1024, None) == 2  # at least 24 MB a process
+    assert worker_count(40 * 1024 * 1024, None) == 2  # at least 16 MB a process
 
 
 def test_fingerprint_tables_absorb_a_later_range():

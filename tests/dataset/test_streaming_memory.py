@@ -41,7 +41,7 @@ def _write(path, n):
 
 
 def _peak_rss(path) -> dict:
-    # Two range workers wherever the file is large enough (>= 24 MB a range),
+    # Two range workers wherever the file is large enough (>= 16 MB a range),
     # whatever the cores of the machine running the test.
     env = {**os.environ, "CLOUDTUNE_TOKEN_THREADS": "1", "CLOUDTUNE_VALIDATE_WORKERS": "2"}
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], cwd=ROOT, env=env, capture_output=True,
