@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import json
+import pickle
+import subprocess
+import sys
 
 import pytest
 
-from cloudtune.dataset import validate_file
 from cloudtune.dataset._parallel import split_ranges, worker_count
 
 from .conftest import chat_example
+
+
+def validate_file(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Validate in a freshly started interpreter, as the CLI does. Ranges are only forked
+    from a process with no other thread, and a long pytest session has threads left over
+    by other tests' servers and SDK pollers, which would quietly turn this into one pass."""
+    code = (
+        "import pickle, sys\n"
+        "from cloudtune.dataset import validate_file\n"
+        "args, kwargs = pickle.loads(sys.stdin.buffer.read())\n"
+        "sys.stdout.buffer.write(pickle.dumps(validate_file(*args, **kwargs)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps((args, kwargs)), capture_output=True,
+                          check=True)
+    return pickle.loads(done.stdout)
+
 
 # Every line is interesting, so whatever line a range starts or ends at, it
 # starts or ends at a problem: a duplicate of a line in an earlier range, of
