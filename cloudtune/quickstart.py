@@ -20,7 +20,7 @@ from cloudtune.output import choose_mode, emit_json, make_reporter, say
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # x the local backend's CPU base rate (1e-3): enough to take on the persona in 3 epochs
 # without trampling the facts the model already knows.
-LEARNING_RATE_MULTIPLIER = 0.5
+LEARNING_RATE_MULTIPLIER = 0.3
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "quickstart"
 
 
