@@ -216,6 +216,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cloudtune: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: say so plainly, keep the details on demand
+        import os
+        import traceback
+
+        from cloudtune.secrets import scrub
+
+        if os.environ.get("CLOUDTUNE_DEBUG"):
+            traceback.print_exc()
+        print(scrub(f"cloudtune: internal error: {type(exc).__name__}: {exc}"), file=sys.stderr)
+        print("hint: this is a cloudtune bug; CLOUDTUNE_DEBUG=1 shows the traceback. "
+              "The ledger is intact: `cloudtune resume RUN` continues.", file=sys.stderr)
+        return 1
 
 
 def _report_error(args: argparse.Namespace, exc: BaseException) -> None:

@@ -110,7 +110,10 @@ def _on_interrupt(pipeline: Pipeline, run: Run) -> None:
 
 # ------------------------------------------------------------------ commands
 def cmd_run(args: argparse.Namespace) -> int:
+    from cloudtune import registry
+
     spec = build_spec(args)
+    registry.provider_class(spec.provider)  # an unknown or uninstalled provider stops here, before any record
     ledger = Ledger()
     run = ledger.create_run(spec)
     if not args.json:
@@ -255,6 +258,12 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
             _, run = _load(args.model)
         except errors.InvalidInput:
             run = None
+        if run is None and not os.environ.get("CLOUDTUNE_PROVIDER"):
+            # deletes are idempotent, so guessing the provider would "succeed" on the wrong one
+            raise errors.InvalidInput(
+                f"{args.model!r} is not a run id; say which provider holds this model.",
+                hint=f"cloudtune delete-model {args.model} --provider openai|azure|local",
+            )
     if run is not None:
         model = run.fine_tuned_model
         if not model:

@@ -84,6 +84,12 @@ def build_spec(args: Any) -> Any:
     from cloudtune.types import FineTuneSpec
 
     data: dict[str, Any] = load_yaml(Path(args.config)) if getattr(args, "config", None) else {}
+    for key in ("hyperparameters", "deploy", "provider_options", "metadata", "prices"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise errors.ConfigError(
+                f"{key} in {args.config} must be a mapping of settings, not {data[key]!r}.",
+                hint="e.g. hyperparameters:\n  epochs: 3" if key == "hyperparameters" else None,
+            )
     hyper = dict(data.get("hyperparameters") or {})
     deploy = dict(data.get("deploy") or {})
     flags = {

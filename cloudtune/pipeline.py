@@ -30,6 +30,7 @@ from cloudtune.types import (
 )
 
 CREATE_ATTEMPTS = 4
+DEFAULT_VALIDATION_SPLIT = 0.1
 
 
 class Reporter(Protocol):
@@ -161,8 +162,13 @@ class Pipeline:
             return
         spec = run.spec
         training, validation = spec.training_file, spec.validation_file
-        if validation is None and spec.validation_split:
-            training, validation = split_for_run(run, self.workdir)
+        split = spec.validation_split
+        if validation is None and not split and self.provider.needs_validation_data(spec):
+            split = DEFAULT_VALIDATION_SPLIT
+            self.reporter.warn(f"The {spec.provider} provider needs validation data for {spec.base_model}; "
+                               f"holding out {split:.0%} of the training file (seed {spec.seed or 0}).")
+        if validation is None and split:
+            training, validation = split_for_run(run, self.workdir, split)
         if run.training_file_id is None:
             run.training_file_id = self._record_call(
                 run, "upload_file", lambda: self.provider.upload_file(training), role="training", path=str(training)
@@ -245,12 +251,17 @@ class Pipeline:
                 self.ledger.save(run)
             self.reporter.job(run, job)
 
+        def on_event(event: JobEvent) -> None:
+            run.last_event_id = event.id  # saved with the next state change: resume shows no event twice
+            self.reporter.event(run, event)
+
         job = poller.wait_for_job(
             self.provider,
             run.job_id,
             timeout_s=run.spec.timeout_s,
             on_job=on_job,
-            on_event=lambda event: self.reporter.event(run, event),
+            on_event=on_event,
+            after=run.last_event_id,
             sleep=self.sleep,
             clock=self.clock,
         )
@@ -425,8 +436,8 @@ def validate_for_run(spec: FineTuneSpec) -> Any:
     )
 
 
-def split_for_run(run: Run, workdir: Path | None) -> tuple[Path, Path]:
+def split_for_run(run: Run, workdir: Path | None, fraction: float) -> tuple[Path, Path]:
     from cloudtune.dataset import split_file
 
     out_dir = workdir or Path(tempfile.mkdtemp(prefix=f"cloudtune-{run.run_id}-"))
-    return split_file(run.spec.training_file, run.spec.validation_split, seed=run.spec.seed or 0, out_dir=out_dir)  # type: ignore[arg-type]
+    return split_file(run.spec.training_file, fraction, seed=run.spec.seed or 0, out_dir=out_dir)

@@ -93,11 +93,19 @@ class _Waiter:
         if seconds > 0:
             self.sleep(seconds)
 
-    def transient(self, error: errors.TransientError) -> None:
+    def transient(self, error: errors.TransientError, what: str) -> None:
+        """Wait out a transient error (its Retry-After first, else a growing back-off). A
+        provider that stays unreachable ends the wait like a timeout, never like a failed
+        job: the remote job is untouched and resumable."""
         self.errors_in_row += 1
-        if self.errors_in_row > self.policy.max_consecutive_errors:
-            raise error
-        delay = error.retry_after if error.retry_after is not None else self.interval
+        if self.errors_in_row > self.policy.max_consecutive_errors or self.expired():
+            raise errors.WaitTimeout(
+                f"Stopped waiting for {what}: {self.errors_in_row} transient errors in a row, the last: {error}",
+                hint="Nothing was lost; run `cloudtune resume RUN` when the provider answers again.",
+                provider=error.provider,
+            ) from error
+        backoff = self.policy.initial_s * 2 ** min(self.errors_in_row, 10)
+        delay = error.retry_after if error.retry_after is not None else backoff
         self.pause(min(delay, self.policy.max_s))
 
     def ok(self) -> None:
@@ -155,7 +163,7 @@ def poll_job(
                     yield job
                 waiter.ok()
             except errors.TransientError as exc:
-                waiter.transient(exc)
+                waiter.transient(exc, f"job {job_id}")
                 continue
             if job is not None and job.is_terminal:
                 return
@@ -242,7 +250,7 @@ def wait_for_deployment(
                 return None
             raise
         except errors.TransientError as exc:
-            waiter.transient(exc)
+            waiter.transient(exc, f"deployment {name}")
             continue
         if on_update is not None:
             on_update(deployment)

@@ -125,6 +125,11 @@ class Provider(abc.ABC):
         Metric events never do; providers that know their messages can say more."""
         return not (event.data.get("type") == "metrics" or ("step" in event.data and "train_loss" in event.data))
 
+    def needs_validation_data(self, spec: FineTuneSpec) -> bool:
+        """Whether a job for ``spec`` cannot be created without validation data (the pipeline
+        then splits some off the training file when the user gave neither file nor split)."""
+        return False
+
     def can_restart(self, job: Job) -> bool:
         """Whether a *failed* job can be restarted with :meth:`resume_job` (e.g. a local worker
         that died: its checkpoints survive). ``cloudtune resume`` restarts such jobs."""

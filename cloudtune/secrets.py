@@ -20,10 +20,13 @@ SECRET_ENV_VARS = (
     "CLOUDTUNE_LOCAL_KEY",
 )
 _SECRET_KEY = re.compile(
-    r"(secret|password|passwd|authorization|credential|connection_?string|api_?key|primary_?key|secondary_?key"
+    r"(secret|password|passwd|authorization|connection_?string|api_?key|primary_?key|secondary_?key"
     r"|^key$|_key$|(^|_)token$|^keys$)",
     re.I,
 )
+# Names that *point at* a secret, or choose how to get one, are safe to keep (and needed by
+# `resume`): ``api_key_env: MY_KEY``, ``credential: cli``.
+_POINTER_KEY = re.compile(r"(_env|_var|_file|_path)$|^credential$", re.I)
 _SECRET_VALUE = re.compile(r"^(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]+)")
 _SECRET_IN_TEXT = re.compile(
     r"(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+[A-Za-z0-9._\-~+/=]{6,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-.]+"
@@ -34,14 +37,17 @@ _SECRET_IN_TEXT = re.compile(
 def redact(value: Any) -> Any:
     """A copy of ``value`` with anything that looks like a secret replaced."""
     if isinstance(value, dict):
-        return {
-            k: (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()
-        }
+        return {k: (REDACTED if _is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     if isinstance(value, str):
         return REDACTED if _SECRET_VALUE.match(value) else scrub(value)
     return value
+
+
+def _is_secret_key(key: object) -> bool:
+    name = str(key)
+    return bool(_SECRET_KEY.search(name)) and not _POINTER_KEY.search(name)
 
 
 def scrub(text: str) -> str:

@@ -287,6 +287,7 @@ class Run(_Model):
     validation_file_id: str | None = None
     job_id: str | None = None
     job_state: JobState | None = None
+    last_event_id: str | None = None  # events up to this one were shown; resume goes on after it
     fine_tuned_model: str | None = None
     deployments: list[str] = Field(default_factory=list)
     deleted: list[str] = Field(default_factory=list)  # "file:ID", "deployment:NAME", "model:ID"

@@ -100,6 +100,10 @@ class AzureProvider(Provider):
     def _for(self, about: str | None = None) -> Any:
         return self._route(self.route_name(about))
 
+    def needs_validation_data(self, spec: FineTuneSpec) -> bool:
+        # create_finetuning_job refuses a serverless job without validation data
+        return self.route_name() == "serverless"
+
     def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
         return translate_error(exc)
 

@@ -224,3 +224,44 @@ def test_invalid_data_stops_before_any_upload_and_points_at_the_line(cli: CLI) -
     assert result.returncode == 2
     assert "line 13" in result.stderr and "unrecognized_role" in result.stderr
     assert not cli.state_file.exists() or cli.state()["files"] == {}
+
+
+def test_malformed_config_is_exit_2_without_a_traceback(cli: CLI) -> None:
+    (cli.tmp / "bad.yaml").write_text(f"provider: {MEMORY}\nmodel: base\ntrain: train.jsonl\nhyperparameters: 5\n")
+    result = cli("run", "bad.yaml")
+    assert result.returncode == 2
+    assert "hyperparameters" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_provider_creates_no_run(cli: CLI) -> None:
+    assert cli("run", "--provider", "nope", "--model", "m", "--train", "train.jsonl").returncode == 2
+    assert json.loads(cli("list", "--json").stdout)["runs"] == []
+
+
+def test_cleanup_older_than_cleans_old_runs_only(cli: CLI) -> None:
+    doc = _doc(cli.run_memory("--json"))
+    recent = cli("cleanup", "--older-than", "1h", "--json")
+    assert recent.returncode == 0 and _doc(recent)["runs"] == []
+    assert list(cli.state()["deployments"]) == [doc["deployment"]]
+    everything = cli("cleanup", "--older-than", "0s", "--json")
+    assert everything.returncode == 0, everything.stderr
+    (cleaned,) = _doc(everything)["runs"]
+    assert cleaned["run_id"] == doc["run_id"] and cleaned["ok"]
+    assert cleaned["deleted"] == [f"deployment:{doc['deployment']}", f"model:{doc['fine_tuned_model']}",
+                                  f"file:{doc['training_file_id']}"]
+    assert cli.state()["deployments"] == {} and cli.state()["models"] == [] and cli.state()["files"] == {}
+
+
+def test_delete_model_needs_a_provider_unless_given_a_run(cli: CLI) -> None:
+    result = cli("delete-model", "ft:some-model")
+    assert result.returncode == 2 and "--provider" in result.stderr
+
+
+def test_resume_does_not_show_an_event_twice(cli: CLI) -> None:
+    first = cli.run_memory("--json", "--timeout", "0.3s", CLOUDTUNE_MEMORY_STEPS="100000")
+    assert first.returncode == 5
+    run_id = _doc(first)["run_id"]
+    watch_lines = cli("resume", run_id, "--timeout", "0.3s", CLOUDTUNE_MEMORY_STEPS="100000", CLOUDTUNE_PLAIN="1")
+    assert watch_lines.returncode == 5
+    shown = [line for line in watch_lines.stderr.splitlines() if "Validating training file" in line]
+    assert shown == []  # shown by the first invocation, not again

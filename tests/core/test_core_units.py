@@ -74,7 +74,9 @@ def test_ledger_intents_without_results_are_pending(tmp_path: Path) -> None:
     second = ledger.intent(run.run_id, "create_job")
     assert [r.id for r in ledger.pending_intents(run.run_id)] == [second]
     assert ledger.get_run(run.run_id[-6:]).run_id == run.run_id  # a unique suffix is enough
-    assert b"sk-abcdefghijkl" not in (tmp_path / "l.db").read_bytes()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("l.db*"))  # the WAL holds the fresh pages
+    assert b"file-1" in stored  # the check can fail: what was written is in these bytes
+    assert b"sk-abcdefghijkl" not in stored
     assert ledger._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(errors.InvalidInput):
         ledger.get_run("no-such-run")
@@ -96,3 +98,28 @@ def test_help_imports_no_sdk_torch_or_pydantic() -> None:
     assert out.stdout.strip() == ""
     help_out = subprocess.run([sys.executable, "-m", "cloudtune", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert help_out.returncode == 0 and "exit codes" in help_out.stdout
+
+
+def test_entry_point_plugins_are_found_and_cannot_shadow_builtins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "cloudtune_plugin_demo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cloudtune-plugin-demo\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[cloudtune.providers]\nmemory = tests.support.memory_provider:MemoryProvider\n"
+        "openai = somewhere.else:Impostor\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = registry.known_providers()
+    assert found["memory"].target == "tests.support.memory_provider:MemoryProvider"
+    assert found["openai"].target == "providers.openai:OpenAIProvider"
+    provider = registry.get_provider("memory")
+    assert provider.name == "memory"
+
+
+def test_redaction_keeps_pointers_to_secrets() -> None:
+    from cloudtune.secrets import redact
+
+    kept = redact({"credential": "cli", "api_key_env": "MY_KEY", "api_key": "abc", "client_secret": "s",
+                   "max_tokens": 5, "note": "Bearer abcdefghij"})
+    assert kept == {"credential": "cli", "api_key_env": "MY_KEY", "api_key": "***", "client_secret": "***",
+                    "max_tokens": 5, "note": "***"}
