@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", "validate, upload, fine-tune, deploy, smoke-test, evaluate, clean up", "cloudtune.commands:cmd_run")
     _add_run_flags(p)
 
-    p = command("resume", "continue a run from its last completed step", "cloudtune.commands:cmd_resume")
+    p = command("resume", "continue a run from its last completed step (a paused job is resumed)",
+                "cloudtune.commands:cmd_resume")
     p.add_argument("run_id", nargs="?", help="run id (default: the latest run)")
     p.add_argument("--timeout")
     p.add_argument("--cleanup", choices=["never", "on-failure", "always"])
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = command("cancel", "cancel a run's job", "cloudtune.commands:cmd_cancel")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+
+    p = command("pause", "pause a run's job where the provider can (resume continues it)", "cloudtune.commands:cmd_pause")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
 

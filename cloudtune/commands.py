@@ -72,11 +72,11 @@ def _finish(args: argparse.Namespace, run: Run, reporter: Any, **extra: Any) -> 
     return code
 
 
-def _drive(args: argparse.Namespace, ledger: Ledger, run: Run) -> int:
+def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool = False) -> int:
     mode = choose_mode(getattr(args, "json", False))
     reporter = make_reporter(mode)
     provider = provider_for(run)
-    pipeline = Pipeline(ledger, provider, reporter, workdir=_workdir(run))
+    pipeline = Pipeline(ledger, provider, reporter, workdir=_workdir(run), unpause=unpause)
     try:
         with interruptible():
             try:
@@ -139,7 +139,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if run.step == Step.DONE and run.status == "succeeded":
         return _finish(args, run, make_reporter("plain"))
     run.status = "active"
-    return _drive(args, ledger, run)
+    return _drive(args, ledger, run, unpause=True)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -149,6 +149,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         with provider_for(run) as provider:
             job = provider.get_job(run.job_id)
             live = {"job": job.model_dump(mode="json")}
+            if provider.supports("list_checkpoints"):
+                live["checkpoints"] = [c.model_dump(mode="json") for c in provider.list_checkpoints(run.job_id)]
             run.job_state = job.state
             run.fine_tuned_model = run.fine_tuned_model or job.fine_tuned_model
     if args.json:
@@ -159,6 +161,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         metrics = live["job"].get("metrics") or {}
         if metrics:
             say("  metrics:    " + ", ".join(f"{k}={v:g}" for k, v in metrics.items()), sys.stdout)
+        for checkpoint in live.get("checkpoints", []):
+            figures = ", ".join(f"{k}={v:g}" for k, v in (checkpoint.get("metrics") or {}).items())
+            say(f"  checkpoint: step {checkpoint.get('step')} {checkpoint.get('model') or checkpoint['id']}"
+                + (f" ({figures})" if figures else ""), sys.stdout)
     return 0
 
 
@@ -184,6 +190,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
     else:
         say(f"job {job.id}: {job.state}" + (f" -> {job.fine_tuned_model}" if job.fine_tuned_model else ""), sys.stdout)
     return 0 if job.state == JobState.SUCCEEDED else 1
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    ledger, run = _load(args.run_id)
+    if not run.job_id:
+        raise errors.InvalidInput(f"Run {run.run_id} has no job to pause.")
+    with provider_for(run) as provider:
+        job = Pipeline(ledger, provider)._record_call(
+            run, "pause_job", lambda: provider.pause_job(run.job_id), job_id=run.job_id
+        )
+    run.job_state = job.state
+    ledger.save(run)
+    if args.json:
+        emit_json(run_document(run))
+    else:
+        say(f"job {job.id}: {job.state} (`cloudtune resume {run.run_id}` resumes it)", sys.stdout)
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

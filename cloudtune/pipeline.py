@@ -71,6 +71,7 @@ class Pipeline:
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] | None = None,
         workdir: Path | None = None,
+        unpause: bool = False,
     ) -> None:
         self.ledger = ledger
         self.provider = provider
@@ -78,6 +79,7 @@ class Pipeline:
         self.sleep = sleep or provider.sleep
         self.clock = clock or provider.clock
         self.workdir = workdir
+        self.unpause = unpause  # `cloudtune resume` also resumes a paused job
 
     # ------------------------------------------------------------ driver
     def run(self, run: Run) -> Run:
@@ -171,17 +173,31 @@ class Pipeline:
             training, validation = split_for_run(run, self.workdir, split)
         if run.training_file_id is None:
             run.training_file_id = self._record_call(
-                run, "upload_file", lambda: self.provider.upload_file(training), role="training", path=str(training)
+                run, "upload_file", lambda: self.provider.upload_file(training, progress=self._progress(run, training)),
+                role="training", path=str(training),
             )
             self.ledger.save(run)
             self.reporter.step(run, f"Uploaded training data as {run.training_file_id}")
         if validation is not None and run.validation_file_id is None:
             run.validation_file_id = self._record_call(
-                run, "upload_file", lambda: self.provider.upload_file(validation), role="validation", path=str(validation)
+                run, "upload_file", lambda: self.provider.upload_file(validation, progress=self._progress(run, validation)),
+                role="validation", path=str(validation),
             )
             self.ledger.save(run)
             self.reporter.step(run, f"Uploaded validation data as {run.validation_file_id}")
         self._advance(run, Step.UPLOADED)
+
+    def _progress(self, run: Run, path: Path) -> Callable[[int, int], None]:
+        """Upload progress as step lines at every quarter (large files go up in parts)."""
+        shown = {"quarter": 0}
+
+        def report(sent: int, total: int) -> None:
+            quarter = 4 * sent // total if total else 4
+            if quarter > shown["quarter"] and total >= 16 * 1024 * 1024:
+                shown["quarter"] = quarter
+                self.reporter.step(run, f"Uploading {Path(path).name}: {sent / 2**20:,.0f} of {total / 2**20:,.0f} MB")
+
+        return report
 
     def _create_job(self, run: Run) -> None:
         if run.job_id is not None:
@@ -230,6 +246,11 @@ class Pipeline:
         assert run.job_id is not None
         if run.reached(Step.JOB_FINISHED):
             return self.provider.get_job(run.job_id)
+        if self.unpause and self.provider.supports("resume_job"):
+            current = self.provider.get_job(run.job_id)
+            if current.state == JobState.PAUSED:
+                self.reporter.step(run, f"Job {run.job_id} is paused; resuming it")
+                self._record_call(run, "resume_job", lambda: self.provider.resume_job(run.job_id), job_id=run.job_id)
         job = self._wait_once(run)
         if self.provider.can_restart(job):
             # the job died with its checkpoints intact (a local worker killed, say): once

@@ -265,3 +265,10 @@ def test_resume_does_not_show_an_event_twice(cli: CLI) -> None:
     assert watch_lines.returncode == 5
     shown = [line for line in watch_lines.stderr.splitlines() if "Validating training file" in line]
     assert shown == []  # shown by the first invocation, not again
+
+
+def test_pause_where_the_provider_cannot_is_exit_4_with_the_reason(cli: CLI) -> None:
+    doc = _doc(cli.run_memory("--json", "--no-wait"))
+    result = cli("pause", doc["run_id"])
+    assert result.returncode == 4
+    assert "the memory provider has no pause" in result.stderr

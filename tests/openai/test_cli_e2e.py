@@ -212,3 +212,18 @@ def test_wrong_key_exits_3_and_says_what_to_check(session: Session) -> None:
     result = session.run(OPENAI_API_KEY="sk-definitely-wrong-000")
     assert result.returncode == 3, result.stderr
     assert "OPENAI_API_KEY" in result.stderr and "definitely-wrong" not in result.stdout + result.stderr
+
+
+def test_pause_then_resume_continues_the_same_job(session: Session) -> None:
+    created = session.run("--no-wait", "--no-deploy")
+    assert created.returncode == 0, created.stderr
+    doc = _doc(created)
+    paused = session("pause", doc["run_id"], "--json")
+    assert paused.returncode == 0, paused.stderr
+    assert _doc(paused)["state"] == "paused"
+    assert session.state()["job_statuses"][doc["job_id"]] == "paused"
+    resumed = session("resume", doc["run_id"], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    final = _doc(resumed)
+    assert final["status"] == "succeeded" and final["job_id"] == doc["job_id"]
+    assert session.state()["jobs"] == 1
