@@ -140,7 +140,7 @@ class Pipeline:
             return
         spec = run.spec
         self.reporter.step(run, f"Validating {spec.training_file}")
-        report = validate_for_run(spec)
+        report = validate_for_run(spec, tokenizer_path=self.provider.tokenizer_path(spec.base_model))
         if report is not None and not report.ok:
             found = [p for p in report.problems if p.severity == "error"]
             shown = "\n".join(f"  {problem}" for problem in found[:5])
@@ -440,7 +440,7 @@ def _job_failure_message(job: Job) -> str:
 
 
 # ---------------------------------------------------------------- dataset glue
-def validate_for_run(spec: FineTuneSpec) -> Any:
+def validate_for_run(spec: FineTuneSpec, tokenizer_path: str | None = None) -> Any:
     """Run the dataset validator if it is available; ``None`` when it is not installed."""
     try:
         from cloudtune.dataset import validate_file
@@ -454,6 +454,7 @@ def validate_for_run(spec: FineTuneSpec) -> Any:
         validation_path=spec.validation_file,
         prices=spec.prices or None,
         epochs=spec.hyperparameters.epochs,
+        tokenizer_path=tokenizer_path,
     )
 
 

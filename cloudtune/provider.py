@@ -125,6 +125,11 @@ class Provider(abc.ABC):
         Metric events never do; providers that know their messages can say more."""
         return not (event.data.get("type") == "metrics" or ("step" in event.data and "train_loss" in event.data))
 
+    def tokenizer_path(self, base_model: str) -> str | None:
+        """A local Hugging Face tokenizer directory for ``base_model`` if one is at hand without
+        downloading or converting anything (exact token counts for local models)."""
+        return None
+
     def needs_validation_data(self, spec: FineTuneSpec) -> bool:
         """Whether a job for ``spec`` cannot be created without validation data (the pipeline
         then splits some off the training file when the user gave neither file nor split)."""

@@ -145,6 +145,27 @@ def converted_gguf_dir(gguf: Path) -> Path:
     return target
 
 
+def cached_tokenizer_dir(reference: str) -> str | None:
+    """A directory holding ``reference``'s tokenizer, if one exists now: a local model directory,
+    an already converted GGUF, or a Hugging Face snapshot in the cache. Converts and downloads
+    nothing (token counting must stay fast and offline)."""
+    try:
+        source = resolve_source(reference)
+    except ModelUnavailable:
+        return None
+    if source.kind == "dir":
+        return source.path
+    if source.kind in ("gguf", "builtin"):
+        target = _gguf_cache_dir(Path(source.path))
+        return str(target) if (target / "tokenizer_config.json").is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(source.path, "tokenizer_config.json")
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
 def local_path(source: ModelSource) -> str:
     """A path or id that ``from_pretrained`` can open quickly."""
     if source.kind in ("gguf", "builtin"):

@@ -25,6 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 
 
+def _provider_tokenizer(provider: str, model: str | None) -> str | None:
+    """Ask the provider (through the registry) for a tokenizer it already has locally."""
+    if not model or provider != "local":
+        return None
+    from cloudtune import errors, registry
+
+    try:
+        with registry.get_provider(provider, {"base_model": model}) as instance:
+            return instance.tokenizer_path(model)
+    except errors.CloudtuneError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from . import validate_file
 
@@ -35,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         validation_path=args.validation,
         epochs=getattr(args, "epochs", None),
-        tokenizer_path=getattr(args, "tokenizer", None),
+        tokenizer_path=getattr(args, "tokenizer", None) or _provider_tokenizer(args.provider, args.model),
     )
     out = sys.stdout
     if args.json:

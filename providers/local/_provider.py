@@ -269,6 +269,11 @@ class LocalProvider(Provider):
             raise errors.Conflict(f"local job {job_id} is {status.get('status')}; only a running job can be paused")
         return self._job(job)
 
+    def tokenizer_path(self, base_model: str) -> str | None:
+        from local_backend.sources import cached_tokenizer_dir
+
+        return cached_tokenizer_dir(base_model)
+
     def can_restart(self, job: Job) -> bool:
         return job.state == JobState.FAILED and job.error is not None and job.error.code in RESUMABLE_ERRORS
 

@@ -49,3 +49,26 @@ def test_missing_gguf_and_nonsense_names() -> None:
         resolve_source("/nowhere/model.gguf")
     with pytest.raises(ModelUnavailable):
         resolve_source("not a model")
+
+
+def test_cached_tokenizer_dir_never_converts_or_downloads(local_home, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    from local_backend.sources import cached_tokenizer_dir
+
+    assert cached_tokenizer_dir(str(tiny_model_dir)) == str(tiny_model_dir.resolve())
+    assert cached_tokenizer_dir("smollm2-135m-instruct") is None  # not converted in this fresh home
+    assert not (local_home / "models").exists()
+    assert cached_tokenizer_dir("nobody/not-in-the-cache") is None
+
+
+def test_validate_counts_local_models_with_their_own_tokenizer(local_home, tiny_model_dir, training_file) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudtune", "validate", str(training_file), "--provider", "local",
+         "--model", str(tiny_model_dir), "--json"], capture_output=True, text=True, timeout=120,
+    )
+    counts = json.loads(done.stdout)["token_counts"]
+    assert counts["tokenizer"] == f"huggingface:{tiny_model_dir.name}"
+    assert counts["exact"] is True and counts["training"]["total"] > 0
