@@ -172,12 +172,16 @@ class Pipeline:
         if validation is None and split:
             training, validation = split_for_run(run, self.workdir, split)
         if run.training_file_id is None:
+            run.training_file_id = self._adopt_upload(run, "training", training)
+        if run.training_file_id is None:
             run.training_file_id = self._record_call(
                 run, "upload_file", lambda: self.provider.upload_file(training, progress=self._progress(run, training)),
                 role="training", path=str(training),
             )
             self.ledger.save(run)
             self.reporter.step(run, f"Uploaded training data as {run.training_file_id}")
+        if validation is not None and run.validation_file_id is None:
+            run.validation_file_id = self._adopt_upload(run, "validation", validation)
         if validation is not None and run.validation_file_id is None:
             run.validation_file_id = self._record_call(
                 run, "upload_file", lambda: self.provider.upload_file(validation, progress=self._progress(run, validation)),
@@ -186,6 +190,19 @@ class Pipeline:
             self.ledger.save(run)
             self.reporter.step(run, f"Uploaded validation data as {run.validation_file_id}")
         self._advance(run, Step.UPLOADED)
+
+    def _adopt_upload(self, run: Run, role: str, path: Path) -> str | None:
+        """An earlier invocation sent this upload and died before recording the answer: ask the
+        provider for the file rather than upload (and leave behind) a second copy."""
+        for intent in reversed(self.ledger.pending_intents(run.run_id, "upload_file")):
+            if intent.data.get("role") != role:
+                continue
+            found = self.provider.find_uploaded(path, since=intent.at)
+            if found:
+                self.ledger.result(run.run_id, "upload_file", intent.id, value=found, adopted=True)
+                self.reporter.step(run, f"Found the {role} file uploaded before the interruption: {found}")
+                return found
+        return None
 
     def _progress(self, run: Run, path: Path) -> Callable[[int, int], None]:
         """Upload progress as step lines at every quarter (large files go up in parts)."""

@@ -54,6 +54,7 @@ UploadProgress = Callable[[int, int], None]  # (bytes_sent, bytes_total)
 OPERATIONS: tuple[str, ...] = (
     "check",
     "upload_file",
+    "find_uploaded",
     "delete_file",
     "create_job",
     "find_jobs",
@@ -165,6 +166,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
         """Upload a JSONL file and wait until the provider can use it; returns its id."""
+
+    def find_uploaded(self, path: Path, *, since: float) -> str | None:
+        """The id of a file uploaded from ``path`` at or after ``since`` (unix time), for an upload
+        whose answer never came back; ``None`` when there is none or the provider cannot tell."""
+        return None
 
     @abc.abstractmethod
     def delete_file(self, file_id: str) -> None: ...

@@ -111,9 +111,10 @@ def test_kill_9_at_any_step_then_resume_makes_one_job_and_finishes(cli: CLI, ste
     assert len(state["jobs"]) == 1
     assert [c for c in state["calls"] if c.startswith("create_job")] == [f"create_job {doc['job_id']}"]
     assert list(state["deployments"]) == [doc["deployment"]]
+    assert len(state["files"]) == 1  # an upload whose answer was lost is found, not repeated
     cleanup = cli("cleanup", "--json")
     assert cleanup.returncode == 0
-    assert cli.state()["deployments"] == {} and cli.state()["models"] == []
+    assert cli.state()["deployments"] == {} and cli.state()["models"] == [] and cli.state()["files"] == {}
 
 
 def test_create_that_failed_in_transit_is_found_not_repeated(cli: CLI) -> None:

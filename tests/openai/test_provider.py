@@ -241,3 +241,15 @@ def test_check_reports_capabilities_and_wind_down(provider: OpenAIProvider) -> N
     assert any(row.startswith(BASE_MODEL) for row in result.details["fine_tunable_models"])
     provider.options["base_model"] = "gpt-9-ultra"
     assert "gpt-9-ultra" in provider.check().details["warning"]
+
+
+def test_an_upload_whose_answer_was_lost_is_found_by_name_size_and_time(provider: OpenAIProvider,
+                                                                        emulated: Emulated,
+                                                                        training_file: Path) -> None:
+    before = emulated.app.clock.now()
+    file_id = provider.upload_file(training_file)
+    assert provider.find_uploaded(training_file, since=before) == file_id
+    assert provider.find_uploaded(training_file, since=before + 3600) is None  # uploaded before the intent
+    other = training_file.with_name("other.jsonl")
+    other.write_bytes(training_file.read_bytes())
+    assert provider.find_uploaded(other, since=before) is None  # another file name

@@ -109,9 +109,16 @@ class MemoryProvider(Provider):
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: Any = None) -> str:
         with self._state() as state:
             file_id = "file-" + uuid.uuid4().hex[:12]
-            state["files"][file_id] = {"name": Path(path).name, "bytes": Path(path).stat().st_size}
+            state["files"][file_id] = {"name": Path(path).name, "bytes": Path(path).stat().st_size, "at": time.time()}
             self._log(state, f"upload_file {file_id}")
             return file_id
+
+    def find_uploaded(self, path: Path, *, since: float) -> str | None:
+        with self._state() as state:
+            size = Path(path).stat().st_size
+            found = [(f["at"], fid) for fid, f in state["files"].items()
+                     if f["name"] == Path(path).name and f["bytes"] == size and f["at"] >= since - 1]
+            return max(found)[1] if found else None
 
     def delete_file(self, file_id: str) -> None:
         with self._state() as state:
