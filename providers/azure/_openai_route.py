@@ -101,6 +101,14 @@ class OpenAIRoute:
                 "region": account.get("location")}
 
     # ----------------------------------------------------------------- files
+    def find_uploaded(self, path: Path, since: float) -> str | None:
+        from itertools import islice
+
+        from providers.openai.fine_tuning import uploaded_file_matching
+
+        files = list(islice(self.client.files.list(purpose="fine-tune"), 1000))
+        return uploaded_file_matching(files, filename=path.name, size=path.stat().st_size, since=since)
+
     def upload_file(self, path: Path, progress: Callable[[int, int], None] | None) -> str:
         size = path.stat().st_size
         with path.open("rb") as handle:

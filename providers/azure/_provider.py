@@ -146,6 +146,11 @@ class AzureProvider(Provider):
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
         return self._for().upload_file(Path(path), progress)
 
+    def find_uploaded(self, path: Path, *, since: float) -> str | None:
+        route = self._for()
+        # serverless data assets are named by their content: uploading again finds the same one
+        return route.find_uploaded(Path(path), since) if hasattr(route, "find_uploaded") else None
+
     def delete_file(self, file_id: str) -> None:
         self._for(file_id).delete_file(file_id)
 

@@ -11,6 +11,15 @@ from typing import Any
 from cloudtune.types import FineTuneSpec
 
 EVENTS_PAGE = 100
+CLOCK_SKEW_S = 60.0
+
+
+def uploaded_file_matching(files: Any, *, filename: str, size: int, since: float) -> str | None:
+    """Among listed files, the newest with this name and size created after ``since`` (unix
+    time, a minute of clock skew allowed): an upload whose answer never came back."""
+    matches = [f for f in files if getattr(f, "filename", None) == filename and getattr(f, "bytes", None) == size
+               and (getattr(f, "created_at", 0) or 0) >= since - CLOCK_SKEW_S]
+    return max(matches, key=lambda f: f.created_at).id if matches else None
 
 
 def optional_job_fields(spec: FineTuneSpec, validation_file_id: str | None) -> dict[str, Any]:

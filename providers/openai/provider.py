@@ -184,12 +184,9 @@ class OpenAIProvider(Provider):
 
             return list(islice(self.client.files.list(purpose="fine-tune"), 1000))
 
-        # same name, same size, created after the intent was recorded (a minute of clock skew allowed)
-        matches = [f for f in self._read(newest) if getattr(f, "filename", None) == path.name
-                   and getattr(f, "bytes", None) == size and (getattr(f, "created_at", 0) or 0) >= since - 60]
-        if not matches:
+        found = fine_tuning.uploaded_file_matching(self._read(newest), filename=path.name, size=size, since=since)
+        if found is None:
             return None
-        found = max(matches, key=lambda f: f.created_at).id
         uploads.wait_until_processed(self.client, found, self._read, sleep=self.sleep, clock=self.clock,
                                      timeout_s=float(self._option("file_wait_timeout_s", 900.0)))
         return found

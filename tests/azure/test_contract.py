@@ -63,3 +63,14 @@ class TestAzureServerlessContract(ProviderContract):
     @pytest.fixture
     def contract_env(self, serverless_env: ContractEnv) -> ContractEnv:
         return serverless_env
+
+
+def test_an_azure_openai_upload_whose_answer_was_lost_is_found(aoai_env: ContractEnv,
+                                                               azure_emulator: AzureEmulator) -> None:
+    provider = aoai_env.provider
+    before = azure_emulator.app.clock.now()
+    file_id = provider.upload_file(aoai_env.training_file)
+    assert provider.find_uploaded(aoai_env.training_file, since=before) == file_id
+    assert provider.find_uploaded(aoai_env.training_file, since=before + 3600) is None
+    provider.delete_file(file_id)
+    assert provider.find_uploaded(aoai_env.training_file, since=before) is None
