@@ -73,4 +73,4 @@ def test_an_azure_openai_upload_whose_answer_was_lost_is_found(aoai_env: Contrac
     assert provider.find_uploaded(aoai_env.training_file, since=before) == file_id
     assert provider.find_uploaded(aoai_env.training_file, since=before + 3600) is None
     provider.delete_file(file_id)
-    assert provider.find_uploaded(aoai_env.training_file, since=before) is None
+    assert provider.find_uploaded(aoai_env.training_file, since=before) != file_id  # a deleted file is never adopted
