@@ -123,13 +123,32 @@ class JobDir:
         self.add_event(1, "info", "Job created", {"status": "queued"})
 
     def start_worker(self) -> int:
+        if self.worker_holds_lock():  # one worker per job: never a second over the first one's files
+            return self.worker_pid() or 0
         self.stop_path.unlink(missing_ok=True)
         pid = procs.spawn_detached(WORKER_MODULE, str(self.path), log_path=self.path / "worker.log", cwd=self.path)
         (self.path / "worker.pid").write_text(str(pid))
         return pid
 
+    def worker_holds_lock(self) -> bool:
+        """The worker holds an exclusive lock on ``worker.lock`` for its whole life; the kernel
+        drops it when the process ends however it ends, so this is the liveness test to trust."""
+        import fcntl
+
+        try:
+            handle = open(self.path / "worker.lock", "a")  # noqa: SIM115
+        except OSError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def worker_alive(self) -> bool:
-        return procs.pid_alive(self.worker_pid(), expect=str(self.path))
+        return self.worker_holds_lock() or procs.pid_alive(self.worker_pid(), expect=str(self.path))
 
     def current_status(self) -> dict[str, Any]:
         """status.json, corrected for a worker that is gone: an active status whose worker
@@ -139,12 +158,16 @@ class JobDir:
         if raw not in ACTIVE_STATUSES:
             return status
         pid = self.worker_pid()
+        created = status.get("updated_at") or status.get("created_at")
+        age = time.time() - datetime.fromisoformat(created).timestamp() if created else 0
         if pid is None:
-            created = status.get("updated_at") or status.get("created_at")
-            age = time.time() - datetime.fromisoformat(created).timestamp() if created else 0
             if age < _SPAWN_GRACE_S:
                 return status
         elif self.worker_alive():
+            return status
+        elif procs.pid_exists(pid) and age < _SPAWN_GRACE_S:
+            # a worker caught while starting (its command line not yet the worker's, seen under
+            # heavy load): alive. A pid reused by another program is only assumed after the grace.
             return status
         if raw == "cancelling":  # the worker died while asked to stop: that is a cancel
             status = self.write_status(status="cancelled", finished_at=now_iso(), pid=None)

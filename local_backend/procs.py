@@ -45,6 +45,11 @@ def _reap() -> None:
             del _CHILDREN[pid]
 
 
+def pid_exists(pid: int | None) -> bool:
+    """Whether some live (non-zombie) process has this pid, whatever it runs."""
+    return pid_alive(pid)
+
+
 def pid_alive(pid: int | None, expect: str | None = None) -> bool:
     """Whether ``pid`` runs; with ``expect``, also that its command line contains it (a
     recycled pid belonging to another program is not ours)."""

@@ -106,7 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m local_backend.worker JOB_DIR", file=sys.stderr)
         return 2
-    return _Worker(Path(argv[0])).run()
+    job_dir = Path(argv[0])
+    # One worker per job, whatever happens above us: a second one (a restart racing a worker that
+    # was only slow to start) leaves at once instead of training over the first one's files.
+    import fcntl
+
+    lock = open(job_dir / "worker.lock", "a")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another worker already runs {job_dir.name}; leaving it alone", file=sys.stderr)
+        return 0
+    (job_dir / "worker.pid").write_text(str(os.getpid()))  # the lock holder is the worker of record
+    return _Worker(job_dir).run()
 
 
 if __name__ == "__main__":

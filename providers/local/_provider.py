@@ -282,7 +282,7 @@ class LocalProvider(Provider):
         job = self._jobdir(job_id)
         status = job.current_status()
         raw = status.get("status")
-        if raw in ACTIVE_STATUSES:
+        if raw in ACTIVE_STATUSES or job.worker_holds_lock():
             return self._job(job)
         if raw != "paused" and not _resumable(status):
             raise errors.Conflict(

@@ -155,3 +155,31 @@ def test_bad_hyperparameter_is_a_config_error(provider, tiny_model_dir: Path, tr
     with pytest.raises(errors.ConfigError) as caught:
         _start(provider, spec, "run-bad")
     assert "lora_r" in (caught.value.hint or "")
+
+
+def test_one_worker_per_job_even_when_a_second_is_started(  # type: ignore[no-untyped-def]
+    provider, slower_model_dir: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from local_backend.jobs import JobDir
+
+    train = write_training_file(tmp_path / "train.jsonl", count=16)
+    job = _start(provider, _spec(slower_model_dir, train), "run-one-worker")
+    job_dir = JobDir(job.id)
+    deadline = time.monotonic() + 60
+    while not job_dir.worker_holds_lock() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job_dir.worker_holds_lock()
+    first = job_dir.worker_pid()
+    assert job_dir.start_worker() == first  # asked again: the running one is kept
+    second = subprocess.run([sys.executable, "-m", "local_backend.worker", str(job_dir.path)],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0 and "another worker already runs" in second.stderr
+    assert job_dir.worker_pid() == first
+    assert provider.resume_job(job.id).state != JobState.FAILED  # a live job is left as it is
+    final = _wait(provider, job.id)
+    assert final.state == JobState.SUCCEEDED
+    started = [e for e in provider.list_events(job.id, limit=10_000) if e.message.startswith("Worker started")]
+    assert len(started) == 1
