@@ -24,13 +24,11 @@ import importlib
 import importlib.machinery
 import importlib.util
 import sys
-import threading
 from pathlib import Path
 
+from ._once import LoadOnce
+
 _MODULE = "bpe_openai._bindings"
-_lock = threading.Lock()
-_tokenizers: dict[str, object] = {}
-_failures: dict[str, str] = {}
 
 
 def _bindings():
@@ -56,26 +54,21 @@ def _bindings():
     return importlib.import_module(_MODULE)  # an unusual layout: the slow, ordinary way
 
 
+def _load_tokenizer(encoding_name: str):
+    tokenizer = _bindings().tokenizer_for_encoding(encoding_name)
+    tokenizer.count("")  # fail here, not on the first line of a file
+    return tokenizer
+
+
+_tokenizers = LoadOnce(_load_tokenizer)
+
+
 def get_tokenizer(encoding_name: str):
     """bpe-openai's tokenizer for a tiktoken encoding name (``o200k_base``,
     ``cl100k_base``), or ``None`` when bpe-openai cannot provide it
     (``failure_reason`` says why). Thread-safe; loads each encoding once."""
-    if encoding_name in _tokenizers:
-        return _tokenizers[encoding_name]
-    with _lock:
-        if encoding_name in _tokenizers:
-            return _tokenizers[encoding_name]
-        if encoding_name in _failures:
-            return None
-        try:
-            tokenizer = _bindings().tokenizer_for_encoding(encoding_name)
-            tokenizer.count("")  # fail here, not on the first line of a file
-        except Exception as exc:  # noqa: BLE001 - any failure means "use tiktoken instead"
-            _failures[encoding_name] = f"{type(exc).__name__}: {exc}"
-            return None
-        _tokenizers[encoding_name] = tokenizer
-        return tokenizer
+    return _tokenizers.get(encoding_name)
 
 
 def failure_reason(encoding_name: str) -> str | None:
-    return _failures.get(encoding_name)
+    return _tokenizers.failure_reason(encoding_name)

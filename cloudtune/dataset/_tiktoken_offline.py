@@ -19,6 +19,8 @@ import threading
 import importlib.util
 from pathlib import Path
 
+from ._once import LoadOnce
+
 # Blob URLs and sha256 digests exactly as tiktoken_ext/openai_public.py names them.
 ENCODING_BLOBS: dict[str, tuple[str, str]] = {
     "cl100k_base": (
@@ -31,9 +33,6 @@ ENCODING_BLOBS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_lock = threading.Lock()
-_encodings: dict[str, object] = {}
-_failures: dict[str, str] = {}
 
 
 def cache_dir() -> Path:
@@ -105,42 +104,36 @@ def seed_cache(encoding_name: str, directory: Path | None = None) -> Path:
     raise LookupError(f"cannot write tiktoken cache ({last_error})")
 
 
+def _load_encoding(encoding_name: str):
+    import tiktoken
+
+    directory = seed_cache(encoding_name, _user_tiktoken_dir())
+    # tiktoken reads the cache location from the environment at load
+    # time; point it at the verified copy only for this call so we do
+    # not change the process environment behind anybody's back.
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(directory)
+    try:
+        return tiktoken.get_encoding(encoding_name)
+    finally:
+        if previous is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
+_encodings = LoadOnce(_load_encoding)
+
+
 def get_encoding(encoding_name: str):
     """A ``tiktoken.Encoding`` loaded from the seeded cache, or ``None`` when
     that is impossible (tiktoken missing, unknown encoding, unwritable cache).
     Never downloads. Thread-safe; loads each encoding once."""
-    if encoding_name in _encodings:
-        return _encodings[encoding_name]
-    with _lock:
-        if encoding_name in _encodings:
-            return _encodings[encoding_name]
-        if encoding_name in _failures:
-            return None
-        try:
-            import tiktoken
-
-            directory = seed_cache(encoding_name, _user_tiktoken_dir())
-            # tiktoken reads the cache location from the environment at load
-            # time; point it at the verified copy only for this call so we do
-            # not change the process environment behind anybody's back.
-            previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-            os.environ["TIKTOKEN_CACHE_DIR"] = str(directory)
-            try:
-                encoding = tiktoken.get_encoding(encoding_name)
-            finally:
-                if previous is None:
-                    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-                else:
-                    os.environ["TIKTOKEN_CACHE_DIR"] = previous
-        except Exception as exc:  # noqa: BLE001 - any failure means "estimate instead"
-            _failures[encoding_name] = f"{type(exc).__name__}: {exc}"
-            return None
-        _encodings[encoding_name] = encoding
-        return encoding
+    return _encodings.get(encoding_name)
 
 
 def failure_reason(encoding_name: str) -> str | None:
-    return _failures.get(encoding_name)
+    return _encodings.failure_reason(encoding_name)
 
 
 def _user_tiktoken_dir() -> Path | None:
