@@ -102,9 +102,7 @@ def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool 
 def _on_interrupt(pipeline: Pipeline, run: Run) -> None:
     """Still inside the signal guard: a second signal exits at once."""
     if run.spec.cancel_on_interrupt and run.job_id and run.job_state and not run.job_state.is_terminal:
-        job = pipeline._record_call(run, "cancel_job", lambda: pipeline.provider.cancel_job(run.job_id), job_id=run.job_id)
-        run.job_state = job.state
-        pipeline.ledger.save(run)
+        pipeline.job_call(run, "cancel_job")
     pipeline.apply_cleanup_policy(run, failed=True)
 
 
@@ -192,16 +190,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if job.state == JobState.SUCCEEDED else 1
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
+def _job_command(args: argparse.Namespace, action: str) -> tuple[Ledger, Run, Any]:
     ledger, run = _load(args.run_id)
-    if not run.job_id:
-        raise errors.InvalidInput(f"Run {run.run_id} has no job to pause.")
     with provider_for(run) as provider:
-        job = Pipeline(ledger, provider)._record_call(
-            run, "pause_job", lambda: provider.pause_job(run.job_id), job_id=run.job_id
-        )
-    run.job_state = job.state
-    ledger.save(run)
+        job = Pipeline(ledger, provider).job_call(run, action)
+    return ledger, run, job
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    _, run, job = _job_command(args, "pause_job")
     if args.json:
         emit_json(run_document(run))
     else:
@@ -223,13 +220,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    ledger, run = _load(args.run_id)
-    if not run.job_id:
-        raise errors.InvalidInput(f"Run {run.run_id} has no job to cancel.")
-    with provider_for(run) as provider:
-        pipeline = Pipeline(ledger, provider)
-        job = pipeline._record_call(run, "cancel_job", lambda: provider.cancel_job(run.job_id), job_id=run.job_id)
-    run.job_state = job.state
+    ledger, run, job = _job_command(args, "cancel_job")
     run.status = "cancelled"
     ledger.save(run)
     if args.json:

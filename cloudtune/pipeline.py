@@ -267,14 +267,14 @@ class Pipeline:
             current = self.provider.get_job(run.job_id)
             if current.state == JobState.PAUSED:
                 self.reporter.step(run, f"Job {run.job_id} is paused; resuming it")
-                self._record_call(run, "resume_job", lambda: self.provider.resume_job(run.job_id), job_id=run.job_id)
+                self.job_call(run, "resume_job")
         job = self._wait_once(run)
         if self.provider.can_restart(job):
             # the job died with its checkpoints intact (a local worker killed, say): once
             # per invocation, restart it rather than report a failure that is not the job's
             self.reporter.warn(f"Job {job.id} stopped ({job.error.message if job.error else job.provider_status}); "
                                "restarting it from its latest checkpoint.")
-            self._record_call(run, "resume_job", lambda: self.provider.resume_job(job.id), job_id=job.id)
+            self.job_call(run, "resume_job")
             job = self._wait_once(run)
         return job
 
@@ -402,6 +402,17 @@ class Pipeline:
             run.deployments.remove(name)
         run.deleted.append(f"deployment:{name}")
         self.ledger.save(run)
+
+    def job_call(self, run: Run, action: str) -> Job:
+        """``cancel_job`` / ``pause_job`` / ``resume_job`` on the run's job, through the ledger;
+        the run keeps the state the provider answered with."""
+        if not run.job_id:
+            raise errors.InvalidInput(f"Run {run.run_id} has no job to {action.split('_')[0]}.")
+        job_id = run.job_id
+        job = self._record_call(run, action, lambda: getattr(self.provider, action)(job_id), job_id=job_id)
+        run.job_state = job.state
+        self.ledger.save(run)
+        return job
 
     def _record_call(self, run: Run, action: str, call: Callable[[], Any], **data: Any) -> Any:
         intent = self.ledger.intent(run.run_id, action, **data)
