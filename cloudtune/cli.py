@@ -5,7 +5,8 @@ that command runs, so ``cloudtune --help`` starts fast.
 Exit codes (one mapping, :func:`cloudtune.errors.exit_code_for`):
 0 success; 1 job failed or cancelled; 2 invalid input; 3 authentication or
 permission; 4 quota, region or capability; 5 wait timed out while the job is
-still running (resume later); 130 interrupted.
+still running (resume later); 130 interrupted; 141 the reader of our output
+closed the pipe (``cloudtune list | head -1``), exited quietly.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ EPILOG = """exit codes:
   0 success                      1 job failed or cancelled
   2 invalid input                3 authentication or permission
   4 quota, region or capability  5 wait timed out, job still running (resume later)
-  130 interrupted
+  130 interrupted                141 output pipe closed by its reader (quiet)
 
 Configuration: CLOUDTUNE_PROVIDER (default provider), CLOUDTUNE_HOME (ledger, local jobs; default ~/.cloudtune)."""
+
+# 128 + SIGPIPE, what a shell reports for a program killed by writing to a closed pipe
+EXIT_OUTPUT_CLOSED = 141
 
 # command -> (help, "module:function" implementing it, "module" whose add_arguments adds its flags or None)
 PLUGGED: dict[str, tuple[str, str]] = {
@@ -214,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cloudtune.errors import CloudtuneError, exit_code_for
 
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is caught below
+        return code
     except CloudtuneError as exc:
         _report_error(args, exc)
         return exit_code_for(exc)
@@ -225,8 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
         import traceback
 
+        from cloudtune.output import output_pipe_closed
         from cloudtune.secrets import scrub
 
+        if isinstance(exc, BrokenPipeError) and output_pipe_closed():
+            return EXIT_OUTPUT_CLOSED  # the reader went away (`cloudtune list | head -1`): nothing to say
         if os.environ.get("CLOUDTUNE_DEBUG"):
             traceback.print_exc()
         print(scrub(f"cloudtune: internal error: {type(exc).__name__}: {exc}"), file=sys.stderr)

@@ -25,6 +25,39 @@ def choose_mode(json_flag: bool, stream: TextIO = sys.stderr) -> str:
     return "rich"
 
 
+def output_pipe_closed() -> bool:
+    """Whether stdout or stderr is a pipe whose reader has gone (``cloudtune list | head -1``).
+
+    Asked when a BrokenPipeError reaches the top, to tell our own closed output apart from some
+    other pipe breaking (a bug to report). A closed one is pointed at devnull, as Python's
+    documentation recommends (library/signal.html, "Note on SIGPIPE", read 2026-11-25), so that
+    nothing else written, and the interpreter's final flush, raises again.
+    """
+    closed = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):  # replaced by a non-file object, or already closed
+            continue
+        if _reader_gone(fd):
+            closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    return closed
+
+
+def _reader_gone(fd: int) -> bool:
+    """A pipe's write end polls as an error once its last reader closed (Linux, macOS)."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True  # no way to ask (Windows): a BrokenPipeError at the top is most likely ours
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def emit_json(document: dict[str, Any], stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     stream.write(scrub(json.dumps(document, default=str)) + "\n")
