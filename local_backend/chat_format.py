@@ -7,14 +7,20 @@ Two ways to find the assistant's tokens, in order of preference:
 2. otherwise, prefix differences, which work with any template: render the
    conversation up to each assistant turn with the generation prompt, and up to the
    end of that turn; the characters in between are the assistant's answer including
-   the template's end-of-turn text. The full conversation is tokenised once and
-   tokens are labelled by character offsets, so BPE merges at the boundaries cannot
-   shift the mask.
+   the template's end-of-turn text. Templates that close a rendering with EOS only
+   when no generation prompt is asked for (Phi-3, Phi-3.5: ``{% else %}{{ eos_token }}``)
+   are handled by dropping that trailing EOS from the partial rendering. The full
+   conversation is tokenised once and tokens are labelled by character offsets, so BPE
+   merges at the start of an answer cannot shift the mask; where a token would straddle
+   the end of a turn (an end-of-turn marker that is not a special token of this
+   tokenizer, e.g. ``<|eot_id|>`` on a plain BPE), the text is cut there and tokenised in
+   pieces, so nothing past the end of a turn is ever trained.
 
-The end-of-sequence token is always trained: if the template does not put EOS at
-the end of an assistant turn, it is appended (and labelled). Labels come only from
-this mask, never from ``input_ids != pad_token_id``, so a tokenizer whose pad token
-is its EOS token still learns to stop.
+The model must learn to stop: if the last assistant turn contains no stop token (EOS
+or an end-of-turn marker that inference stops on, see :func:`stop_token_ids`), the EOS
+right after it is labelled, or one is appended. Labels come only from this mask, never
+from ``input_ids != pad_token_id``, so a tokenizer whose pad token is its EOS token
+still learns to stop.
 """
 
 from __future__ import annotations
@@ -79,16 +85,29 @@ def _render(tokenizer, messages: list[dict[str, Any]], *, add_generation_prompt:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
+def _partial_prefix(full: str, partial: str, eos_token: str | None) -> str | None:
+    """``partial`` as a prefix of ``full``: as is, or without the EOS some templates add only
+    at the very end of a rendering (Phi-3 / Phi-3.5 without a generation prompt)."""
+    if full.startswith(partial):
+        return partial
+    if eos_token and partial.endswith(eos_token) and full.startswith(partial[: -len(eos_token)]):
+        return partial[: -len(eos_token)]
+    return None
+
+
 def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
     """The full rendering and the character spans of each assistant turn (prefix differences)."""
     full = _render(tokenizer, messages, add_generation_prompt=False)
+    eos_token = getattr(tokenizer, "eos_token", None)
     spans: list[tuple[int, int]] = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
         before = _render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
-        through = _render(tokenizer, messages[: index + 1], add_generation_prompt=False)
-        if not full.startswith(through) or not through.startswith(before):
+        through = _partial_prefix(
+            full, _render(tokenizer, messages[: index + 1], add_generation_prompt=False), eos_token
+        )
+        if through is None or not full.startswith(before) or len(through) <= len(before):
             raise ValueError(
                 "this chat template renders earlier turns differently once later turns exist; "
                 "cannot locate assistant turns by prefix"
@@ -97,9 +116,20 @@ def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str
     return full, spans
 
 
-def _tokenize_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+def _tokenize_with_offsets(tokenizer, text: str, cuts: Sequence[int] = ()) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character offsets of ``text``, tokenised separately between ``cuts``."""
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(text)}), len(text)]
+    for start, stop in zip(bounds, bounds[1:]):
+        encoded = tokenizer(text[start:stop], add_special_tokens=False, return_offsets_mapping=True)
+        ids += list(encoded["input_ids"])
+        offsets += [(start + a, start + b) for a, b in encoded["offset_mapping"]]
+    return ids, offsets
+
+
+def _straddles(offsets: Sequence[tuple[int, int]], ends: Sequence[int]) -> bool:
+    return any(start < end < stop for start, stop in offsets for end in ends)
 
 
 def encode_chat(tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length: int | None = None) -> Encoded:
@@ -115,15 +145,19 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length:
         labels = [tok if keep else IGNORE_INDEX for tok, keep in zip(ids, mask)]
     else:
         text, spans = assistant_char_spans(tokenizer, msgs)
+        ends = [end for _, end in spans]
         ids, offsets = _tokenize_with_offsets(tokenizer, text)
+        if _straddles(offsets, ends):
+            ids, offsets = _tokenize_with_offsets(tokenizer, text, cuts=ends)
         # A token belongs to a turn when it overlaps that turn's characters: a BPE token that
         # merges the template's trailing space with the first word ("assistant: " + "Hi" ->
-        # " Hi") is part of the answer the model must learn to produce.
+        # " Hi") is part of the answer the model must learn to produce. No token crosses a
+        # turn's end (see above), so nothing after the turn is trained.
         labels = [
             tok if start < end and any(start < e and end > s for s, e in spans) else IGNORE_INDEX
             for tok, (start, end) in zip(ids, offsets)
         ]
-    _ensure_eos_trained(tokenizer, ids, labels)
+    _ensure_stop_trained(tokenizer, ids, labels)
     full_length = len(ids)
     truncated = False
     if max_length is not None and len(ids) > max_length:
@@ -131,10 +165,10 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length:
     return Encoded(ids, labels, truncated=truncated, full_length=full_length)
 
 
-def _ensure_eos_trained(tokenizer, ids: list[int], labels: list[int]) -> None:
+def _ensure_stop_trained(tokenizer, ids: list[int], labels: list[int]) -> None:
     """Make sure the model is taught to stop: the last assistant turn must contain a labelled
-    EOS. Templates that put EOS just after the turn get it labelled; templates without
-    one get it inserted."""
+    stop token (EOS or an end-of-turn marker inference stops on). Otherwise the EOS right
+    after the turn is labelled, or one is inserted there."""
     eos = tokenizer.eos_token_id
     if eos is None:
         return
@@ -144,13 +178,11 @@ def _ensure_eos_trained(tokenizer, ids: list[int], labels: list[int]) -> None:
     first = last
     while first > 0 and labels[first - 1] != IGNORE_INDEX:
         first -= 1
-    if eos in labels[first : last + 1]:
+    if set(labels[first : last + 1]) & set(stop_token_ids(tokenizer)):
         return
-    for position in range(last + 1, min(last + 3, len(ids))):
-        if ids[position] == eos:
-            for j in range(last + 1, position + 1):
-                labels[j] = ids[j]
-            return
+    if last + 1 < len(ids) and ids[last + 1] == eos:
+        labels[last + 1] = eos
+        return
     ids.insert(last + 1, eos)
     labels.insert(last + 1, eos)
 
