@@ -294,6 +294,35 @@ def price_for(info: ModelInfo | None, prices: dict[str, float] | None = None) ->
     return info.price_per_1m_training_tokens, info.price_date, info.price_source
 
 
+
+# Inference list prices, USD per 1M tokens: (input, output) for the base model and for a
+# fine-tuned model of it. Read from https://openai.com/api/pricing/ on PRICE_DATE (standard
+# tier, "Fine-tuning" and "Models" tables). Azure OpenAI lists the same Global token prices
+# (https://azure.microsoft.com/pricing/details/cognitive-services/openai-service/); its
+# hourly hosting fee for a fine-tuned deployment is NOT included in a compare cost.
+# Local models run on your hardware and have no price. Used by ``cloudtune compare``.
+INFERENCE_PRICE_SOURCE = "https://openai.com/api/pricing/ (standard tier, per 1M tokens; Azure hosting fee excluded)"
+_INFERENCE_PRICES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "gpt-4.1-2025-04-14": ((2.00, 8.00), (3.00, 12.00)),
+    "gpt-4.1-mini-2025-04-14": ((0.40, 1.60), (0.80, 3.20)),
+    "gpt-4.1-nano-2025-04-14": ((0.10, 0.40), (0.20, 0.80)),
+    "gpt-4o-2024-08-06": ((2.50, 10.00), (3.75, 15.00)),
+    "gpt-4o-mini-2024-07-18": ((0.15, 0.60), (0.30, 1.20)),
+    "gpt-3.5-turbo-0125": ((0.50, 1.50), (3.00, 6.00)),
+    "gpt-35-turbo-0125": ((0.50, 1.50), (3.00, 6.00)),
+}
+
+
+def inference_price_for(provider: str, model: str | None, *, fine_tuned: bool) -> tuple[float, float, str, str] | None:
+    """(USD per 1M input tokens, per 1M output tokens, date, source) for chatting with
+    ``model`` (a base model name or alias) on ``provider``; None when unpriced."""
+    info = lookup_model(provider, model)
+    prices = _INFERENCE_PRICES.get(info.name) if info is not None else None
+    if prices is None:
+        return None
+    price_in, price_out = prices[1] if fine_tuned else prices[0]
+    return price_in, price_out, PRICE_DATE, INFERENCE_PRICE_SOURCE
+
 __all__ = [
     "GB",
     "MB",
@@ -303,6 +332,7 @@ __all__ = [
     "ModelInfo",
     "ProviderDataRules",
     "lookup_model",
+    "inference_price_for",
     "price_for",
     "provider_rules",
 ]
