@@ -1,32 +1,143 @@
-"""Local deployments: one directory and one detached chat server per deployment.
+"""Local deployments and the server processes behind them.
 
-    <name>/deployment.json   name, model, base model, adapter directory, created
-    <name>/key               the bearer key, mode 0600 (never printed or returned)
-    <name>/server.json       written by the server: loading | ready (pid, port) | failed | stopped
-    <name>/server.pid        the pid the CLI started
-    <name>/server.log        the server's request log and errors (no headers, no key)
+Deployments that share a base model (and a serving backend) share one server process,
+which holds the base once and each deployment's LoRA adapter beside it:
+
+    deployments/<name>/deployment.json   name, model, base model, adapter dir, group, run id, created
+    deployments/<name>/key               the group's bearer key, mode 0600 (never printed or returned)
+    servers/<group>/group.json           base model, backend
+    servers/<group>/key                  the bearer key, mode 0600
+    servers/<group>/lock                 flock'ed by whoever changes the group's membership
+    servers/<group>/server.json          written by the server only: state, port, loaded deployments, memory
+    servers/<group>/server.pid           the pid the CLI started
+    servers/<group>/server.log           the server's request log and errors (no headers, no key)
+
+Membership is the set of deployment records naming the group. The CLI changes it under
+the group's file lock (CLI commands run as separate processes) and starts the server when
+none runs; the server watches the records, loads and unloads adapters to match, and exits,
+under the same lock, once the last deployment is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import re
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from local_backend import procs
-from local_backend._files import deployments_dir, read_json, write_json_atomic
+from local_backend._files import deployments_dir, local_root, read_json, write_json_atomic
 
 SERVER_MODULE = "local_backend.server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_UNLOAD_WAIT_S = 30.0
 
 
 def valid_name(name: str) -> bool:
     return bool(_NAME.match(name or ""))
+
+
+def servers_dir() -> Path:
+    return local_root() / "servers"
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+
+
+class ServerGroup:
+    """One server process: a base model and a backend (``builtin`` or ``vllm``)."""
+
+    def __init__(self, group_id: str, path: Path | None = None) -> None:
+        if not valid_name(group_id):
+            raise KeyError(group_id)
+        self.group_id = group_id
+        self.path = path or servers_dir() / group_id
+
+    @classmethod
+    def for_base(cls, base_model: str, backend: str, host: str | None = None) -> "ServerGroup":
+        identity = base_model if not host else f"{base_model}@{host}"
+        return cls(f"{backend}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}")
+
+    @property
+    def deployments_root(self) -> Path:
+        return self.path.parent.parent / "deployments"
+
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / "group.json", {}) or {}
+
+    def key(self) -> str:
+        return (self.path / "key").read_text().strip()
+
+    def state(self) -> dict[str, Any]:
+        return read_json(self.path / "server.json", {}) or {}
+
+    def server_pid(self) -> int | None:
+        try:
+            return int((self.path / "server.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def server_alive(self) -> bool:
+        return procs.pid_alive(self.server_pid(), expect=str(self.path))
+
+    @contextlib.contextmanager
+    def locked(self, *, blocking: bool = True) -> Iterator[bool]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def members(self) -> list["DeploymentDir"]:
+        """Deployment records naming this group (read from this group's own tree)."""
+        root = self.deployments_root
+        if not root.is_dir():
+            return []
+        found = []
+        for path in sorted(root.iterdir()):
+            record = read_json(path / "deployment.json", {}) or {}
+            if record.get("group") == self.group_id and valid_name(path.name):
+                found.append(DeploymentDir(path.name, path))
+        return found
+
+    def ensure(self, base_model: str, backend: str, host: str | None = None) -> None:
+        """Create the group's files (caller holds the lock)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / "key").is_file():
+            _write_secret(self.path / "key", secrets.token_urlsafe(32))
+        if not (self.path / "group.json").is_file():
+            write_json_atomic(self.path / "group.json", {"base_model": base_model, "backend": backend, "host": host, "created": time.time()})
+
+    def start(self) -> None:
+        (self.path / "server.json").unlink(missing_ok=True)
+        pid = procs.spawn_detached(SERVER_MODULE, str(self.path), log_path=self.path / "server.log", cwd=self.path)
+        (self.path / "server.pid").write_text(str(pid))
+
+    def ensure_running(self) -> None:
+        """Start the server unless one runs (caller holds the lock, so a running one is not on its way out)."""
+        if not self.server_alive():
+            self.start()
+
+    def stop(self) -> None:
+        procs.stop_process(self.server_pid(), expect=str(self.path))
 
 
 @dataclass
@@ -39,14 +150,16 @@ class DeploymentStatus:
     port: int | None
     error: str | None
     created: float | None
+    run_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class DeploymentDir:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, path: Path | None = None) -> None:
         if not valid_name(name):
             raise KeyError(name)
         self.name = name
-        self.path = deployments_dir() / name
+        self.path = path or deployments_dir() / name
 
     @classmethod
     def all(cls) -> list["DeploymentDir"]:
@@ -63,54 +176,87 @@ class DeploymentDir:
     def key(self) -> str:
         return (self.path / "key").read_text().strip()
 
-    def server_pid(self) -> int | None:
-        try:
-            return int((self.path / "server.pid").read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
+    def group(self) -> ServerGroup:
+        return ServerGroup(self.record()["group"])
 
-    def create(self, *, model: str, base_model: str, adapter_dir: str | None) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        key_path = self.path / "key"
-        key_path.unlink(missing_ok=True)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
-        write_json_atomic(
-            self.path / "deployment.json",
-            {"name": self.name, "model": model, "base_model": base_model, "adapter_dir": adapter_dir, "created": time.time()},
-        )
-        self.start()
+    def server_pid(self) -> int | None:
+        return self.group().server_pid() if self.exists() else None
+
+    def create(self, *, model: str, base_model: str, adapter_dir: str | None, backend: str = "builtin",
+               run_id: str | None = None, host: str | None = None) -> None:
+        """Record the deployment in its server group and start the group's server if none runs.
+        ``host`` other than loopback must be asked for (``-o serve_host=0.0.0.0``)."""
+        group = ServerGroup.for_base(base_model, backend, host)
+        with group.locked():
+            group.ensure(base_model, backend, host)
+            self.path.mkdir(parents=True, exist_ok=True)
+            _write_secret(self.path / "key", group.key())
+            record = {
+                "name": self.name,
+                "model": model,
+                "base_model": base_model,
+                "adapter_dir": adapter_dir,
+                "group": group.group_id,
+                "backend": backend,
+                "run_id": run_id,
+                "created": time.time(),
+            }
+            write_json_atomic(self.path / "deployment.json", record)
+            group.ensure_running()
 
     def start(self) -> None:
-        (self.path / "server.json").unlink(missing_ok=True)
-        pid = procs.spawn_detached(SERVER_MODULE, str(self.path), log_path=self.path / "server.log", cwd=self.path)
-        (self.path / "server.pid").write_text(str(pid))
+        """Make sure the server of this deployment's group runs (after a crash)."""
+        group = self.group()
+        with group.locked():
+            group.ensure_running()
 
     def status(self) -> DeploymentStatus:
         record = self.record()
-        server = read_json(self.path / "server.json", {}) or {}
-        pid = self.server_pid()
-        alive = procs.pid_alive(pid, expect=str(self.path))
+        group = ServerGroup(record["group"]) if record.get("group") else None
+        server = group.state() if group else {}
+        pid = group.server_pid() if group else None
+        alive = bool(group) and group.server_alive()
+        loaded = server.get("deployments") or {}
+        failures = server.get("failed") or {}
         state, error, port = "creating", None, None
-        if server.get("state") == "ready" and alive:
+        if alive and server.get("state") == "ready" and self.name in loaded:
             state, port = "ready", server.get("port")
+        elif self.name in failures:
+            state, error = "failed", failures[self.name]
         elif pid is None and time.time() - float(record.get("created") or 0) < 30:
             pass  # between starting the server and recording its pid
         elif server.get("state") == "failed" or not alive:
             state = "failed"
             error = server.get("error") or "the chat server process is not running"
+        details: dict[str, Any] = {"server_group": record.get("group"), "backend": record.get("backend", "builtin")}
+        if server.get("memory"):
+            details["memory"] = server["memory"]
+            details["deployments_in_server"] = sorted(loaded)
         return DeploymentStatus(
             name=self.name,
             model=record.get("model", ""),
             state=state,
-            endpoint_url=f"http://127.0.0.1:{port}/v1" if port else None,
+            endpoint_url=f"http://{server.get('host', '127.0.0.1')}:{port}/v1" if port else None,
             pid=pid if alive else None,
             port=port,
             error=error,
             created=record.get("created"),
+            run_id=record.get("run_id"),
+            details=details,
         )
 
     def remove(self) -> None:
-        procs.stop_process(self.server_pid(), expect=str(self.path))
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove this deployment; the server unloads it, or stops if it was the last one."""
+        group = self.group() if self.record().get("group") else None
+        if group is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        with group.locked():
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not group.members():
+                group.stop()
+                shutil.rmtree(group.path, ignore_errors=True)
+                return
+        deadline = time.monotonic() + _UNLOAD_WAIT_S
+        while group.server_alive() and self.name in (group.state().get("deployments") or {}) and time.monotonic() < deadline:
+            time.sleep(0.05)

