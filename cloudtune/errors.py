@@ -19,7 +19,9 @@ this tree::
     │   └── TransientError                      retried: 429, 5xx, dropped connection
     │       └── RateLimited                     carries ``retry_after``
     ├── JobFailed                       exit 1  the job ended failed or cancelled
+    ├── WorkUndone                      exit 1  resume: what the run needs was deleted by a cleanup
     ├── WaitTimeout (TimeoutError)      exit 5  still running; ``cloudtune resume`` later
+    ├── RunLocked (BlockingIOError)     exit 6  another cloudtune process drives this run
     ├── ProviderUnavailable (ImportError) exit 2  unknown provider or SDK not installed
     └── Interrupted                     exit 130 SIGINT / SIGTERM
 
@@ -38,6 +40,7 @@ EXIT_INVALID_INPUT = 2
 EXIT_AUTH = 3
 EXIT_CAPABILITY = 4
 EXIT_WAIT_TIMEOUT = 5
+EXIT_RUN_LOCKED = 6
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_DOC = {
@@ -47,6 +50,7 @@ EXIT_CODES_DOC = {
     EXIT_AUTH: "authentication or permission",
     EXIT_CAPABILITY: "quota, region or capability",
     EXIT_WAIT_TIMEOUT: "wait timed out while the job is still running (resume later)",
+    EXIT_RUN_LOCKED: "another cloudtune process is driving this run (its pid is named; --wait-lock waits)",
     EXIT_INTERRUPTED: "interrupted (SIGINT/SIGTERM)",
 }
 
@@ -148,6 +152,19 @@ class RateLimited(TransientError):
 
 class JobFailed(CloudtuneError):
     exit_code = EXIT_JOB_FAILED
+
+
+class WorkUndone(CloudtuneError):
+    """``resume`` cannot finish the run: something it needs (its model, say) was deleted by a
+    cleanup. Never reported as success."""
+
+    exit_code = EXIT_JOB_FAILED
+
+
+class RunLocked(CloudtuneError, BlockingIOError):
+    """Another process holds the run's lock (one driver per run)."""
+
+    exit_code = EXIT_RUN_LOCKED
 
 
 class WaitTimeout(CloudtuneError, TimeoutError):

@@ -103,6 +103,17 @@ class Ledger:
             )
         return run
 
+    def adopt_run(self, run: Run) -> Run:
+        """Record a run rebuilt from its provider (a machine whose ledger never saw it)."""
+        doc = json.dumps(redact(run.model_dump(mode="json")))
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run.run_id, run.provider, run.created_at.timestamp(), now, run.status, run.step.value, doc),
+            )
+        return run
+
     def save(self, run: Run) -> Run:
         run.updated_at = utcnow()
         doc = json.dumps(redact(run.model_dump(mode="json")))

@@ -282,6 +282,8 @@ def run_document(run: Any, **extra: Any) -> dict[str, Any]:
         "smoke_test": run.smoke_test,
         "evaluation": run.evaluation,
         "deleted": list(run.deleted),
+        "resources": [r.model_dump(mode="json") for r in run.resources],
+        "cleanups": [c.model_dump(mode="json") for c in run.cleanups],
         "error": run.error,
     }
     doc.update(extra)

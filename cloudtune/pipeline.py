@@ -1,16 +1,21 @@
 """The pipeline: validate -> upload -> create job -> wait -> deploy -> smoke test ->
-evaluate -> cleanup, with every remote step written to the ledger before it is sent.
+evaluate, then the cleanup policy, with every remote step written to the ledger before it
+is sent and every remote resource recorded with its ownership state (:mod:`cloudtune.cleanup`
+deletes only what that record says the run owns).
 
 ``run`` and ``resume`` are the same code: each step looks at the run's recorded
-state and skips what is done. Creating a job is the one step whose outcome can
-be unknown (the request went out, the answer did not come back); before
-creating, and after any such failure, the provider is asked for jobs tagged
-with the run id, so a run never makes a second job.
+state and skips what is done. Uploads and job creation are the calls whose outcome can be
+unknown (the request went out, the answer did not come back): before repeating either,
+the provider is asked for what carries the run's tag (the run-tagged file name; the run id
+in the job's metadata), so a run never uploads twice or makes a second job.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,8 +23,11 @@ from typing import Any, Protocol
 from cloudtune import errors, poller, registry
 from cloudtune.ledger import Ledger
 from cloudtune.provider import Provider
+from cloudtune.cleanup import delete_model_safely, find_tagged_upload, job_is_active, run_cleanup, undone_by_cleanup
 from cloudtune.types import (
     CleanupPolicy,
+    ResourceKind,
+    ResourceState,
     Deployment,
     FineTuneSpec,
     Job,
@@ -30,6 +38,7 @@ from cloudtune.types import (
 )
 
 CREATE_ATTEMPTS = 4
+UPLOAD_ATTEMPTS = 4
 DEFAULT_VALIDATION_SPLIT = 0.1
 
 
@@ -59,8 +68,18 @@ def deployment_name(run: Run) -> str:
     return run.spec.deploy.name or f"ct-{run.run_id}".lower()
 
 
+def upload_name(run: Run, role: str) -> str:
+    """The name a run's upload carries: the run id is in it, so the file is findable by the run
+    (after a lost answer, on another machine) and never mistaken for another run's."""
+    return f"ct-{run.run_id}-{role}.jsonl"
+
+
+__all__ = ["Pipeline", "delete_model_safely", "deployment_name", "provider_for", "upload_name"]
+
+
 class Pipeline:
-    """Drives one run. Construct with a ledger, a provider and a reporter; call :meth:`run`."""
+    """Drives one run. Construct with a ledger, a provider and a reporter; call :meth:`run`.
+    The caller holds the run's lock (:class:`cloudtune.locks.RunLock`)."""
 
     def __init__(
         self,
@@ -85,7 +104,15 @@ class Pipeline:
     def run(self, run: Run) -> Run:
         """Carry ``run`` as far as its spec asks. Returns the run; a failed job is a result
         (status ``failed``), not an exception. Raises for everything else (timeouts included),
-        with the ledger up to date."""
+        with the ledger up to date. The first error keeps its message and exit code; a cleanup
+        that fails after it is reported beside it."""
+        undone = undone_by_cleanup(run) if run.step != Step.DONE else None
+        if undone:
+            raise errors.WorkUndone(
+                f"Run {run.run_id} cannot be finished: {undone}. Deleted so far: "
+                f"{', '.join(run.deleted) or 'nothing'}.",
+                hint=f"Start a new run with the same spec: `cloudtune run --like {run.run_id}`.",
+            )
         run.status = "active"
         run.error = None
         self.ledger.save(run)
@@ -101,7 +128,7 @@ class Pipeline:
                 run.status = "cancelled" if job.state == JobState.CANCELLED else "failed"
                 run.error = {"message": _job_failure_message(job), "code": job.error.code if job.error else None}
                 self.ledger.save(run)
-                self.apply_cleanup_policy(run, failed=True)
+                self.cleanup_after_error(run)
                 return run
             if run.spec.deploy.enabled:
                 self._deploy(run)
@@ -109,9 +136,8 @@ class Pipeline:
                 if run.spec.eval_file:
                     self._evaluate(run)
             run.status = "succeeded"
-            self.ledger.save(run)
-            self.apply_cleanup_policy(run, failed=False)
             self._advance(run, Step.DONE)
+            self.apply_cleanup_policy(run, failed=False)
             return run
         except errors.WaitTimeout as exc:
             run.status = "timed_out"
@@ -123,15 +149,26 @@ class Pipeline:
             self.ledger.save(run)
             raise
         except errors.CloudtuneError as exc:
+            if run.status == "succeeded":  # the work is done; only the cleanup policy failed
+                raise
             run.status = "failed"
             run.error = exc.to_dict()
             self.ledger.save(run)
-            self.apply_cleanup_policy(run, failed=True)
+            self.cleanup_after_error(run)
             raise
 
     def _advance(self, run: Run, step: Step) -> None:
         if step.order > run.step.order:
             run.step = step
+        self.ledger.save(run)
+
+    def note_job(self, run: Run, job: Job) -> None:
+        """Keep the run's view of its job (and the model it produced) current."""
+        run.job_state = job.state
+        if job.fine_tuned_model:
+            run.fine_tuned_model = job.fine_tuned_model
+            if job.state == JobState.SUCCEEDED or job.is_terminal:
+                run.record(ResourceKind.MODEL, ResourceState.OWNED, id=job.fine_tuned_model)
         self.ledger.save(run)
 
     # ------------------------------------------------------------- steps
@@ -147,7 +184,8 @@ class Pipeline:
             more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
             raise errors.DatasetError(
                 f"The data would be refused, so nothing was uploaded:\n{shown}{more}",
-                hint=f"`cloudtune validate {spec.training_file} --provider {spec.provider}` shows every problem.",
+                hint=f"`cloudtune validate {spec.training_file} --provider {spec.provider}` shows every problem; "
+                     "fix the file, then `cloudtune resume` validates it again.",
             )
         if report is not None and report.warnings:
             first: dict[str, Any] = {}
@@ -159,9 +197,9 @@ class Pipeline:
                 self.reporter.warn(f"{problem.message} [{code}] ({where})")
         self._advance(run, Step.VALIDATED)
 
-    def _upload(self, run: Run) -> None:
-        if run.reached(Step.UPLOADED):
-            return
+    def data_files(self, run: Run) -> list[tuple[str, Path]]:
+        """(role, local path) of the data this run uploads, splitting off validation data where
+        the spec (or the provider) asks for it. Deterministic, so a rebuild finds the same files."""
         spec = run.spec
         training, validation = spec.training_file, spec.validation_file
         split = spec.validation_split
@@ -171,37 +209,88 @@ class Pipeline:
                                f"holding out {split:.0%} of the training file (seed {spec.seed or 0}).")
         if validation is None and split:
             training, validation = split_for_run(run, self.workdir, split)
-        if run.training_file_id is None:
-            run.training_file_id = self._adopt_upload(run, "training", training)
-        if run.training_file_id is None:
-            run.training_file_id = self._record_call(
-                run, "upload_file", lambda: self.provider.upload_file(training, progress=self._progress(run, training)),
-                role="training", path=str(training),
-            )
+        files = [("training", Path(training))]
+        if validation is not None:
+            files.append(("validation", Path(validation)))
+        return files
+
+    def upload_copy(self, run: Run, role: str, source: Path) -> Path:
+        """The run-tagged copy that is uploaded (the Files API keeps the file name), readable by
+        the owner only. The user's file is never modified."""
+        directory = self.workdir or Path(tempfile.mkdtemp(prefix=f"cloudtune-{run.run_id}-"))
+        target = directory / upload_name(run, role)
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as out, open(source, "rb") as data:
+            shutil.copyfileobj(data, out, 1 << 20)
+        os.chmod(target, 0o600)
+        return target
+
+    def _upload(self, run: Run) -> None:
+        if run.job_id is not None:
+            return  # the job has its files
+        for role, source in self.data_files(run):
+            attribute = f"{role}_file_id"
+            current = getattr(run, attribute)
+            if current:
+                recorded = run.resource(ResourceKind.FILE, id=current)
+                if recorded is None or recorded.state == ResourceState.OWNED:
+                    continue
+                self.reporter.step(run, f"The {role} file {current} is {recorded.state}; uploading it again")
+                setattr(run, attribute, None)
+            setattr(run, attribute, self._upload_once(run, role, source))
             self.ledger.save(run)
-            self.reporter.step(run, f"Uploaded training data as {run.training_file_id}")
-        if validation is not None and run.validation_file_id is None:
-            run.validation_file_id = self._adopt_upload(run, "validation", validation)
-        if validation is not None and run.validation_file_id is None:
-            run.validation_file_id = self._record_call(
-                run, "upload_file", lambda: self.provider.upload_file(validation, progress=self._progress(run, validation)),
-                role="validation", path=str(validation),
-            )
-            self.ledger.save(run)
-            self.reporter.step(run, f"Uploaded validation data as {run.validation_file_id}")
         self._advance(run, Step.UPLOADED)
 
-    def _adopt_upload(self, run: Run, role: str, path: Path) -> str | None:
-        """An earlier invocation sent this upload and died before recording the answer: ask the
-        provider for the file rather than upload (and leave behind) a second copy."""
-        for intent in reversed(self.ledger.pending_intents(run.run_id, "upload_file")):
-            if intent.data.get("role") != role:
-                continue
-            found = self.provider.find_uploaded(path, since=intent.at)
+    def _upload_once(self, run: Run, role: str, source: Path) -> str:
+        """Upload exactly once: an upload whose outcome is unknown (interrupted, reset, a 5xx
+        after the body was sent) is looked for by its run-tagged name before any new attempt."""
+        copy = self.upload_copy(run, role, source)
+        pending = run.resource(ResourceKind.FILE, name=copy.name, role=role)
+        if pending is not None and pending.state == ResourceState.INTENDED:
+            found = self._resolve_upload(run, pending, "before the interruption")
             if found:
-                self.ledger.result(run.run_id, "upload_file", intent.id, value=found, adopted=True)
-                self.reporter.step(run, f"Found the {role} file uploaded before the interruption: {found}")
                 return found
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            resource = run.record(ResourceKind.FILE, ResourceState.INTENDED, name=copy.name, role=role)
+            self.ledger.save(run)
+            intent = self.ledger.intent(run.run_id, "upload_file", role=role, name=copy.name, path=str(source))
+            try:
+                file_id = self.provider.upload_file(copy, progress=self._progress(run, copy))
+            except (errors.Interrupted, KeyboardInterrupt):
+                self.ledger.result(run.run_id, "upload_file", intent, phase="error", error={"type": "Interrupted"})
+                raise  # stays ``intended``: resume finds it by its name
+            except errors.CloudtuneError as exc:
+                self.ledger.result(run.run_id, "upload_file", intent, phase="error", error=exc.to_dict())
+                if not _outcome_unknown(exc):
+                    run.resources.remove(resource)  # refused: nothing was stored
+                    self.ledger.save(run)
+                    raise
+                found = self._resolve_upload(run, resource, f"after {type(exc).__name__}")
+                if found:
+                    return found
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise
+                self.reporter.warn(f"Uploading the {role} file failed ({exc}); it was not stored, trying again.")
+                self.sleep(getattr(exc, "retry_after", None) or min(2.0**attempt, 30.0))
+                continue
+            run.record(ResourceKind.FILE, ResourceState.OWNED, id=file_id, name=copy.name, role=role)
+            self.ledger.result(run.run_id, "upload_file", intent, value=file_id)
+            self.ledger.save(run)
+            self.reporter.step(run, f"Uploaded {role} data as {file_id}")
+            return file_id
+        raise AssertionError("unreachable")
+
+    def _resolve_upload(self, run: Run, resource: Any, when: str) -> str | None:
+        found = find_tagged_upload(self, run, resource)
+        if found:
+            run.record(ResourceKind.FILE, ResourceState.OWNED, id=found, name=resource.name, role=resource.role)
+            self.ledger.save(run)
+            self.ledger.intent(run.run_id, "adopt_upload", name=resource.name, file_id=found)
+            self.reporter.step(run, f"Found the {resource.role} file uploaded {when}: {found}")
+            return found
+        if resource in run.resources:
+            run.resources.remove(resource)  # looked for by its tag and not there: never stored
+            self.ledger.save(run)
         return None
 
     def _progress(self, run: Run, path: Path) -> Callable[[int, int], None]:
@@ -224,6 +313,7 @@ class Pipeline:
             if existing is not None:
                 self._adopt(run, existing, adopted=True)
                 return
+            run.record(ResourceKind.JOB, ResourceState.INTENDED, name=run.run_id)
             intent = self.ledger.intent(run.run_id, "create_job", attempt=attempt)
             try:
                 job = self.provider.create_job(
@@ -254,6 +344,7 @@ class Pipeline:
     def _adopt(self, run: Run, job: Job, *, adopted: bool) -> None:
         run.job_id = job.id
         run.job_state = job.state
+        run.record(ResourceKind.JOB, ResourceState.OWNED, id=job.id, name=run.run_id)
         self._advance(run, Step.JOB_CREATED)
         verb = "Found job" if adopted else "Created job"
         self.reporter.step(run, f"{verb} {job.id} ({job.state})")
@@ -262,7 +353,9 @@ class Pipeline:
     def _wait(self, run: Run) -> Job:
         assert run.job_id is not None
         if run.reached(Step.JOB_FINISHED):
-            return self.provider.get_job(run.job_id)
+            job = self.provider.get_job(run.job_id)
+            self.note_job(run, job)
+            return job
         if self.unpause and self.provider.supports("resume_job"):
             current = self.provider.get_job(run.job_id)
             if current.state == JobState.PAUSED:
@@ -284,9 +377,7 @@ class Pipeline:
 
         def on_job(job: Job) -> None:
             if job.state != run.job_state or job.fine_tuned_model != run.fine_tuned_model:
-                run.job_state = job.state
-                run.fine_tuned_model = job.fine_tuned_model or run.fine_tuned_model
-                self.ledger.save(run)
+                self.note_job(run, job)
             self.reporter.job(run, job)
 
         def on_event(event: JobEvent) -> None:
@@ -303,28 +394,47 @@ class Pipeline:
             sleep=self.sleep,
             clock=self.clock,
         )
-        run.job_state = job.state
+        self.note_job(run, job)
         run.fine_tuned_model = job.fine_tuned_model
         self._advance(run, Step.JOB_FINISHED)
         return job
 
-    def _deploy(self, run: Run) -> None:
-        if run.reached(Step.DEPLOYED):
-            return
-        model = run.fine_tuned_model
+    def deploy(self, run: Run, *, name: str | None = None, model: str | None = None) -> str:
+        """Deploy the run's model (or ``model``: a checkpoint of its job) as ``name``. A name that
+        already serves something this run did not create is refused and recorded ``foreign``:
+        it is never deleted by this run."""
+        model = model or run.fine_tuned_model
         if not model:
             raise errors.ProviderError(f"Job {run.job_id} succeeded but reported no fine-tuned model.")
-        name = deployment_name(run)
-        if name not in run.deployments:
-            # recorded before the request, so an interrupted deploy is still cleaned up
-            run.deployments.append(name)
-            self.ledger.save(run)
+        name = name or deployment_name(run)
+        known = run.resource(ResourceKind.DEPLOYMENT, name=name)
+        try:
+            current = self.provider.get_deployment(name)
+        except errors.NotFound:
+            current = None
+        if current is not None:
+            ours = current.model == model and (
+                current.run_id == run.run_id
+                or (current.run_id is None and known is not None and known.state != ResourceState.FOREIGN)
+            )
+            if not ours:
+                self._refuse_deployment_name(run, name, current.model)
+        run.record(ResourceKind.DEPLOYMENT, ResourceState.OWNED if current is not None else ResourceState.INTENDED,
+                   name=name, id=name, model=model)
+        self.ledger.save(run)
         intent = self.ledger.intent(run.run_id, "deploy", name=name, model=model)
-        deployment = self.provider.deploy(model, name=name, options=run.spec.deploy)
+        try:
+            deployment = self.provider.deploy(model, name=name, options=run.spec.deploy, run_id=run.run_id)
+        except errors.Conflict as exc:
+            self.ledger.result(run.run_id, "deploy", intent, phase="error", error=exc.to_dict())
+            self._refuse_deployment_name(run, name, None, str(exc))
+        except errors.CloudtuneError as exc:
+            self.ledger.result(run.run_id, "deploy", intent, phase="error", error=exc.to_dict())
+            raise  # stays ``intended``: cleanup asks the provider whether it exists and is ours
         self.ledger.result(run.run_id, "deploy", intent, name=deployment.name, state=deployment.state.value)
-        if deployment.name != name:  # some providers name deployments themselves
-            run.deployments[run.deployments.index(name)] = deployment.name
-            self.ledger.save(run)
+        resource = run.record(ResourceKind.DEPLOYMENT, ResourceState.OWNED, name=name, id=deployment.name, model=model)
+        resource.note = None
+        self.ledger.save(run)
         self.reporter.step(run, f"Deploying {model} as {deployment.name}")
         ready = poller.wait_for_deployment(
             self.provider,
@@ -336,13 +446,36 @@ class Pipeline:
             on_update=lambda d: self.reporter.deployment(run, d),
         )
         assert ready is not None
+        return deployment.name
+
+    def _refuse_deployment_name(self, run: Run, name: str, serves: str | None, detail: str | None = None) -> None:
+        what = f"already serves {serves}" if serves else "is taken"
+        run.record(ResourceKind.DEPLOYMENT, ResourceState.FOREIGN, name=name, id=name, model=serves,
+                   ).note = f"{what}; not created by this run"
+        self.ledger.save(run)
+        raise errors.Conflict(
+            f"The deployment name {name} {what}, which this run did not create: nothing was deployed, "
+            f"and this run will never delete {name}." + (f" ({detail})" if detail else ""),
+            hint=f"Choose another name: `cloudtune deploy {run.run_id} --name NAME` (or --deployment-name).",
+        )
+
+    def _deploy(self, run: Run) -> None:
+        if run.reached(Step.DEPLOYED) and run.live_deployment():
+            return
+        self.deploy(run)
         self._advance(run, Step.DEPLOYED)
 
     def _smoke_test(self, run: Run) -> None:
-        if run.reached(Step.SMOKE_TESTED):
+        if run.reached(Step.SMOKE_TESTED) and run.smoke_test:
             return
-        name = run.deployments[-1]
-        answer = self.provider.chat(name, [{"role": "user", "content": run.spec.deploy.smoke_prompt}], max_tokens=64)
+        name = run.live_deployment()
+        assert name is not None
+        try:
+            answer = self.provider.chat(name, [{"role": "user", "content": run.spec.deploy.smoke_prompt}], max_tokens=64)
+        except errors.InvalidInput as exc:
+            # the deployment refused our request: a provider failure, not the user's input (exit 1)
+            raise errors.ProviderError(f"Smoke test of {name}: the deployment refused the request: {exc}",
+                                       provider=self.provider.name, status_code=exc.status_code) from exc
         if not answer.content.strip():
             raise errors.ProviderError(f"Smoke test of {name}: the deployment answered with an empty message.")
         run.smoke_test = answer.content
@@ -356,7 +489,7 @@ class Pipeline:
 
         assert run.spec.eval_file is not None
         self.reporter.step(run, f"Evaluating on {run.spec.eval_file}")
-        report = evaluate_deployment(self.provider, run.deployments[-1], run.spec.eval_file)
+        report = evaluate_deployment(self.provider, run.live_deployment(), run.spec.eval_file)
         run.evaluation = report.summary()
         self.reporter.step(run, report.headline())
         self._advance(run, Step.EVALUATED)
@@ -365,43 +498,28 @@ class Pipeline:
     def apply_cleanup_policy(self, run: Run, *, failed: bool) -> None:
         policy = run.spec.cleanup
         if policy == CleanupPolicy.ALWAYS or (policy == CleanupPolicy.ON_FAILURE and failed):
+            if job_is_active(run):
+                self.reporter.warn(f"Cleanup (policy {policy}) skipped: job {run.job_id} is still {run.job_state}; "
+                                   f"`cloudtune cleanup {run.run_id} --cancel` stops it and cleans up.")
+                return
             self.reporter.step(run, f"Cleaning up (policy {policy})")
-            self.cleanup(run)
+            run_cleanup(self, run, reason=f"policy {policy}")
 
-    def cleanup(self, run: Run, *, models: bool = True, files: bool = True) -> list[str]:
-        """Delete what the run created, in the only safe order: deployments (waiting until each
-        is gone), then the model, then files. Idempotent; returns what was deleted."""
-        deleted: list[str] = []
-        for name in list(run.deployments):
-            self.undeploy(run, name)
-            deleted.append(f"deployment:{name}")
-        if models and run.fine_tuned_model and f"model:{run.fine_tuned_model}" not in run.deleted:
-            self._record_call(run, "delete_model", lambda: self.provider.delete_model(run.fine_tuned_model), model=run.fine_tuned_model)  # type: ignore[arg-type]
-            run.deleted.append(f"model:{run.fine_tuned_model}")
-            deleted.append(f"model:{run.fine_tuned_model}")
+    def cleanup_after_error(self, run: Run) -> None:
+        """The cleanup policy after a failure: a cleanup error is reported beside the run's first
+        error (kept in ``run.error``), never instead of it."""
+        try:
+            self.apply_cleanup_policy(run, failed=True)
+        except errors.CloudtuneError as exc:
+            self.reporter.warn(f"Cleanup after the failure also failed: {exc}")
+            if run.error is not None:
+                run.error["cleanup_error"] = str(exc)
             self.ledger.save(run)
-        if files:
-            for file_id in (run.training_file_id, run.validation_file_id):
-                if file_id and f"file:{file_id}" not in run.deleted:
-                    self._record_call(run, "delete_file", lambda f=file_id: self.provider.delete_file(f), file_id=file_id)
-                    run.deleted.append(f"file:{file_id}")
-                    deleted.append(f"file:{file_id}")
-                    self.ledger.save(run)
-        if deleted:
-            self.reporter.step(run, "Deleted " + ", ".join(deleted))
-        if models and files:
-            self._advance(run, Step.CLEANED_UP)
-        return deleted
 
-    def undeploy(self, run: Run, name: str) -> None:
-        self._record_call(run, "undeploy", lambda: self.provider.undeploy(name), name=name)
-        poller.wait_for_deployment(
-            self.provider, name, target="deleted", timeout_s=run.spec.timeout_s or 3600.0, sleep=self.sleep, clock=self.clock
-        )
-        if name in run.deployments:
-            run.deployments.remove(name)
-        run.deleted.append(f"deployment:{name}")
-        self.ledger.save(run)
+    def cleanup(self, run: Run, *, models: bool = True, files: bool = True, cancel: bool = False,
+                reason: str = "cloudtune cleanup") -> list[str]:
+        """Delete what the run owns, in order (see :mod:`cloudtune.cleanup`); returns what was deleted."""
+        return run_cleanup(self, run, reason=reason, models=models, files=files, cancel=cancel).deleted
 
     def job_call(self, run: Run, action: str) -> Job:
         """``cancel_job`` / ``pause_job`` / ``resume_job`` on the run's job, through the ledger;
@@ -409,12 +527,11 @@ class Pipeline:
         if not run.job_id:
             raise errors.InvalidInput(f"Run {run.run_id} has no job to {action.split('_')[0]}.")
         job_id = run.job_id
-        job = self._record_call(run, action, lambda: getattr(self.provider, action)(job_id), job_id=job_id)
-        run.job_state = job.state
-        self.ledger.save(run)
+        job = self.record_call(run, action, lambda: getattr(self.provider, action)(job_id), job_id=job_id)
+        self.note_job(run, job)
         return job
 
-    def _record_call(self, run: Run, action: str, call: Callable[[], Any], **data: Any) -> Any:
+    def record_call(self, run: Run, action: str, call: Callable[[], Any], **data: Any) -> Any:
         intent = self.ledger.intent(run.run_id, action, **data)
         try:
             result = call()
@@ -426,36 +543,13 @@ class Pipeline:
         return result
 
 
-def delete_model_safely(
-    provider: Provider,
-    model: str,
-    *,
-    reporter: Callable[[str], None] = lambda message: None,
-    include_unmanaged: bool = False,
-    timeout_s: float = 3600.0,
-) -> list[str]:
-    """List the model's deployments, delete each and wait until it is gone, then delete the
-    model. Deployments cloudtune did not create stop everything unless ``include_unmanaged``:
-    nothing is deleted before that is known."""
-    deployments = provider.list_deployments(model)
-    foreign = [d.name for d in deployments if not d.managed_by_cloudtune]
-    if foreign and not include_unmanaged:
-        raise errors.Conflict(
-            f"Model {model} is also deployed outside cloudtune as {', '.join(foreign)}; nothing was deleted.",
-            hint="Delete those deployments yourself, or pass --include-unmanaged to delete them too.",
-            provider=provider.name,
-        )
-    deleted = []
-    for deployment in deployments:
-        reporter(f"Deleting deployment {deployment.name}")
-        provider.undeploy(deployment.name)
-        poller.wait_for_deployment(provider, deployment.name, target="deleted", timeout_s=timeout_s)
-        deleted.append(f"deployment:{deployment.name}")
-    reporter(f"Deleting model {model}")
-    provider.delete_model(model)
-    deleted.append(f"model:{model}")
-    return deleted
-
+def _outcome_unknown(exc: errors.CloudtuneError) -> bool:
+    """Whether a failed request may still have done its work (so look before repeating it)."""
+    if isinstance(exc, errors.TransientError):
+        return True
+    status = exc.status_code
+    return isinstance(exc, errors.ProviderError) and not isinstance(exc, (errors.NotFound, errors.Conflict)) and (
+        status is None or status >= 500 or status in (408, 409, 429))
 
 def _job_failure_message(job: Job) -> str:
     if job.state == JobState.CANCELLED:

@@ -13,7 +13,14 @@ Contract every implementation keeps (checked by ``tests/contract``):
 * ``get_*`` of something that does not exist raises :class:`NotFound`.
 * Deletes are idempotent: deleting what is already gone is success. The base
   class enforces it by swallowing ``NotFound`` from ``delete_file``,
-  ``undeploy`` and ``delete_model``.
+  ``undeploy`` and ``delete_model`` - except ``delete_model(..., missing_ok=False)``,
+  which the ``delete-model`` command uses so that a misspelt id is not "deleted".
+* A run owns exactly what it created: ``deploy(..., run_id=...)`` tags the
+  deployment with the run id where the service has tags and reads it back into
+  ``Deployment.run_id``; uploads carry the run id in their file name (the pipeline
+  names the copy it uploads ``ct-<run_id>-<role>.jsonl``) and ``find_uploaded``
+  matches that exact name, so no run adopts another's upload; ``get_file`` lets the
+  pipeline check a file still carries the run's name right before deleting it.
 * Unknown provider statuses map to ``JobState.UNKNOWN`` (see :meth:`map_status`),
   never an exception.
 * What a provider cannot do is declared in :attr:`Provider.unsupported`
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +54,7 @@ from cloudtune.types import (
     Job,
     JobEvent,
     JobState,
+    RemoteFile,
 )
 
 UploadProgress = Callable[[int, int], None]  # (bytes_sent, bytes_total)
@@ -55,6 +64,7 @@ OPERATIONS: tuple[str, ...] = (
     "check",
     "upload_file",
     "find_uploaded",
+    "get_file",
     "delete_file",
     "create_job",
     "find_jobs",
@@ -86,6 +96,9 @@ class Provider(abc.ABC):
     status_map: ClassVar[Mapping[str, JobState]] = {}
     #: the pip extra that installs this provider's SDK
     install_extra: ClassVar[str | None] = None
+    #: ``-o KEY=VALUE`` options this provider reads: name -> one-line help. Anything else is
+    #: refused before a run starts (:func:`cloudtune.registry.check_options`); empty = accepts none.
+    option_names: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -168,9 +181,14 @@ class Provider(abc.ABC):
         """Upload a JSONL file and wait until the provider can use it; returns its id."""
 
     def find_uploaded(self, path: Path, *, since: float) -> str | None:
-        """The id of a file uploaded from ``path`` at or after ``since`` (unix time), for an upload
-        whose answer never came back; ``None`` when there is none or the provider cannot tell."""
+        """The id of a file uploaded under ``path``'s exact name (which carries the run id) at or
+        after ``since`` (unix time), for an upload whose answer never came back; ``None`` when there
+        is none or the provider cannot tell. Never matches a file of another name."""
         return None
+
+    def get_file(self, file_id: str) -> RemoteFile:
+        """The file's name, size and status (the ownership check before a delete)."""
+        raise errors.UnsupportedOperation(f"The {self.name} provider cannot describe files", provider=self.name)
 
     @abc.abstractmethod
     def delete_file(self, file_id: str) -> None: ...
@@ -219,7 +237,10 @@ class Provider(abc.ABC):
     def deploy(self, model: str, *, name: str, options: DeployOptions | None = None) -> Deployment:
         """Start deploying ``model`` as ``name``; may return a ``creating`` deployment (the
         pipeline waits with :func:`cloudtune.poller.wait_for_deployment`). Deploying a name that
-        already serves the same model returns it (idempotent, so resume is safe)."""
+        already serves the same model returns it (idempotent, so resume is safe); a name that
+        serves another model raises :class:`Conflict`. Implementations may also accept a
+        ``run_id`` keyword (the base class passes it only to those that do) and tag the
+        deployment with it."""
 
     @abc.abstractmethod
     def get_deployment(self, name: str) -> Deployment: ...
@@ -234,7 +255,8 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def delete_model(self, model: str) -> None:
-        """Delete a fine-tuned model; already gone is success; still deployed -> Conflict."""
+        """Delete a fine-tuned model; already gone is success (unless the caller passes
+        ``missing_ok=False``, handled by the base class); still deployed -> Conflict."""
 
     @abc.abstractmethod
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
@@ -245,13 +267,20 @@ def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap one interface method: declared-unsupported check, the single error translation
     point, and idempotent deletes."""
 
+    accepted = inspect.signature(method).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+
     @functools.wraps(method)
     def wrapper(self: Provider, *args: Any, **kwargs: Any) -> Any:
         self.require(operation)
+        missing_ok = kwargs.pop("missing_ok", True) if operation in _IDEMPOTENT_DELETES else True
+        for optional in ("run_id",) if operation == "deploy" else ():
+            if optional in kwargs and optional not in accepted and not takes_any:
+                kwargs.pop(optional)  # a provider whose service has no tags
         try:
             return method(self, *args, **kwargs)
         except errors.CloudtuneError as exc:
-            if isinstance(exc, errors.NotFound) and operation in _IDEMPOTENT_DELETES:
+            if isinstance(exc, errors.NotFound) and operation in _IDEMPOTENT_DELETES and missing_ok:
                 return None
             if exc.provider is None:
                 exc.provider = self.name
@@ -260,7 +289,7 @@ def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except Exception as exc:  # noqa: BLE001 - this IS the translation point
             translated = self.translate_error(exc)
-            if isinstance(translated, errors.NotFound) and operation in _IDEMPOTENT_DELETES:
+            if isinstance(translated, errors.NotFound) and operation in _IDEMPOTENT_DELETES and missing_ok:
                 return None
             if translated.provider is None:
                 translated.provider = self.name
@@ -272,6 +301,6 @@ def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
 # The optional operations implemented on the base class go through the same guard,
 # so a provider that declares them unsupported gets its own reason in the error.
-for _operation in ("list_jobs", "pause_job", "resume_job"):
+for _operation in ("list_jobs", "pause_job", "resume_job", "get_file"):
     setattr(Provider, _operation, _guarded(_operation, Provider.__dict__[_operation]))
 del _operation

@@ -147,6 +147,7 @@ class Deployment(_Model):
     endpoint_url: str | None = None
     provider_status: str | None = None
     managed_by_cloudtune: bool = True
+    run_id: str | None = None  # the run id the deployment is tagged with, where the service has tags
     details: dict[str, Any] = Field(default_factory=dict)  # never secrets
 
 
@@ -251,7 +252,9 @@ class FineTuneSpec(_Model):
 
 
 class Step(str, enum.Enum):
-    """Pipeline steps in order; a run records the last one completed."""
+    """Pipeline progress in order; a run records the last step completed. Cleanup is not
+    progress: it has its own record (:class:`CleanupRecord`), so deleting what a run made never
+    makes the run look further along (or done)."""
 
     CREATED = "created"
     VALIDATED = "validated"
@@ -261,7 +264,6 @@ class Step(str, enum.Enum):
     DEPLOYED = "deployed"
     SMOKE_TESTED = "smoke_tested"
     EVALUATED = "evaluated"
-    CLEANED_UP = "cleaned_up"
     DONE = "done"
 
     def __str__(self) -> str:
@@ -273,6 +275,73 @@ class Step(str, enum.Enum):
 
 
 RunStatus = Literal["active", "succeeded", "failed", "cancelled", "interrupted", "timed_out"]
+
+
+class ResourceKind(str, enum.Enum):
+    FILE = "file"
+    DATA_ASSET = "data_asset"
+    JOB = "job"
+    MODEL = "model"
+    DEPLOYMENT = "deployment"
+    ENDPOINT = "endpoint"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ResourceState(str, enum.Enum):
+    """Ownership of one remote resource (Terraform-state style: cloudtune deletes only what its
+    own record says this run created, and checks again right before it deletes)."""
+
+    INTENDED = "intended"  # the request was sent; whether it created anything is not known yet
+    OWNED = "owned"        # the provider confirmed that this run created it
+    DELETING = "deleting"  # a delete was sent
+    DELETED = "deleted"    # gone (deleted by cloudtune, or found gone)
+    FOREIGN = "foreign"    # exists but is not this run's: never deleted, only reported
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Deleted before these, in this order: what serves a model goes before the model, the model
+#: before the data it was trained on (a job may still read its files).
+CLEANUP_ORDER = (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT, ResourceKind.MODEL, ResourceKind.FILE,
+                 ResourceKind.DATA_ASSET)
+
+
+class Resource(_Model):
+    kind: ResourceKind
+    id: str | None = None       # None while ``intended`` and the provider has not answered
+    name: str | None = None     # the run-tagged name it was created under (file name, deployment name)
+    role: str | None = None     # training / validation for files
+    model: str | None = None    # deployments: the model they serve
+    state: ResourceState = ResourceState.INTENDED
+    provider: str | None = None
+    note: str | None = None     # why foreign, how it went
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}:{self.id or self.name}"
+
+
+class CleanupRecord(_Model):
+    """One cleanup of a run: when, why, and what happened to each resource."""
+
+    at: datetime = Field(default_factory=utcnow)
+    reason: str                               # "policy on-failure", "cloudtune cleanup", ...
+    deleted: list[str] = Field(default_factory=list)   # "kind:id"
+    gone: list[str] = Field(default_factory=list)      # already gone when cleanup looked
+    skipped: list[str] = Field(default_factory=list)   # "kind:id (why)": foreign, job still active...
+    errors: list[str] = Field(default_factory=list)
+
+
+class RemoteFile(_Model):
+    id: str
+    name: str | None = None
+    bytes: int | None = None
+    created_at: datetime | None = None
+    status: str | None = None
 
 
 class Run(_Model):
@@ -289,11 +358,88 @@ class Run(_Model):
     job_state: JobState | None = None
     last_event_id: str | None = None  # events up to this one were shown; resume goes on after it
     fine_tuned_model: str | None = None
-    deployments: list[str] = Field(default_factory=list)
-    deleted: list[str] = Field(default_factory=list)  # "file:ID", "deployment:NAME", "model:ID"
+    resources: list[Resource] = Field(default_factory=list)
+    cleanups: list[CleanupRecord] = Field(default_factory=list)
     smoke_test: str | None = None
     evaluation: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_ledgers(cls, data: Any) -> Any:
+        """Runs recorded before the resource registry kept ``deployments`` / ``deleted`` string lists."""
+        if not isinstance(data, dict) or ("deployments" not in data and "deleted" not in data):
+            return data
+        data = dict(data)
+        deleted = set(data.pop("deleted", None) or [])
+        resources = list(data.get("resources") or [])
+        for name in data.pop("deployments", None) or []:
+            gone = f"deployment:{name}" in deleted
+            resources.append({"kind": "deployment", "id": name, "name": name, "model": data.get("fine_tuned_model"),
+                              "state": "deleted" if gone else "owned"})
+        for ref in deleted:
+            kind, _, ident = ref.partition(":")
+            if kind in ("file", "model", "deployment") and not any(r.get("id") == ident for r in resources):
+                resources.append({"kind": kind, "id": ident, "state": "deleted"})
+        data["resources"] = resources
+        if data.get("step") == "cleaned_up":
+            data["step"] = "evaluated"
+        return data
+
     def reached(self, step: Step) -> bool:
         return self.step.order >= step.order
+
+    # ------------------------------------------------------------ the resource registry
+    def resource(self, kind: ResourceKind, *, id: str | None = None, name: str | None = None,
+                 role: str | None = None) -> Resource | None:
+        """The newest record of this kind matching every key given."""
+        for res in reversed(self.resources):
+            if res.kind != kind:
+                continue
+            if id is not None and res.id != id:
+                continue
+            if name is not None and res.name != name:
+                continue
+            if role is not None and res.role != role:
+                continue
+            return res
+        return None
+
+    def record(self, kind: ResourceKind, state: ResourceState, **fields: Any) -> Resource:
+        """Add a resource record, or update the one with the same kind and id / name."""
+        existing = None
+        if fields.get("id") is not None:
+            existing = self.resource(kind, id=fields["id"])
+        if existing is None and fields.get("name") is not None:
+            existing = self.resource(kind, name=fields["name"], role=fields.get("role"))
+        if existing is None:
+            existing = Resource(kind=kind, state=state, provider=self.provider)
+            self.resources.append(existing)
+        existing.state = state
+        existing.updated_at = utcnow()
+        for key, value in fields.items():
+            if value is not None:
+                setattr(existing, key, value)
+        return existing
+
+    def owned(self, kind: ResourceKind | None = None) -> list[Resource]:
+        return [r for r in self.resources if r.state == ResourceState.OWNED and (kind is None or r.kind == kind)]
+
+    @property
+    def deployments(self) -> list[str]:
+        """Names of the deployments this run owns and has not deleted (newest last)."""
+        return [r.id or r.name or "" for r in self.resources
+                if r.kind == ResourceKind.DEPLOYMENT and r.state in (ResourceState.OWNED, ResourceState.DELETING)]
+
+    @property
+    def deleted(self) -> list[str]:
+        return [r.ref for r in self.resources if r.state == ResourceState.DELETED]
+
+    @property
+    def foreign(self) -> list[str]:
+        return [f"{r.ref} ({r.note})" if r.note else r.ref for r in self.resources if r.state == ResourceState.FOREIGN]
+
+    def live_deployment(self) -> str | None:
+        """The deployment to talk to (smoke test, evaluation, compare): the newest owned one."""
+        names = self.deployments
+        return names[-1] if names else None

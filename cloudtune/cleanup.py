@@ -1,0 +1,240 @@
+"""Cleanup: delete what a run created, and nothing else.
+
+A run's record (:class:`cloudtune.types.Resource`) says what it created; like Terraform's state,
+that record - never a name or a guess - is what cleanup works from. Kubernetes-style, each
+delete is preceded by a last ownership check against the provider (a deployment still serves
+this run's model and carries this run's tag; a file still has this run's name), so a name that
+another run or a person took over in the meantime is reported, not deleted.
+
+Order: deployments and endpoints (waiting until each is gone), then the model, then files.
+Cleanup has its own record (:class:`cloudtune.types.CleanupRecord`); it never moves the run's
+progress, so ``resume`` can tell "done" from "deleted".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune import errors, poller
+from cloudtune.types import (
+    CLEANUP_ORDER,
+    CleanupRecord,
+    Job,
+    Resource,
+    ResourceKind,
+    ResourceState,
+    Run,
+)
+
+if TYPE_CHECKING:
+    from cloudtune.pipeline import Pipeline
+
+#: how long ``cleanup --cancel`` waits for a cancelled job to reach a terminal state
+CANCEL_WAIT_S = 1800.0
+_ACTIVE_STATES = (ResourceState.OWNED, ResourceState.INTENDED, ResourceState.DELETING)
+
+
+class JobStillActive(errors.Conflict):
+    """Cleanup refused: the run's job is still running (its files are in use, its model to come)."""
+
+
+def job_is_active(run: Run) -> bool:
+    return bool(run.job_id) and not (run.job_state is not None and run.job_state.is_terminal)
+
+
+def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = True, files: bool = True,
+                cancel: bool = False, only: set[str] | None = None) -> CleanupRecord:
+    """Delete the run's owned resources in order. Refuses (``JobStillActive``, nothing deleted)
+    while the job is active, unless ``cancel``: then the job is cancelled, waited for until it
+    stops, and what it produced is deleted too. ``only`` limits it to resources with these ids
+    (``undeploy NAME``). Raises the first delete error after recording it."""
+    provider, reporter = pipeline.provider, pipeline.reporter
+    record = CleanupRecord(reason=reason)
+    if job_is_active(run) and only is None:
+        job = provider.get_job(run.job_id)  # type: ignore[arg-type]
+        pipeline.note_job(run, job)
+        if not job.is_terminal:
+            if not cancel:
+                raise JobStillActive(
+                    f"Run {run.run_id}'s job {run.job_id} is still {job.state}: cleaning up now would delete files "
+                    "under a running job and leave the model it produces behind. Nothing was deleted.",
+                    hint=f"`cloudtune cleanup {run.run_id} --cancel` cancels the job, waits until it stops, then "
+                         "deletes in order; or wait for it (`cloudtune resume`).",
+                )
+            reporter.step(run, f"Cancelling job {run.job_id} before cleaning up")
+            pipeline.job_call(run, "cancel_job")
+            job = poller.wait_for_job(provider, run.job_id, timeout_s=CANCEL_WAIT_S,  # type: ignore[arg-type]
+                                      sleep=pipeline.sleep, clock=pipeline.clock)
+            pipeline.note_job(run, job)
+    try:
+        for kind in CLEANUP_ORDER:
+            if kind == ResourceKind.MODEL and not models:
+                continue
+            if kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET) and not files:
+                continue
+            for resource in [r for r in run.resources if r.kind == kind and r.state in _ACTIVE_STATES
+                             and (only is None or (r.id or r.name) in only)]:
+                _delete_one(pipeline, run, resource, record)
+    finally:
+        run.cleanups.append(record)
+        pipeline.ledger.save(run)
+        _report(pipeline, run, record)
+    return record
+
+
+def _report(pipeline: "Pipeline", run: Run, record: CleanupRecord) -> None:
+    parts = []
+    if record.deleted:
+        parts.append("deleted " + ", ".join(record.deleted))
+    if record.gone:
+        parts.append("already gone " + ", ".join(record.gone))
+    if record.skipped:
+        parts.append("left alone " + ", ".join(record.skipped))
+    pipeline.reporter.step(run, "Cleanup: " + ("; ".join(parts) if parts else "nothing of this run to delete"))
+
+
+def _delete_one(pipeline: "Pipeline", run: Run, resource: Resource, record: CleanupRecord) -> None:
+    verdict, why = ownership(pipeline, run, resource)
+    if verdict == "gone":
+        resource.state = ResourceState.DELETED
+        resource.note = why
+        record.gone.append(resource.ref)
+        pipeline.ledger.save(run)
+        return
+    if verdict == "foreign":
+        resource.state = ResourceState.FOREIGN
+        resource.note = why
+        record.skipped.append(f"{resource.ref} ({why})")
+        pipeline.ledger.save(run)
+        pipeline.reporter.warn(f"Not deleting {resource.ref}: {why}.")
+        return
+    resource.state = ResourceState.DELETING
+    pipeline.ledger.save(run)
+    try:
+        _delete(pipeline, run, resource)
+    except errors.CloudtuneError as exc:
+        record.errors.append(f"{resource.ref}: {exc}")
+        raise
+    resource.state = ResourceState.DELETED
+    resource.note = None
+    record.deleted.append(resource.ref)
+    pipeline.ledger.save(run)
+
+
+def _delete(pipeline: "Pipeline", run: Run, resource: Resource) -> None:
+    provider, ident = pipeline.provider, resource.id or resource.name
+    assert ident is not None
+    if resource.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT):
+        pipeline.record_call(run, "undeploy", lambda: provider.undeploy(ident), name=ident)
+        poller.wait_for_deployment(provider, ident, target="deleted", timeout_s=run.spec.timeout_s or 3600.0,
+                                   sleep=pipeline.sleep, clock=pipeline.clock)
+    elif resource.kind == ResourceKind.MODEL:
+        pipeline.record_call(run, "delete_model", lambda: provider.delete_model(ident), model=ident)
+    elif resource.kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET):
+        pipeline.record_call(run, "delete_file", lambda: provider.delete_file(ident), file_id=ident)
+
+
+def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[str, str | None]:
+    """Ask the provider, right before a delete, whether ``resource`` is still this run's:
+    ``("ours", None)``, ``("gone", why)`` or ``("foreign", why)``."""
+    provider = pipeline.provider
+    if resource.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT):
+        name = resource.id or resource.name
+        try:
+            current = provider.get_deployment(name)  # type: ignore[arg-type]
+        except errors.NotFound:
+            return "gone", "not found"
+        if str(current.state) == "deleted":
+            return "gone", "deleted"
+        expected = resource.model or run.fine_tuned_model
+        if expected and current.model != expected:
+            return "foreign", f"now serves {current.model}, not this run's {expected}"
+        if current.run_id is not None and current.run_id != run.run_id:
+            return "foreign", f"tagged with run {current.run_id}"
+        if resource.state == ResourceState.INTENDED and current.run_id is None and not expected:
+            return "foreign", "cannot tell whether this run created it"
+        resource.id = resource.id or name
+        return "ours", None
+    if resource.kind == ResourceKind.MODEL:
+        if run.job_id:
+            try:
+                job: Job = provider.get_job(run.job_id)
+            except errors.NotFound:
+                return "ours", None  # the job record is gone; the model id came from it
+            if job.fine_tuned_model and job.fine_tuned_model != resource.id:
+                return "foreign", f"this run's job produced {job.fine_tuned_model}"
+        return "ours", None
+    if resource.kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET):
+        if resource.id is None:  # an upload whose answer never came back: find it by its run-tagged name
+            found = find_tagged_upload(pipeline, run, resource)
+            if found is None:
+                return "gone", "never stored"
+            resource.id = found
+            return "ours", None
+        if not provider.supports("get_file"):
+            return "ours", None
+        try:
+            remote = provider.get_file(resource.id)
+        except errors.NotFound:
+            return "gone", "not found"
+        except errors.UnsupportedOperation:
+            return "ours", None
+        if resource.name and remote.name and remote.name != resource.name:
+            return "foreign", f"named {remote.name}, not this run's {resource.name}"
+        return "ours", None
+    return "ours", None
+
+
+def find_tagged_upload(pipeline: "Pipeline", run: Run, resource: Resource) -> str | None:
+    """The id of the file this run uploaded under its tagged name, or ``None``."""
+    if not resource.name:
+        return None
+    path = Path(pipeline.workdir or ".") / resource.name
+    if not path.exists():
+        return None
+    since = run.created_at.timestamp() - 300  # a little clock skew between us and the service
+    return pipeline.provider.find_uploaded(path, since=since)
+
+
+def delete_model_safely(
+    provider: Any,
+    model: str,
+    *,
+    reporter: Any = lambda message: None,
+    include_unmanaged: bool = False,
+    timeout_s: float = 3600.0,
+    missing_ok: bool = False,
+) -> list[str]:
+    """``cloudtune delete-model MODEL``: list the model's deployments, delete each and wait until
+    it is gone, then delete the model. Deployments cloudtune did not create stop everything
+    unless ``include_unmanaged``: nothing is deleted before that is known. A model that does not
+    exist is a :class:`NotFound` (a misspelt id is not "deleted")."""
+    deployments = provider.list_deployments(model)
+    foreign = [d.name for d in deployments if not d.managed_by_cloudtune]
+    if foreign and not include_unmanaged:
+        raise errors.Conflict(
+            f"Model {model} is also deployed outside cloudtune as {', '.join(foreign)}; nothing was deleted.",
+            hint="Delete those deployments yourself, or pass --include-unmanaged to delete them too.",
+            provider=provider.name,
+        )
+    deleted = []
+    for deployment in deployments:
+        reporter(f"Deleting deployment {deployment.name}")
+        provider.undeploy(deployment.name)
+        poller.wait_for_deployment(provider, deployment.name, target="deleted", timeout_s=timeout_s)
+        deleted.append(f"deployment:{deployment.name}")
+    reporter(f"Deleting model {model}")
+    provider.delete_model(model, missing_ok=missing_ok)
+    deleted.append(f"model:{model}")
+    return deleted
+
+
+def undone_by_cleanup(run: Run) -> str | None:
+    """Why ``resume`` cannot finish ``run`` (its model was deleted by a cleanup), or ``None``."""
+    model = run.resource(ResourceKind.MODEL, id=run.fine_tuned_model) if run.fine_tuned_model else None
+    if model is not None and model.state == ResourceState.DELETED:
+        when = next((c for c in reversed(run.cleanups) if model.ref in c.deleted or model.ref in c.gone), None)
+        how = f" by a cleanup ({when.reason}, {when.at:%Y-%m-%d %H:%M} UTC)" if when else ""
+        return f"its model {run.fine_tuned_model} was deleted{how}"
+    return None
