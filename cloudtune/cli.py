@@ -20,6 +20,7 @@ EPILOG = """exit codes:
   0 success                      1 job failed or cancelled
   2 invalid input                3 authentication or permission
   4 quota, region or capability  5 wait timed out, job still running (resume later)
+  6 another cloudtune process drives this run (--wait-lock waits)
   130 interrupted                141 output pipe closed by its reader (quiet)
 
 Configuration: CLOUDTUNE_PROVIDER (default provider), CLOUDTUNE_HOME (ledger, local jobs; default ~/.cloudtune)."""
@@ -46,8 +47,11 @@ def _handler(target: str):  # type: ignore[no-untyped-def]
     return call
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML run config (flags override it)")
+def _add_run_flags(p: argparse.ArgumentParser, *, config_positional: bool = True) -> None:
+    if config_positional:
+        p.add_argument("config", nargs="?", help="YAML run config (flags override it)")
+    else:
+        p.add_argument("--config", help="YAML run config (flags override it)")
     p.add_argument("--provider", help="openai | azure | local | plugin (default: CLOUDTUNE_PROVIDER or local)")
     p.add_argument("--model", help="base model to fine-tune")
     p.add_argument("--train", help="training data (chat JSONL)")
@@ -71,6 +75,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cancel-on-interrupt", action="store_true", default=None, help="cancel the remote job on Ctrl-C")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="provider option")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_wait_lock(p)
+
+
+def _add_wait_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait-lock", metavar="SECONDS",
+                   help="if another cloudtune process drives this run, wait this long for it (default: exit 6 at once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,14 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("resume", "continue a run from its last completed step (a paused job is resumed)",
                 "cloudtune.commands:cmd_resume")
     p.add_argument("run_id", nargs="?", help="run id (default: the latest run)")
-    p.add_argument("--timeout")
-    p.add_argument("--cleanup", choices=["never", "on-failure", "always"])
-    p.add_argument("--json", action="store_true")
+    _add_run_flags(p, config_positional=False)  # a run this ledger never saw is rebuilt from --provider + its spec
 
     p = command("status", "show a run (the latest by default) and its job's live state", "cloudtune.commands:cmd_status")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--offline", action="store_true", help="ledger only, do not ask the provider")
-    p.add_argument("--json", action="store_true")
+    _add_run_flags(p, config_positional=False)  # read-only rebuild of a run this ledger never saw
 
     p = command("watch", "attach to a run's job and follow it to the end", "cloudtune.commands:cmd_watch")
     p.add_argument("run_id", nargs="?")
@@ -115,20 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("cancel", "cancel a run's job", "cloudtune.commands:cmd_cancel")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
+    _add_wait_lock(p)
 
     p = command("pause", "pause a run's job where the provider can (resume continues it)", "cloudtune.commands:cmd_pause")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
+    _add_wait_lock(p)
 
     p = command("deploy", "deploy a run's fine-tuned model and smoke-test it", "cloudtune.commands:cmd_deploy")
     p.add_argument("run_id")
-    p.add_argument("--name")
+    p.add_argument("--name", help="deploy under this name (another deployment beside any the run has)")
     p.add_argument("--sku")
     p.add_argument("--json", action="store_true")
+    _add_wait_lock(p)
 
     p = command("undeploy", "delete a run's deployments and wait until they are gone", "cloudtune.commands:cmd_undeploy")
     p.add_argument("run_id")
+    p.add_argument("--name", help="only this deployment of the run's")
     p.add_argument("--json", action="store_true")
+    _add_wait_lock(p)
 
     p = command(
         "delete-model",
@@ -140,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--include-unmanaged", action="store_true", help="also delete deployments cloudtune did not create")
     p.add_argument("--json", action="store_true")
+    _add_wait_lock(p)
 
     p = command(
         "cleanup",
@@ -149,18 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", nargs="?")
     p.add_argument("--older-than", help="every run older than this (e.g. 24h)")
     p.add_argument("--keep-model", action="store_true", help="delete deployments and files, keep the model")
+    p.add_argument("--cancel", action="store_true",
+                   help="a job still running is cancelled first (and waited for); without it such runs are refused")
     p.add_argument("--json", action="store_true")
+    _add_wait_lock(p)
 
     p = command("providers", "each provider: SDK installed, credentials found, preflight", "cloudtune.commands:cmd_providers")
     p.add_argument("names", nargs="*")
     p.add_argument("--json", action="store_true")
 
-    p = command("compare", "ask several runs' deployments the same held-out questions", "cloudtune.commands:cmd_compare")
-    p.add_argument("run_ids", nargs="+")
-    p.add_argument("--eval", required=True)
-    p.add_argument("--base", action="store_true", help="also ask each run's base model")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--json", action="store_true")
+    p = command("compare", "compare runs' deployments, base models and few-shot prompting on held-out questions",
+                "cloudtune.commands:cmd_compare")
+    p.add_argument("run_ids", nargs="+", metavar="RUN")
+    p.add_argument("--eval", required=True, metavar="FILE", help="chat JSONL; the last assistant turn is the reference")
+    p.add_argument("--baseline", choices=["base"], help="also ask each run's base model on the same provider")
+    p.add_argument("--base", dest="baseline", action="store_const", const="base", help=argparse.SUPPRESS)
+    p.add_argument("--few-shot", type=int, default=0, metavar="K",
+                   help="also ask the base model prompted with K training examples (fixed seed)")
+    p.add_argument("--judge", metavar="TARGET", help="pairwise judge: a run id or PROVIDER:DEPLOYMENT")
+    p.add_argument("--report", metavar="DIR", help="write report.md, report.html, charts and examples.jsonl here")
+    p.add_argument("--concurrency", type=int, metavar="N", help="requests in flight per target (default per provider)")
+    p.add_argument("--limit", type=int, help="only the first N eval examples")
+    p.add_argument("--json", action="store_true", help="every figure as one JSON document")
 
     p = command(
         "quickstart",
@@ -239,8 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("CLOUDTUNE_DEBUG"):
             traceback.print_exc()
         print(scrub(f"cloudtune: internal error: {type(exc).__name__}: {exc}"), file=sys.stderr)
-        print("hint: this is a cloudtune bug; CLOUDTUNE_DEBUG=1 shows the traceback. "
-              "The ledger is intact: `cloudtune resume RUN` continues.", file=sys.stderr)
+        # only commands about a run have run_id (`run` sets it once the run exists): no run, no resume hint
+        resume = f" The ledger is intact: `cloudtune resume {args.run_id or 'RUN'}` continues." \
+            if hasattr(args, "run_id") else ""
+        print(f"hint: this is a cloudtune bug; CLOUDTUNE_DEBUG=1 shows the traceback.{resume}", file=sys.stderr)
         return 1
 
 

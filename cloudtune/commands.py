@@ -15,7 +15,9 @@ from cloudtune import errors
 from cloudtune.config import build_spec, parse_duration, parse_options
 from cloudtune.ledger import Ledger, cloudtune_home
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
-from cloudtune.pipeline import Pipeline, delete_model_safely, deployment_name, provider_for
+from cloudtune.cleanup import delete_model_safely, job_is_active, run_cleanup
+from cloudtune.locks import RunLock, is_locked_elsewhere
+from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.types import CleanupPolicy, JobState, Run, Step
 
 
@@ -41,9 +43,7 @@ def interruptible() -> Iterator[None]:
 
 
 def _workdir(run: Run) -> Path:
-    path = cloudtune_home() / "runs" / run.run_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _workdir_for(run.run_id)
 
 
 def _finish(args: argparse.Namespace, run: Run, reporter: Any, **extra: Any) -> int:
@@ -52,27 +52,12 @@ def _finish(args: argparse.Namespace, run: Run, reporter: Any, **extra: Any) -> 
     if getattr(args, "json", False):
         emit_json(run_document(run, exit_code=code, **extra))
     else:
-        lines = [f"run {run.run_id}: {run.status} (step {run.step})"]
-        if run.job_id:
-            lines.append(f"  job:        {run.job_id} ({run.job_state})")
-        if run.fine_tuned_model:
-            lines.append(f"  model:      {run.fine_tuned_model}")
-        if run.deployments:
-            lines.append(f"  deployment: {', '.join(run.deployments)}")
-        if run.smoke_test:
-            lines.append(f"  smoke test: {run.smoke_test.strip()[:200]!r}")
-        if run.evaluation:
-            e = run.evaluation
-            lines.append(f"  evaluation: exact match {e['exact_match']:.0%}, token F1 {e['token_f1']:.2f} on {e['examples']}")
-        if run.deleted:
-            lines.append(f"  deleted:    {', '.join(run.deleted)}")
-        if run.error:
-            lines.append(f"  error:      {run.error.get('message')}")
-        say("\n".join(lines), sys.stdout)
+        say("\n".join(describe_run(run)), sys.stdout)
     return code
 
 
 def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool = False) -> int:
+    """Drive ``run`` through the pipeline. The caller holds the run's lock."""
     mode = choose_mode(getattr(args, "json", False))
     reporter = make_reporter(mode)
     provider = provider_for(run)
@@ -83,7 +68,7 @@ def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool 
                 pipeline.run(run)
             except errors.Interrupted as exc:
                 reporter.warn(str(exc))
-                _on_interrupt(pipeline, run)
+                _on_interrupt(pipeline, run, reporter)
                 raise
     except errors.CloudtuneError as exc:
         reporter.close()
@@ -92,6 +77,8 @@ def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool 
         say(f"cloudtune: {exc}")
         if exc.hint:
             say(f"hint: {exc.hint}")
+        if run.error and run.error.get("cleanup_error"):
+            say(f"cloudtune: the cleanup after it failed too: {run.error['cleanup_error']}")
         say(f"run id: {run.run_id}")
         return errors.exit_code_for(exc)
     finally:
@@ -99,11 +86,17 @@ def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool 
     return _finish(args, run, reporter)
 
 
-def _on_interrupt(pipeline: Pipeline, run: Run) -> None:
-    """Still inside the signal guard: a second signal exits at once."""
-    if run.spec.cancel_on_interrupt and run.job_id and run.job_state and not run.job_state.is_terminal:
-        pipeline.job_call(run, "cancel_job")
-    pipeline.apply_cleanup_policy(run, failed=True)
+def _on_interrupt(pipeline: Pipeline, run: Run, reporter: Any) -> None:
+    """Still inside the signal guard: a second signal exits at once. Nothing here may replace
+    the interruption (exit 130): a failed cancel or cleanup is reported beside it."""
+    try:
+        if run.spec.cancel_on_interrupt and run.job_id and run.job_state and not run.job_state.is_terminal:
+            pipeline.job_call(run, "cancel_job")
+        pipeline.apply_cleanup_policy(run, failed=True)
+    except errors.Interrupted:
+        raise
+    except errors.CloudtuneError as exc:
+        reporter.warn(f"After the interruption: {exc}")
 
 
 # ------------------------------------------------------------------ commands
@@ -114,9 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry.provider_class(spec.provider)  # an unknown or uninstalled provider stops here, before any record
     ledger = Ledger()
     run = ledger.create_run(spec)
+    args.run_id = run.run_id  # from here on, an unexpected error's message may point at `cloudtune resume`
     if not args.json:
         say(f"run {run.run_id}: {spec.provider} / {spec.base_model}")
-    return _drive(args, ledger, run)
+    with RunLock(run.run_id):
+        return _drive(args, ledger, run)
 
 
 def _load(run_id: str | None) -> tuple[Ledger, Run]:
@@ -128,20 +123,28 @@ def _load(run_id: str | None) -> tuple[Ledger, Run]:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    ledger, run = _load(args.run_id)
-    if args.timeout:
-        run.spec.timeout_s = parse_duration(args.timeout)
-    if args.cleanup:
-        run.spec.cleanup = CleanupPolicy(args.cleanup)
-    run.spec.wait = True
-    if run.step == Step.DONE and run.status == "succeeded":
-        return _finish(args, run, make_reporter("plain"))
-    run.status = "active"
-    return _drive(args, ledger, run, unpause=True)
+    ledger = Ledger()
+    if _rebuild_wanted(args, ledger):
+        with RunLock(args.run_id, wait_s=_wait_lock(args)):
+            _rebuilt(args, ledger, save=True)
+    with _locked_run(args) as (ledger, run):
+        if args.timeout:
+            run.spec.timeout_s = parse_duration(args.timeout)
+        if args.cleanup:
+            run.spec.cleanup = CleanupPolicy(args.cleanup)
+        run.spec.wait = True
+        if run.step == Step.DONE and run.status == "succeeded":
+            return _finish(args, run, make_reporter("plain"))
+        run.status = "active"
+        return _drive(args, ledger, run, unpause=True)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    ledger, run = _load(args.run_id)
+    ledger = Ledger()
+    if _rebuild_wanted(args, ledger):
+        run = _rebuilt(args, ledger, save=False)  # read-only: nothing is recorded
+    else:
+        _, run = _load(args.run_id)
     live: dict[str, Any] = {}
     if not args.offline and run.job_id:
         with provider_for(run) as provider:
@@ -180,9 +183,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
             on_job=lambda j: reporter.job(run, j), on_event=lambda e: reporter.event(run, e),
         )
     reporter.close()
-    run.job_state = job.state
-    run.fine_tuned_model = job.fine_tuned_model or run.fine_tuned_model
-    ledger.save(run)
+    # watching is read-only towards the run unless nobody else drives it: record the end then
+    if not is_locked_elsewhere(run.run_id):
+        with RunLock(run.run_id):
+            run = ledger.get_run(run.run_id)
+            run.job_state = job.state
+            run.fine_tuned_model = job.fine_tuned_model or run.fine_tuned_model
+            ledger.save(run)
     if args.json:
         emit_json({"type": "result", **run_document(run)})
     else:
@@ -190,15 +197,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if job.state == JobState.SUCCEEDED else 1
 
 
-def _job_command(args: argparse.Namespace, action: str) -> tuple[Ledger, Run, Any]:
-    ledger, run = _load(args.run_id)
-    with provider_for(run) as provider:
-        job = Pipeline(ledger, provider).job_call(run, action)
-    return ledger, run, job
-
-
 def cmd_pause(args: argparse.Namespace) -> int:
-    _, run, job = _job_command(args, "pause_job")
+    with _locked_run(args) as (ledger, run), provider_for(run) as provider:
+        job = Pipeline(ledger, provider).job_call(run, "pause_job")
     if args.json:
         emit_json(run_document(run))
     else:
@@ -220,9 +221,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    ledger, run, job = _job_command(args, "cancel_job")
-    run.status = "cancelled"
-    ledger.save(run)
+    with _locked_run(args) as (ledger, run), provider_for(run) as provider:
+        if not run.job_id:
+            raise errors.InvalidInput(f"Run {run.run_id} has no job to cancel.")
+        current = provider.get_job(run.job_id)
+        if current.is_terminal:
+            # nothing to cancel: the run keeps the state it has
+            message = f"job {current.id} already ended {current.state}; nothing was cancelled"
+            if args.json:
+                emit_json(run_document(run, message=message))
+            else:
+                say(message, sys.stdout)
+            return 0
+        job = Pipeline(ledger, provider).job_call(run, "cancel_job")
+        run.status = "cancelled"
+        ledger.save(run)
     if args.json:
         emit_json(run_document(run))
     else:
@@ -231,35 +244,39 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    ledger, run = _load(args.run_id)
-    if args.name:
-        run.spec.deploy.name = args.name
-    if args.sku:
-        run.spec.deploy.sku = args.sku
-    run.spec.deploy.enabled = True
-    if not run.reached(Step.JOB_FINISHED) or not run.fine_tuned_model:
-        raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model yet.", hint="`cloudtune resume` first.")
-    if run.step.order > Step.JOB_FINISHED.order and not run.deployments:
-        run.step = Step.JOB_FINISHED
-    reporter = make_reporter(choose_mode(args.json))
-    with provider_for(run) as provider, interruptible():
-        pipeline = Pipeline(ledger, provider, reporter)
-        pipeline._deploy(run)
-        pipeline._smoke_test(run)
-    return _finish(args, run, reporter)
+    with _locked_run(args) as (ledger, run):
+        if args.sku:
+            run.spec.deploy.sku = args.sku
+        if not run.reached(Step.JOB_FINISHED) or not run.fine_tuned_model:
+            raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model yet.", hint="`cloudtune resume` first.")
+        reporter = make_reporter(choose_mode(args.json))
+        with provider_for(run) as provider, interruptible():
+            pipeline = Pipeline(ledger, provider, reporter)
+            name = pipeline.deploy(run, name=args.name, model=getattr(args, "checkpoint_model", None))
+            pipeline._advance(run, Step.DEPLOYED)
+            run.smoke_test = None
+            pipeline._smoke_test(run)
+            reporter.step(run, f"Deployment {name} is ready")
+        return _finish(args, run, reporter)
 
 
 def cmd_undeploy(args: argparse.Namespace) -> int:
-    ledger, run = _load(args.run_id)
-    reporter = make_reporter(choose_mode(args.json))
-    with provider_for(run) as provider, interruptible():
-        pipeline = Pipeline(ledger, provider, reporter)
-        for name in list(run.deployments) or [deployment_name(run)]:
-            pipeline.undeploy(run, name)
-    if run.step.order >= Step.DEPLOYED.order:
-        run.step = Step.JOB_FINISHED
-    ledger.save(run)
-    return _finish(args, run, reporter)
+    with _locked_run(args) as (ledger, run):
+        reporter = make_reporter(choose_mode(args.json))
+        names = [args.name] if getattr(args, "name", None) else list(run.deployments)
+        if not names or not set(names) & set(run.deployments):
+            reporter.close()
+            message = (f"run {run.run_id} owns no deployment named {args.name}" if getattr(args, "name", None)
+                       else f"run {run.run_id} has no deployment of its own") + "; nothing was deleted"
+            if args.json:
+                emit_json(run_document(run, message=message))
+            else:
+                say(message, sys.stdout)
+            return 0
+        with provider_for(run) as provider, interruptible():
+            run_cleanup(Pipeline(ledger, provider, reporter), run, reason="cloudtune undeploy", models=False,
+                        files=False, only=set(names))
+        return _finish(args, run, reporter)
 
 
 def cmd_delete_model(args: argparse.Namespace) -> int:
@@ -279,31 +296,28 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
                 hint=f"cloudtune delete-model {args.model} --provider openai|azure|local",
             )
     if run is not None:
-        model = run.fine_tuned_model
-        if not model:
-            raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model.")
-        provider = provider_for(run)
+        with _locked_run(args, run.run_id) as (ledger, run), provider_for(run) as provider, interruptible():
+            if not run.fine_tuned_model:
+                raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model.")
+            model = run.fine_tuned_model
+            deleted = Pipeline(ledger, provider).cleanup(run, files=False, reason="cloudtune delete-model")
     else:
-        provider = registry.get_provider(provider_name, options)
-    with provider, interruptible():
-        deleted = delete_model_safely(
-            provider, model, reporter=lambda m: None if args.json else say(m), include_unmanaged=args.include_unmanaged
-        )
-    if run is not None:
-        ledger = Ledger()
-        run.deployments = []
-        run.deleted.extend(d for d in deleted if d not in run.deleted)
-        ledger.save(run)
+        with registry.get_provider(provider_name, options) as provider, interruptible():
+            deleted = delete_model_safely(
+                provider, model, reporter=lambda m: None if args.json else say(m),
+                include_unmanaged=args.include_unmanaged, missing_ok=False,
+            )
     if args.json:
         emit_json({"model": model, "deleted": deleted, "run_id": run.run_id if run else None})
     else:
-        say("deleted " + ", ".join(deleted), sys.stdout)
+        say("deleted " + (", ".join(deleted) or "nothing"), sys.stdout)
     return 0
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     ledger = Ledger()
-    if args.older_than:
+    selected_by_age = bool(args.older_than)
+    if selected_by_age:
         runs = ledger.list_runs(limit=10_000, older_than_s=parse_duration(args.older_than))
     elif args.run_id or ledger.latest_run_id():
         runs = [ledger.get_run(args.run_id or ledger.latest_run_id())]  # type: ignore[arg-type]
@@ -311,24 +325,39 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         runs = []
     reporter = make_reporter(choose_mode(args.json))
     results, code = [], 0
-    for run in runs:
+    for listed in runs:
         try:
-            with provider_for(run) as provider, interruptible():
-                deleted = Pipeline(ledger, provider, reporter).cleanup(run, models=not args.keep_model)
-            results.append({"run_id": run.run_id, "deleted": deleted, "ok": True})
+            with RunLock(listed.run_id, wait_s=_wait_lock(args)):
+                run = ledger.get_run(listed.run_id)
+                if selected_by_age and job_is_active(run) and not args.cancel:
+                    results.append({"run_id": run.run_id, "ok": True, "deleted": [],
+                                    "skipped": f"job {run.job_id} still {run.job_state}"})
+                    continue
+                with provider_for(run) as provider, interruptible():
+                    record = run_cleanup(Pipeline(ledger, provider, reporter), run, reason="cloudtune cleanup",
+                                         models=not args.keep_model, cancel=args.cancel)
+            results.append({"run_id": run.run_id, "deleted": record.deleted, "gone": record.gone,
+                            "left_alone": record.skipped, "ok": True})
         except errors.CloudtuneError as exc:
-            if isinstance(exc, errors.Interrupted):
+            if isinstance(exc, errors.Interrupted) or (not selected_by_age and isinstance(exc, errors.RunLocked)):
                 raise
             code = code or errors.exit_code_for(exc)
-            results.append({"run_id": run.run_id, "ok": False, "error": exc.to_dict()})
-            reporter.warn(f"{run.run_id}: {exc}")
+            results.append({"run_id": listed.run_id, "ok": False, "error": exc.to_dict()})
+            reporter.warn(f"{listed.run_id}: {exc}" + (f" ({exc.hint})" if exc.hint else ""))
     reporter.close()
     if args.json:
         emit_json({"runs": results, "run_id": runs[0].run_id if len(runs) == 1 else None})
     else:
         for r in results:
-            say(f"{r['run_id']}: " + (", ".join(r["deleted"]) or "nothing left to delete" if r["ok"] else "failed"),
-                sys.stdout)
+            if not r["ok"]:
+                text = f"not cleaned up: {r['error']['message']}"
+            elif r.get("skipped"):
+                text = f"skipped: {r['skipped']} (`cloudtune cleanup {r['run_id']} --cancel` stops it first)"
+            else:
+                text = ", ".join(r["deleted"]) or "nothing left to delete"
+                if r.get("left_alone"):
+                    text += "; left alone (not this run's): " + ", ".join(r["left_alone"])
+            say(f"{r['run_id']}: {text}", sys.stdout)
         if not results:
             say("no runs to clean up", sys.stdout)
     return code
@@ -368,24 +397,87 @@ def cmd_providers(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cloudtune.compare import Target, compare
+    from cloudtune.compare.command import run as compare_runs
 
-    ledger = Ledger()
-    targets, providers = [], []
-    for run_id in args.run_ids:
-        run = ledger.get_run(run_id)
-        if not run.deployments:
-            raise errors.InvalidInput(f"Run {run.run_id} has no deployment.", hint=f"`cloudtune deploy {run.run_id}`")
-        provider = provider_for(run)
-        providers.append(provider)
-        targets.append(Target(f"{run.provider}:{run.run_id[-6:]}", provider, run.deployments[-1]))
+    return compare_runs(args)
+
+def describe_run(run: Run) -> list[str]:
+    """The plain-text summary every run-level command prints."""
+    lines = [f"run {run.run_id}: {run.status} (step {run.step})"]
+    if run.job_id:
+        lines.append(f"  job:        {run.job_id} ({run.job_state})")
+    if run.fine_tuned_model:
+        lines.append(f"  model:      {run.fine_tuned_model}")
+    if run.deployments:
+        lines.append(f"  deployment: {', '.join(run.deployments)}")
+    if run.smoke_test:
+        lines.append(f"  smoke test: {run.smoke_test.strip()[:200]!r}")
+    if run.evaluation:
+        e = run.evaluation
+        lines.append(f"  evaluation: exact match {e['exact_match']:.0%}, token F1 {e['token_f1']:.2f} on {e['examples']}")
+    for record in run.cleanups:
+        parts = [f"deleted {', '.join(record.deleted)}" if record.deleted else "deleted nothing"]
+        if record.gone:
+            parts.append(f"already gone {', '.join(record.gone)}")
+        if record.skipped:
+            parts.append(f"left alone {', '.join(record.skipped)}")
+        if record.errors:
+            parts.append(f"failed {'; '.join(record.errors)}")
+        lines.append(f"  cleanup:    {record.at:%Y-%m-%d %H:%M} ({record.reason}): {'; '.join(parts)}")
+    if run.foreign:
+        lines.append(f"  not ours:   {', '.join(run.foreign)} (never deleted by this run)")
+    if run.error:
+        lines.append(f"  error:      {run.error.get('message')}")
+        if run.error.get("cleanup_error"):
+            lines.append(f"  cleanup error: {run.error['cleanup_error']}")
+    return lines
+
+
+def _wait_lock(args: argparse.Namespace) -> float | None:
+    value = getattr(args, "wait_lock", None)
+    return parse_duration(value) if value is not None else None
+
+
+@contextmanager
+def _locked_run(args: argparse.Namespace, run_id: str | None = None) -> Iterator[tuple[Ledger, Run]]:
+    """Resolve the run, take its lock (one driver per run), then read it again under the lock,
+    so nothing another process wrote before we got the lock is overwritten."""
+    ledger, run = _load(run_id if run_id is not None else args.run_id)
+    with RunLock(run.run_id, wait_s=_wait_lock(args)):
+        yield ledger, ledger.get_run(run.run_id)
+
+
+def _rebuild_wanted(args: argparse.Namespace, ledger: Ledger) -> bool:
+    """``resume RUN --provider P`` / ``status RUN --provider P`` for a run this ledger never saw."""
+    if not args.run_id or not getattr(args, "provider", None):
+        return False
     try:
-        result = compare(targets, Path(args.eval), limit=args.limit)
-    finally:
-        for provider in providers:
-            provider.close()
-    if args.json:
-        emit_json(result.to_dict())
-    else:
-        say(result.render_plain(), sys.stdout)
-    return 0
+        ledger.get_run(args.run_id)
+        return False
+    except errors.InvalidInput:
+        return True
+
+
+def _rebuilt(args: argparse.Namespace, ledger: Ledger, *, save: bool) -> Run:
+    from cloudtune.rebuild import rebuild_run
+
+    if not (getattr(args, "config", None) or (args.model and args.train)):
+        raise errors.ConfigError(
+            f"Run {args.run_id} is not in the ledger at {ledger.path}; to rebuild it from the {args.provider} "
+            "provider, give its spec: the same config file, or --model and --train.",
+            hint=f"cloudtune resume {args.run_id} --provider {args.provider} CONFIG.yaml",
+        )
+    spec = build_spec(args)
+    with provider_for(spec) as provider:
+        run, found = rebuild_run(Pipeline(ledger, provider, workdir=_workdir_for(args.run_id)), spec, args.run_id)
+    if not args.json:
+        say(f"run {run.run_id} rebuilt from {spec.provider}: found " + ", ".join(found))
+    if save:
+        ledger.adopt_run(run)
+    return run
+
+
+def _workdir_for(run_id: str) -> Path:
+    path = cloudtune_home() / "runs" / run_id
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
