@@ -6,6 +6,7 @@ Relative paths in a YAML file are relative to that file.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ ALIASES = {
     "options": "provider_options",
 }
 PATH_FIELDS = ("training_file", "validation_file", "eval_file")
+# FineTuneSpec field -> the flag (without "--") that sets it
+_FLAGS = {"provider": "provider", "base_model": "model", "training_file": "train", "validation_file": "validation",
+          "validation_split": "validation_split", "method": "method", "suffix": "suffix", "seed": "seed",
+          "eval_file": "eval", "cleanup": "cleanup", "wait": "wait", "cancel_on_interrupt": "cancel_on_interrupt",
+          "timeout_s": "timeout"}
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -41,38 +47,87 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return d * 86400 + h * 3600 + m * 60 + s
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The config file's mapping, keys as the user wrote them."""
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = Path(path).read_bytes()
     except FileNotFoundError as exc:
         raise errors.ConfigError(f"Config file {path} does not exist.") from exc
+    except OSError as exc:
+        raise errors.ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise errors.ConfigError(
+            f"Config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded.",
+            hint="Save the file as UTF-8 (most editors offer it under 'Save with encoding').",
+        ) from exc
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise errors.ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise errors.ConfigError(f"Config file {path} must hold a mapping of settings, not {type(data).__name__}.")
-    data = {ALIASES.get(k, k): v for k, v in data.items()}
-    for key in PATH_FIELDS:
-        if data.get(key):
-            p = Path(data[key]).expanduser()
-            data[key] = str(p if p.is_absolute() else (Path(path).parent / p))
-    if "timeout_s" in data:
-        data["timeout_s"] = parse_duration(data["timeout_s"])
-    if isinstance(data.get("deploy"), bool):
-        data["deploy"] = {"enabled": data["deploy"]}
     return data
 
 
+def load_yaml(path: Path) -> dict[str, Any]:
+    """The config file's settings under FineTuneSpec's field names; paths made absolute (relative
+    ones are relative to the file's directory, so the run does not depend on the shell's cwd)."""
+    return _load_yaml(path)[0]
+
+
+def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """:func:`load_yaml`'s settings, and each field's key as the file spells it (for messages)."""
+    raw = read_yaml(path)
+    data = {ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
+    spelled = {ALIASES.get(str(k), str(k)): str(k) for k in raw}
+    for key in PATH_FIELDS:
+        value = data.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise errors.ConfigError(
+                f"{spelled.get(key, key)} in {path} must be a file path, not {value!r}.",
+                hint=f"e.g. {spelled.get(key, key)}: data/train.jsonl",
+            )
+        data[key] = absolute_path(value, relative_to=Path(path).parent)
+    if "timeout_s" in data:
+        try:
+            data["timeout_s"] = parse_duration(data["timeout_s"])
+        except errors.ConfigError as exc:
+            raise errors.ConfigError(f"{spelled.get('timeout_s', 'timeout')} in {path}: {exc}") from exc
+    if isinstance(data.get("deploy"), bool):
+        data["deploy"] = {"enabled": data["deploy"]}
+    return data, spelled
+
+
+def absolute_path(value: str, *, relative_to: Path | None = None) -> str:
+    """``value`` as an absolute, normalised path (``~`` expanded); relative ones start at
+    ``relative_to`` (default: the current directory)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and relative_to is not None:
+        path = relative_to / path
+    return os.path.abspath(path)
+
+
 def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``-o KEY=VALUE`` pairs. A value is read as YAML (``-o epochs=3`` is a number) unless YAML
+    cannot read it: then it is the text as given (``-o organization=@acme``)."""
     import yaml
 
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise errors.ConfigError(f"Provider options are KEY=VALUE, not {pair!r}.")
-        options[key.strip()] = yaml.safe_load(value)
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key.strip()] = value
     return options
 
 
@@ -80,14 +135,15 @@ def build_spec(args: Any) -> Any:
     """Merge the YAML config (if any) with the flags into a validated FineTuneSpec."""
     from pydantic import ValidationError
 
-    from cloudtune.registry import default_provider_name
+    from cloudtune.registry import check_options, default_provider_name
     from cloudtune.types import FineTuneSpec
 
-    data: dict[str, Any] = load_yaml(Path(args.config)) if getattr(args, "config", None) else {}
+    config = getattr(args, "config", None)
+    data, spelled = _load_yaml(Path(config)) if config else ({}, {})
     for key in ("hyperparameters", "deploy", "provider_options", "metadata", "prices"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise errors.ConfigError(
-                f"{key} in {args.config} must be a mapping of settings, not {data[key]!r}.",
+                f"{spelled.get(key, key)} in {config} must be a mapping of settings, not {data[key]!r}.",
                 hint="e.g. hyperparameters:\n  epochs: 3" if key == "hyperparameters" else None,
             )
     hyper = dict(data.get("hyperparameters") or {})
@@ -95,13 +151,13 @@ def build_spec(args: Any) -> Any:
     flags = {
         "provider": args.provider,
         "base_model": args.model,
-        "training_file": args.train,
-        "validation_file": args.validation,
+        "training_file": absolute_path(args.train) if args.train else None,
+        "validation_file": absolute_path(args.validation) if args.validation else None,
         "validation_split": args.validation_split,
         "method": args.method,
         "suffix": args.suffix,
         "seed": args.seed,
-        "eval_file": args.eval,
+        "eval_file": absolute_path(args.eval) if args.eval else None,
         "cleanup": args.cleanup,
         "wait": args.wait,
         "cancel_on_interrupt": args.cancel_on_interrupt,
@@ -110,16 +166,23 @@ def build_spec(args: Any) -> Any:
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.validation:
         data.pop("validation_split", None)
+    # where each setting given on the command line came from, to name it in errors
+    set_by_flag = {(field,): "--" + flag.replace("_", "-") for field, flag in _FLAGS.items() if flags[field] is not None}
     for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                        ("learning_rate_multiplier", args.learning_rate_multiplier)):
         if value is not None:
             hyper[key] = value
-    for key, value in (("enabled", args.deploy), ("name", args.deployment_name), ("sku", args.deployment_sku)):
+            set_by_flag[("hyperparameters", key)] = "--" + key.replace("_", "-")
+    for key, value, flag in (("enabled", args.deploy, "--deploy"), ("name", args.deployment_name, "--deployment-name"),
+                             ("sku", args.deployment_sku, "--deployment-sku")):
         if value is not None:
             deploy[key] = value
+            set_by_flag[("deploy", key)] = flag
     data["hyperparameters"] = hyper
     data["deploy"] = deploy
-    data["provider_options"] = {**(data.get("provider_options") or {}), **parse_options(args.option)}
+    options = parse_options(args.option)
+    set_by_flag.update({("provider_options", key): f"-o {key}" for key in options})
+    data["provider_options"] = {**(data.get("provider_options") or {}), **options}
     data.setdefault("provider", default_provider_name())
     missing = [flag for flag, key in (("--model", "base_model"), ("--train", "training_file")) if not data.get(key)]
     if missing:
@@ -130,9 +193,27 @@ def build_spec(args: Any) -> Any:
     try:
         spec = FineTuneSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_describe(e, set_by_flag, spelled, config) for e in exc.errors())
         raise errors.ConfigError(f"Invalid run configuration: {problems}") from exc
     for label, path in (("training", spec.training_file), ("validation", spec.validation_file), ("eval", spec.eval_file)):
         if path is not None and not Path(path).is_file():
             raise errors.ConfigError(f"The {label} file {path} does not exist.")
+    check_options(spec.provider, spec.provider_options)  # a misspelt -o stops here, before any record
     return spec
+
+
+
+def _describe(error: Any, set_by_flag: dict[tuple[str, ...], str], spelled: dict[str, str], config: str | None) -> str:
+    """One pydantic error named as the user wrote the setting: ``epochs in run.yaml: ...`` or ``--epochs: ...``."""
+    loc = tuple(str(part) for part in error["loc"])
+    flag = next((set_by_flag[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in set_by_flag), None)
+    if flag:
+        where = flag
+    elif loc:
+        name = ".".join([spelled.get(loc[0], loc[0]), *loc[1:]])
+        where = f"{name} in {config}" if config else name
+    else:
+        where = f"the settings in {config}" if config else "the settings"
+    value = error.get("input")
+    shown = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) else ""
+    return f"{where}: {error['msg']}{shown}"

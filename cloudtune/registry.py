@@ -9,8 +9,10 @@ which is how plugins under development (and the test suite's fakes) are used.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +101,31 @@ def provider_class(name: str | None) -> type["Provider"]:
     return cls
 
 
+#: options cloudtune itself passes to every provider (never typed by the user, always accepted)
+CORE_OPTIONS: dict[str, str] = {"base_model": "the run's base model (set by cloudtune)"}
+
+
+def check_options(name: str | None, options: Mapping[str, Any]) -> None:
+    """Refuse ``-o`` options the provider does not read (declared in its ``option_names``), naming
+    the ones it does, so a misspelling (``-o lora_rnak=8``) is not silently ignored."""
+    cls = provider_class(name)
+    known = {**cls.option_names, **CORE_OPTIONS}
+    unknown = sorted(str(key) for key in options if key not in known)
+    if not unknown:
+        return
+    label = cls.name or resolve(name).name
+    guesses = [close for key in unknown for close in difflib.get_close_matches(key, cls.option_names, n=1)]
+    offered = "; ".join(f"{key} ({help_text})" for key, help_text in sorted(cls.option_names.items()))
+    raise errors.ConfigError(
+        f"The {label} provider has no option {', '.join(repr(k) for k in unknown)}. "
+        + (f"Its options: {offered}." if offered else "It takes no options."),
+        hint=(f"Did you mean {', '.join(guesses)}? " if guesses else "")
+        + "Training settings (epochs, lora_r...) go under hyperparameters: in the YAML config, not -o.",
+        provider=label,
+    )
+
+
 def get_provider(name: str | None = None, options: dict[str, Any] | None = None, **kwargs: Any) -> "Provider":
     """Instantiate a provider by name (``None`` = ``CLOUDTUNE_PROVIDER`` or the default)."""
+    check_options(name, options or {})
     return provider_class(name)(options or {}, **kwargs)

@@ -43,6 +43,7 @@ from cloudtune.types import (
     Job,
     JobEvent,
     Method,
+    RemoteFile,
 )
 from providers.openai import capabilities, convert, fine_tuning, translate, uploads
 from providers.openai.deployments import DeploymentNames, default_path
@@ -54,6 +55,19 @@ class OpenAIProvider(Provider):
     name = "openai"
     install_extra = "openai"
     status_map = convert.STATUS_MAP
+    option_names: Mapping[str, str] = {
+        "base_url": "API base URL (default: OPENAI_BASE_URL or https://api.openai.com/v1)",
+        "organization": "organization id (default: OPENAI_ORG_ID)",
+        "project": "project id (default: OPENAI_PROJECT_ID)",
+        "api_key_env": "the environment variable holding the key (default OPENAI_API_KEY)",
+        "upload_threshold_bytes": "above this size the Uploads API is used (default 512 MB)",
+        "upload_part_bytes": "Uploads API part size (default 64 MB)",
+        "upload_workers": "parallel part uploads (default 4)",
+        "request_timeout_s": "per-request timeout in seconds (default 120)",
+        "read_attempts": "attempts for idempotent reads (default 6)",
+        "file_wait_timeout_s": "how long to wait for an uploaded file to be processed (default 900)",
+        "deployments_file": "where deployment names are kept (default under CLOUDTUNE_HOME)",
+    }
     unsupported: Mapping[str, str] = {}
 
     def __init__(self, options: Mapping[str, Any] | None = None, *, sleep: Callable[[float], None] = time.sleep,
@@ -190,6 +204,11 @@ class OpenAIProvider(Provider):
         uploads.wait_until_processed(self.client, found, self._read, sleep=self.sleep, clock=self.clock,
                                      timeout_s=float(self._option("file_wait_timeout_s", 900.0)))
         return found
+
+    def get_file(self, file_id: str) -> RemoteFile:
+        raw = self._read(lambda: self.client.files.retrieve(file_id))
+        return RemoteFile(id=raw.id, name=getattr(raw, "filename", None), bytes=getattr(raw, "bytes", None),
+                          status=getattr(raw, "status", None))
 
     def delete_file(self, file_id: str) -> None:
         self._read(lambda: self.client.files.delete(file_id))

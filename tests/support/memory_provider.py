@@ -31,6 +31,7 @@ from cloudtune.types import (
     Job,
     JobError,
     JobState,
+    RemoteFile,
 )
 
 _STAGES = ["validating_files", "queued", "running", "succeeded"]
@@ -47,6 +48,11 @@ class MemoryProvider(Provider):
         "cancelled": JobState.CANCELLED,
     }
     unsupported = {"pause_job": "the memory provider has no pause", "resume_job": "the memory provider has no pause"}
+    option_names = {
+        "state_file": "JSON file holding the provider's state across processes (or CLOUDTUNE_MEMORY_STATE)",
+        "steps": "training steps a job reports (or CLOUDTUNE_MEMORY_STEPS)",
+        "fail": "the stage at which jobs fail (or CLOUDTUNE_MEMORY_FAIL)",
+    }
 
     def __init__(self, options: dict[str, Any] | None = None, **kw: Any) -> None:
         super().__init__(options, **kw)
@@ -120,6 +126,13 @@ class MemoryProvider(Provider):
                      if f["name"] == Path(path).name and f["bytes"] == size and f["at"] >= since - 1]
             return max(found)[1] if found else None
 
+    def get_file(self, file_id: str) -> RemoteFile:
+        with self._state() as state:
+            found = state["files"].get(file_id)
+            if found is None:
+                raise errors.NotFound(f"no file {file_id}")
+            return RemoteFile(id=file_id, name=found["name"], bytes=found["bytes"])
+
     def delete_file(self, file_id: str) -> None:
         with self._state() as state:
             self._log(state, f"delete_file {file_id}")
@@ -181,14 +194,14 @@ class MemoryProvider(Provider):
                 self._event(job, "Job cancelled")
             return self._job(job_id, job)
 
-    def deploy(self, model, *, name, options=None):  # type: ignore[no-untyped-def]
+    def deploy(self, model, *, name, options=None, run_id=None):  # type: ignore[no-untyped-def]
         with self._state() as state:
             if model not in state["models"]:
                 raise errors.NotFound(f"no model {model}")
             existing = state["deployments"].get(name)
             if existing and existing["model"] != model:
                 raise errors.Conflict(f"deployment {name} already serves {existing['model']}")
-            state["deployments"].setdefault(name, {"model": model, "polls": 0, "managed": True})
+            state["deployments"].setdefault(name, {"model": model, "polls": 0, "managed": True, "run_id": run_id})
             self._log(state, f"deploy {name}")
             return self._deployment(name, state["deployments"][name])
 
@@ -295,4 +308,5 @@ class MemoryProvider(Provider):
     def _deployment(self, name: str, d: dict[str, Any]) -> Deployment:
         # a deployment needs one look before it is ready, like real ones
         state = DeploymentState.READY if d["polls"] >= 1 else DeploymentState.CREATING
-        return Deployment(name=name, model=d["model"], state=state, managed_by_cloudtune=d.get("managed", True))
+        return Deployment(name=name, model=d["model"], state=state, managed_by_cloudtune=d.get("managed", True),
+                          run_id=d.get("run_id"))
