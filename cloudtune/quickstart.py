@@ -33,7 +33,7 @@ def _sample(name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from cloudtune.commands import interruptible
-    from cloudtune.compare import Target, compare
+    from cloudtune.compare.quickstart_report import compare_base_and_fine_tuned
     from cloudtune.ledger import Ledger
     from cloudtune.pipeline import Pipeline, provider_for
     from cloudtune.types import CleanupPolicy, DeployOptions, FineTuneSpec, Hyperparameters
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     provider = provider_for(run_)
     pipeline = Pipeline(ledger, provider, reporter)
     base_name = f"ct-base-{run_.run_id}".lower()
-    comparison = None
+    comparison = report_path = None
     try:
         with interruptible():
             pipeline.run(run_)
@@ -73,11 +73,7 @@ def run(args: argparse.Namespace) -> int:
             from cloudtune.poller import wait_for_deployment
 
             wait_for_deployment(provider, base_name, target="ready", timeout_s=600)
-            comparison = compare(
-                [Target("base", provider, base_name), Target("fine-tuned", provider, run_.deployments[-1])],
-                spec.eval_file,  # type: ignore[arg-type]
-                max_tokens=48,
-            )
+            comparison, report_path = compare_base_and_fine_tuned(run_, provider, base_name, max_tokens=48)
     finally:
         reporter.close()
         if not args.keep:
@@ -90,13 +86,18 @@ def run(args: argparse.Namespace) -> int:
         emit_json({"run_id": run_.run_id, "provider": "local", "job_id": run_.job_id, "state": str(run_.job_state),
                    "fine_tuned_model": run_.fine_tuned_model, "deployment": None if not args.keep else run_.deployments,
                    "comparison": comparison.to_dict() if comparison else None, "elapsed_s": round(elapsed, 1),
+                   "report": str(report_path) if report_path else None,
                    "deleted": run_.deleted})
     else:
-        print(comparison.render_plain() if comparison else "", file=sys.stdout)
         if comparison:
-            rates = {r.label: persona_rate([a.text for a in r.answers]) for r in comparison.reports}
+            from cloudtune.compare.report import render_terminal
+
+            render_terminal(comparison, sys.stdout)
+            rates = {r.label: persona_rate([a.text or "" for a in r.answers]) for r in comparison.reports}
             print("answers in the trained persona: "
                   + ", ".join(f"{label} {rate:.0%}" for label, rate in rates.items()), file=sys.stdout)
         print(f"\nquickstart finished in {elapsed:.0f}s; run {run_.run_id}"
               + ("" if args.keep else " (everything it created was deleted)"), file=sys.stdout)
+        if report_path:
+            print(f"report: {report_path}", file=sys.stdout)
     return 0

@@ -6,6 +6,16 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="${CLOUDTUNE_TORCH:-2.13.0}"
 
+# tests/compare opens the HTML report in a real headless browser: Debian's chromium.
+# Skipped when it is already installed and starts; apt-get needs root (as on CI).
+if ! /usr/bin/chromium --version >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    else
+        echo "setup: tests/compare need Debian chromium: sudo apt-get install -y chromium" >&2
+    fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi

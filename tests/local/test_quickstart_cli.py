@@ -30,8 +30,11 @@ def test_quickstart_fine_tunes_compares_and_leaves_nothing(tmp_path: Path) -> No
     targets = {t["label"]: t for t in doc["comparison"]["targets"]}
     assert targets["fine-tuned"]["token_f1"] > targets["base"]["token_f1"]
     answers = [e["answers"] for e in doc["comparison"]["examples"]]
-    assert all("matey" in a["fine-tuned"].lower() for a in answers)
-    assert not any("matey" in a["base"].lower() for a in answers)
+    assert all("matey" in a["fine-tuned"]["text"].lower() for a in answers)
+    assert not any("matey" in a["base"]["text"].lower() for a in answers)
+    report = Path(doc["report"])
+    assert report.name == "report.html" and report.is_file() and (report.parent / "loss_curves.png").is_file()
+    assert doc["comparison"]["differences"]["fine-tuned"]  # intervals against the base model
     deleted = doc["deleted"]
     assert [d.split(":")[0] for d in deleted] == ["deployment", "model", "file"]
     assert not list((home / "local" / "deployments").glob("*/server.pid"))

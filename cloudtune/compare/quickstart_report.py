@@ -1,0 +1,43 @@
+"""The quickstart's base-vs-fine-tuned comparison, with the same figures and report files
+as ``cloudtune compare --baseline base``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.compare import bootstrap
+from cloudtune.compare.evalset import load_eval_file
+from cloudtune.compare.metrics import ROUGE_VARIANT
+from cloudtune.compare.report import Comparison
+from cloudtune.compare.report_files import write_report
+from cloudtune.compare.runfacts import live_deployment, run_facts
+from cloudtune.compare.runner import DECODING, Target, evaluate_target
+
+if TYPE_CHECKING:
+    from cloudtune.provider import Provider
+    from cloudtune.types import Run
+
+
+def compare_base_and_fine_tuned(run: "Run", provider: "Provider", base_deployment: str,
+                                **chat_params: Any) -> tuple[Comparison, Path]:
+    """Ask the base and the fine-tuned deployment the run's eval questions; write the report
+    under CLOUDTUNE_HOME/reports/<run id>/ and return it with its report.html path."""
+    from cloudtune.ledger import cloudtune_home
+
+    assert run.spec.eval_file is not None
+    examples = load_eval_file(run.spec.eval_file)
+    targets = [Target("base", provider, base_deployment, "base", run.provider, run.run_id,
+                      price_note="local: your hardware, no price"),
+               Target("fine-tuned", provider, live_deployment(run) or "", "fine-tuned", run.provider, run.run_id,
+                      price_note="local: your hardware, no price")]
+    comparison = Comparison(examples, [evaluate_target(t, examples, concurrency=1, **chat_params) for t in targets],
+                            baselines={"fine-tuned": "base"}, runs=[run_facts(run, provider)])
+    comparison.settings = {"eval_file": str(run.spec.eval_file), "examples": len(examples),
+                           "eval_sha256": hashlib.sha256(Path(run.spec.eval_file).read_bytes()).hexdigest(),
+                           "decoding": {**DECODING, **chat_params}, "rouge": ROUGE_VARIANT,
+                           "bootstrap": f"{bootstrap.RESAMPLES} paired resamples, 95% percentile interval, "
+                                        f"seed {bootstrap.SEED}", "baseline": "base"}
+    written = write_report(comparison, cloudtune_home() / "reports" / run.run_id)
+    return comparison, written["report.html"]

@@ -1,0 +1,91 @@
+"""``cloudtune`` as a subprocess against ``cloudtune emulate openai`` in another process, with one
+fine-tuning run made once per module so the compare tests only pay for the comparisons."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.openai.conftest import chat_example
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "sk-compare-emulator-key-77"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def last_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [line for line in result.stdout.splitlines() if line.strip().startswith("{")]
+    assert lines, (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
+    return json.loads(lines[-1])
+
+
+@dataclass
+class OpenAISession:
+    tmp: Path
+    url: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "OPENAI_"))}
+        env.update(CLOUDTUNE_HOME=str(self.tmp / "home"), OPENAI_API_KEY=KEY, OPENAI_BASE_URL=self.url + "/v1",
+                   CLOUDTUNE_POLL_INTERVAL="0.2", CLOUDTUNE_POLL_MAX="0.5", PYTHONPATH=str(ROOT), CI="1",
+                   MPLBACKEND="Agg")
+        env.update(extra)
+        return env
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def control(self, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method="POST" if data is not None else "GET",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def openai_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAISession]:
+    tmp = tmp_path_factory.mktemp("compare-openai")
+    write_jsonl(tmp / "train.jsonl", [chat_example(i) for i in range(12)])
+    # 8 held-out questions: the first 4 were in the training data (the emulated fine-tune learned
+    # them word for word), the last 4 were not
+    write_jsonl(tmp / "eval.jsonl", [chat_example(i) for i in range(8, 16)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1.5",
+         "--api-key", KEY], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = emulator.stdout.readline()  # type: ignore[union-attr]
+        assert "listening on http://127.0.0.1:" in first, first
+        yield OpenAISession(tmp, first.split("listening on ", 1)[1].strip().removesuffix("/v1"))
+    finally:
+        emulator.send_signal(signal.SIGTERM)
+        try:
+            emulator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+            emulator.wait()
+
+
+@pytest.fixture(scope="module")
+def openai_run(openai_session: OpenAISession) -> str:
+    done = openai_session("run", "--provider", "openai", "--model", "gpt-4o-mini", "--train", "train.jsonl",
+                          "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return last_json(done)["run_id"]
