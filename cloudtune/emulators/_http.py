@@ -97,7 +97,9 @@ class Fault:
     stage: str | None = None  # for fail_job: the job stage at which to fail
     code: str | None = None
     message: str | None = None
-    after: bool = False  # status faults: process the request first, then answer with the error
+    # process the request first, then: status -> answer with the error; drop -> reset the
+    # connection; latency -> wait before answering (the outcome is real, the answer is lost/late)
+    after: bool = False
 
     def matches(self, line: str) -> bool:
         return re.search(self.route, line) is not None
@@ -245,11 +247,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         line = f"{self.command} {parts.path}"
         fault = app.faults.take(line) if not parts.path.startswith("/_emulator/") else None
-        if fault is not None and fault.kind == "latency":
+        if fault is not None and fault.kind == "latency" and not fault.after:
             time.sleep(fault.latency_s)
             fault = None
         length = int(self.headers.get("Content-Length") or 0)
-        if fault is not None and fault.kind == "drop":
+        if fault is not None and fault.kind == "drop" and not fault.after:
             # read part of the body, then reset the connection
             if length:
                 self.rfile.read(min(length, 1024))
@@ -274,6 +276,11 @@ class RequestHandler(BaseHTTPRequestHandler):
                 response = Response.json(app.error_body(500, f"emulator error: {exc!r}", "server_error"), 500)
             if fault is not None and fault.kind == "status":
                 response = self._fault_response(app, fault)
+        if fault is not None and fault.kind == "latency":
+            time.sleep(fault.latency_s)
+        if fault is not None and fault.kind == "drop":
+            self._reset()
+            return
         self._send(response)
 
     def _read_body(self, length: int) -> bytes:

@@ -1,0 +1,225 @@
+"""Transport and service faults during a run: rate limits, 5xx bursts, connection resets and
+read timeouts on every kind of call, and the service refusing or failing the work. Each run
+must end with one job, no orphan upload, and (after cleanup) nothing left."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.faults.harness import Ctx, expect
+from tests.faults.matrix import scenario
+
+# Routes of each call, per target ("METHOD /path" regexes the emulator's faults match).
+UPLOAD = {"openai": r"POST /v1/files$", "azure-openai": r"POST /openai/(v1/)?files$",
+          "azure-serverless": r"PUT /.*/(data|datastores)/"}
+CREATE = {"openai": r"POST /v1/fine_tuning/jobs$", "azure-openai": r"POST /openai/(v1/)?fine_tuning/jobs$",
+          "azure-serverless": r"PUT /.*/jobs/[^/]+$"}
+POLL = {"openai": r"GET /v1/fine_tuning/jobs/[^/]+$", "azure-openai": r"GET /openai/(v1/)?fine_tuning/jobs/[^/]+$",
+        "azure-serverless": r"GET /.*/jobs/[^/]+$"}
+DEPLOY = {"azure-openai": r"PUT /.*/deployments/[^/]+$", "azure-serverless": r"PUT /.*/serverlessEndpoints/[^/]+$"}
+DELETE = {"openai": r"DELETE /v1/files/", "azure-openai": r"DELETE /.*/deployments/[^/]+$",
+          "azure-serverless": r"DELETE /.*/serverlessEndpoints/[^/]+$"}
+CHAT = {"openai": r"POST /v1/chat/completions$", "azure-openai": r"POST /openai/.*chat/completions$",
+        "azure-serverless": r"POST .*chat/completions$"}
+
+
+def route(table: dict[str, str], ctx: Ctx) -> str:
+    return table[ctx.target.name]
+
+
+def succeeds(ctx: Ctx, *extra: str, **env: str) -> dict[str, Any]:
+    """A run through the armed faults ends in success with one job and a smoke-tested model."""
+    result = ctx.run(*extra, **env)
+    expect(result.rc == 0, f"run did not succeed: {result.brief()}")
+    doc = result.doc
+    expect(doc.get("status") == "succeeded", f"run status {doc.get('status')!r}, expected succeeded")
+    expect(ctx.target.hits(), "no injected fault was hit: the scenario tested nothing")
+    return doc
+
+
+def one_upload_per_file(ctx: Ctx, run_id: str) -> None:
+    """The service holds at most one upload per data file of this run (no orphan copies)."""
+    snap = ctx.snapshot()
+    kind = "data_asset" if ctx.target.name == "azure-serverless" else "file"
+    names = [info.get("name") or key for key, info in snap[kind].items() if info.get("run") == run_id]
+    expect(len(names) == len(set(names)), f"more than one upload of the same file: {sorted(names)}")
+    untagged = [key for key, info in snap[kind].items() if not info.get("run") and key not in ctx.baseline[kind]]
+    expect(not untagged, f"upload(s) without the run tag (cannot be told apart from another run's): {untagged}")
+
+
+ALL = ("openai", "azure-openai", "azure-serverless")
+
+
+@scenario("429-with-retry-after", "openai", "azure-openai", issue="faults")
+def rate_limited_with_retry_after(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(UPLOAD, ctx), "status": 429, "retry_after": 0.2, "times": 2},
+                      {"route": route(POLL, ctx), "status": 429, "retry_after": 0.2, "times": 3},
+                      {"route": route(CHAT, ctx), "status": 429, "retry_after": 0.2, "times": 1})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("429-without-retry-after", "openai", "azure-openai", issue="faults")
+def rate_limited_without_retry_after(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(CREATE, ctx), "status": 429, "times": 2},
+                      {"route": route(POLL, ctx), "status": 429, "times": 2})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("500-burst-on-poll", *ALL, issue="faults")
+def server_error_burst_on_poll(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(POLL, ctx), "status": 500, "times": 4})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("503-burst-on-create", "openai", "azure-openai", issue="faults")
+def unavailable_burst_on_create(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(CREATE, ctx), "status": 503, "times": 2})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("500-after-create-answer-lost", "openai", "azure-openai", issue="faults")
+def server_error_after_create(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(CREATE, ctx), "status": 500, "after": True})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("502-after-stored-upload", "openai", "azure-openai", issue="5")
+def bad_gateway_after_upload_stored(ctx: Ctx) -> None:
+    # the service stored the file, the client saw a 502: no second copy, nothing left with --cleanup always
+    ctx.target.faults({"route": route(UPLOAD, ctx), "status": 502, "after": True})
+    doc = succeeds(ctx, "--cleanup", "always")
+    one_upload_per_file(ctx, doc["run_id"])
+
+
+@scenario("reset-during-upload", *ALL, issue="faults")
+def reset_during_upload(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(UPLOAD, ctx), "kind": "drop"})
+    doc = succeeds(ctx, "--cleanup", "never")
+    one_upload_per_file(ctx, doc["run_id"])
+
+
+@scenario("reset-after-upload-stored", "openai", "azure-openai", issue="5")
+def reset_after_upload_stored(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(UPLOAD, ctx), "kind": "drop", "after": True})
+    doc = succeeds(ctx, "--cleanup", "never")
+    one_upload_per_file(ctx, doc["run_id"])
+
+
+@scenario("reset-during-create", *ALL, issue="faults")
+def reset_during_create(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(CREATE, ctx), "kind": "drop"})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("reset-after-create", "openai", "azure-openai", issue="faults")
+def reset_after_create(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(CREATE, ctx), "kind": "drop", "after": True})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("reset-during-poll", *ALL, issue="faults")
+def reset_during_poll(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(POLL, ctx), "kind": "drop", "times": 3})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("reset-during-deploy", "azure-openai", "azure-serverless", issue="faults")
+def reset_during_deploy(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(DEPLOY, ctx), "kind": "drop"})
+    succeeds(ctx, "--cleanup", "never")
+
+
+@scenario("reset-during-delete", *ALL, issue="faults")
+def reset_during_delete(ctx: Ctx) -> None:
+    # the run's own cleanup meets a reset: it either retries or reports what is left, and a
+    # later `cleanup` finishes (the final check: nothing left, nothing foreign touched)
+    ctx.target.faults({"route": route(DELETE, ctx), "kind": "drop"})
+    result = ctx.run("--cleanup", "always")
+    expect(result.doc.get("status") == "succeeded" or result.rc != 0,
+           f"run hid the failed delete: {result.brief()}")
+    expect(ctx.target.hits(), "the delete was never reached")
+
+
+@scenario("read-timeout-on-poll", "openai", issue="faults")
+def read_timeout_on_poll(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(POLL, ctx), "kind": "latency", "latency_s": 4.0, "times": 1})
+    succeeds(ctx, "--cleanup", "never", "-o", "request_timeout_s=1")
+
+
+@scenario("read-timeout-after-create", "openai", issue="faults")
+def read_timeout_after_create(ctx: Ctx) -> None:
+    # the job is made, the answer comes after the client gave up: still exactly one job
+    ctx.target.faults({"route": route(CREATE, ctx), "kind": "latency", "latency_s": 4.0, "after": True})
+    succeeds(ctx, "--cleanup", "never", "-o", "request_timeout_s=1")
+
+
+@scenario("read-timeout-after-upload", "openai", issue="5")
+def read_timeout_after_upload(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(UPLOAD, ctx), "kind": "latency", "latency_s": 4.0, "after": True})
+    doc = succeeds(ctx, "--cleanup", "never", "-o", "request_timeout_s=1")
+    one_upload_per_file(ctx, doc["run_id"])
+
+
+@scenario("quota-refusal-on-create", "openai", issue="faults")
+def quota_refusal_on_create(ctx: Ctx) -> None:
+    ctx.target.faults({"route": route(CREATE, ctx), "status": 429, "code": "insufficient_quota", "times": -1,
+                       "message": "You exceeded your current quota, please check your plan and billing details."})
+    result = ctx.run("--cleanup", "on-failure", jobs=0)
+    expect(result.rc == 4, f"quota refusal should exit 4: {result.brief()}")
+
+
+@scenario("quota-refusal-on-deploy", "azure-openai", issue="faults")
+def quota_refusal_on_deploy(ctx: Ctx) -> None:
+    ctx.target.set_rules(deployment_capacity_quota=0)
+    result = ctx.run("--cleanup", "on-failure")
+    expect(result.rc == 4, f"deployment quota refusal should exit 4: {result.brief()}")
+    expect("quota" in result.text.lower(), "the quota refusal is not named")
+
+
+@scenario("job-fails-in-validation", "openai", "azure-openai", issue="faults")
+def job_fails_in_validation(ctx: Ctx) -> None:
+    if ctx.target.name == "openai":
+        ctx.target.faults({"kind": "fail_job", "stage": "validating_files", "code": "invalid_training_file",
+                           "message": "Invalid file format. Line 3, message 1: unexpected key."})
+        result = ctx.run("--cleanup", "on-failure")
+    else:
+        process = ctx.start_run("--cleanup", "on-failure")
+        job = ctx.wait_new_job(ctx.baseline, process)
+        ctx.target.force_job_status(job, "failed")
+        result = ctx.finish_process(process)
+        ctx.track(result.doc.get("run_id") or ctx.latest_run_id(), jobs=1)
+    expect(result.rc == 1, f"a job failing validation should exit 1: {result.brief()}")
+    expect(result.doc.get("status") == "failed", f"run status {result.doc.get('status')!r}, expected failed")
+
+
+@scenario("job-fails-while-running", "openai", "azure-openai", "azure-serverless", issue="faults")
+def job_fails_while_running(ctx: Ctx) -> None:
+    if ctx.target.name == "openai":
+        ctx.target.faults({"kind": "fail_job", "stage": "running", "code": "server_error",
+                           "message": "The job failed due to an internal error."})
+        result = ctx.run("--cleanup", "on-failure")
+    else:
+        ctx.target.set_timings(running_s=100000.0)
+        process = ctx.start_run("--cleanup", "on-failure")
+        job = ctx.wait_new_job(ctx.baseline, process)
+        failed = "failed" if ctx.target.name == "azure-openai" else "Failed"
+        ctx.target.force_job_status(job, failed)
+        result = ctx.finish_process(process)
+        ctx.track(result.doc.get("run_id") or ctx.latest_run_id(), jobs=1)
+    expect(result.rc == 1, f"a failed job should exit 1: {result.brief()}")
+
+
+@scenario("deployment-fails", "azure-openai", "azure-serverless", issue="faults")
+def deployment_fails(ctx: Ctx) -> None:
+    ctx.target.set_timings(deploy_s=100000.0)  # stays Creating until the scenario fails it
+    process = ctx.start_run("--cleanup", "on-failure")
+    kind = "deployment" if ctx.target.name == "azure-openai" else "endpoint"
+    key = ctx.wait_for(f"a new {kind}", lambda: next(
+        (k for k in ctx.snapshot()[kind] if k not in ctx.baseline[kind]), None), process=process)
+    store = ctx.target.app.store
+    with ctx.target.app.lock:
+        table = store.cs_deployments if kind == "deployment" else store.endpoints
+        table[tuple(key.split("/", 1))]["failed"] = True
+    result = ctx.finish_process(process)
+    ctx.track(result.doc.get("run_id") or ctx.latest_run_id(), jobs=1)
+    expect(result.rc not in (0, 5, 130), f"a failed deployment should fail the run: {result.brief()}")
