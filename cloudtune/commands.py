@@ -221,7 +221,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with _locked_run(args) as (ledger, run), provider_for(run) as provider:
+    ledger = Ledger()
+    _, listed = _load(args.run_id)
+    if getattr(args, "wait_lock", None) is None and is_locked_elsewhere(listed.run_id):
+        return _cancel_driven_elsewhere(args, listed)
+    with _locked_run(args, listed.run_id) as (ledger, run), provider_for(run) as provider:
         if not run.job_id:
             raise errors.InvalidInput(f"Run {run.run_id} has no job to cancel.")
         current = provider.get_job(run.job_id)
@@ -240,6 +244,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         emit_json(run_document(run))
     else:
         say(f"job {job.id}: {job.state}", sys.stdout)
+    return 0
+
+
+def _cancel_driven_elsewhere(args: argparse.Namespace, run: Run) -> int:
+    """Stopping a job that another process is waiting on is what ``cancel`` is for, so the cancel
+    is sent to the provider; the run's record is left to the process that drives it (it sees the
+    job end and records it), so the one-writer rule holds."""
+    if not run.job_id:
+        raise errors.RunLocked(f"Run {run.run_id} is being driven by another process and has no job yet.",
+                               hint="Let it create the job, or interrupt that process (Ctrl-C).")
+    holder = RunLock(run.run_id).holder()
+    with provider_for(run) as provider:
+        current = provider.get_job(run.job_id)
+        job = current if current.is_terminal else provider.cancel_job(run.job_id)
+    message = (f"job {job.id}: {job.state}; run {run.run_id} is driven by {holder}, which records the outcome"
+               if not current.is_terminal else f"job {current.id} already ended {current.state}; nothing was cancelled")
+    if args.json:
+        emit_json({**run_document(run), "state": str(job.state), "message": message})
+    else:
+        say(message, sys.stdout)
     return 0
 
 
