@@ -1,5 +1,15 @@
-"""Azure OpenAI route: files and fine-tuning jobs through ``openai.AzureOpenAI``; deployments
-through Azure Resource Manager (Microsoft.CognitiveServices), chat through the deployment."""
+"""Azure OpenAI route: files and fine-tuning jobs on the data plane, deployments through Azure
+Resource Manager (Microsoft.CognitiveServices), chat through the deployment.
+
+The data plane defaults to the GA v1 surface: the plain ``openai.OpenAI`` client at
+``https://<resource>.openai.azure.com/openai/v1/`` with no api-version
+(MicrosoftDocs/azure-ai-docs ``articles/ai-foundry/openai/api-version-lifecycle.md`` and
+``openai/includes/fine-tuning-oai-sdk.md``, 09/01/2025). A dated version (``-o api_version=2024-10-21``)
+still selects ``openai.AzureOpenAI``; versions before ``2025-04-01-preview`` have no ``method``,
+``metadata``, ``trainingType`` or pause/resume in their job schema (spec
+``stable/2024-10-21/azureopenai.json``), so none of them is sent there and a run's job is found by its
+run-tagged training file name instead of metadata.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ from cloudtune.types import (
     JobError,
     JobEvent,
 )
+from cloudtune.service_facts import azure_openai as rules
 from providers.azure._settings import CLOUDTUNE_TAG, COGNITIVE_SCOPE, CS_API_VERSION, RUN_TAG, ArmClient, Settings
 from providers.openai import fine_tuning
 from providers.openai.convert import to_chat_result
@@ -30,7 +41,8 @@ DEPLOYMENT_STATES = {
     "moving": DeploymentState.CREATING, "succeeded": DeploymentState.READY, "failed": DeploymentState.FAILED,
     "canceled": DeploymentState.FAILED, "deleting": DeploymentState.DELETING,
 }
-SKUS = ("Standard", "GlobalStandard", "Developer")
+SKUS = rules.DEPLOYMENT_SKUS
+DEPLOYMENT_RUN_TAG = "cloudtune-run"  # ARM tag naming the run that created a deployment (issue 9)
 
 
 def when(value: Any) -> datetime | None:
@@ -43,7 +55,20 @@ def when(value: Any) -> datetime | None:
 
 
 def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+    if isinstance(obj, dict):
+        return obj.get(key)
+    value = getattr(obj, key, None)
+    if value is None:
+        extra = getattr(obj, "model_extra", None) or {}
+        value = extra.get(key)  # fields the openai SDK's models do not declare (trainingType)
+    return value
+
+
+def with_run_id(fields: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    """``Deployment`` keyword arguments, with ``run_id`` where the core's type has that field."""
+    if "run_id" in getattr(Deployment, "model_fields", {}):
+        fields["run_id"] = run_id
+    return fields
 
 
 class OpenAIRoute:
@@ -54,26 +79,49 @@ class OpenAIRoute:
         self.map_status = map_status
         self.sleep = sleep
         self._client: Any = None
+        self._delete_client: Any = None
         self._arm: ArmClient | None = None
+        self._region: str | None = None
 
     # ---------------------------------------------------------------- clients
     @property
+    def on_v1(self) -> bool:
+        return self.settings.api_version in ("v1", "preview")
+
+    @property
+    def has_job_features(self) -> bool:
+        """trainingType, method, metadata, pause/resume and the pausing/paused/resuming states."""
+        return self.on_v1 or self.settings.api_version >= rules.FEATURES_FROM_VERSION
+
+    def _auth(self, *, v1: bool) -> dict[str, Any]:
+        import os
+
+        key = os.environ.get("AZURE_OPENAI_API_KEY")
+        if key:
+            return {"api_key": key}
+        from azure.identity import get_bearer_token_provider
+
+        tokens = get_bearer_token_provider(self.settings.credential(), COGNITIVE_SCOPE)
+        # the v1 docs pass the token provider as the plain client's api_key (a callable)
+        return {"api_key": tokens} if v1 else {"azure_ad_token_provider": tokens}
+
+    def _dated_client(self, api_version: str) -> Any:
+        from openai import AzureOpenAI
+
+        return AzureOpenAI(azure_endpoint=self.settings.endpoint, api_version=api_version, max_retries=3,
+                           **self._auth(v1=False))
+
+    @property
     def client(self) -> Any:
         if self._client is None:
-            import os
+            if self.on_v1:
+                from openai import OpenAI
 
-            from openai import AzureOpenAI
-
-            key = os.environ.get("AZURE_OPENAI_API_KEY")
-            auth: dict[str, Any]
-            if key:
-                auth = {"api_key": key}
+                query = {"api-version": "preview"} if self.settings.api_version == "preview" else None
+                self._client = OpenAI(base_url=f"{self.settings.endpoint}/openai/v1/", max_retries=3,
+                                      default_query=query, **self._auth(v1=True))
             else:
-                from azure.identity import get_bearer_token_provider
-
-                auth = {"azure_ad_token_provider": get_bearer_token_provider(self.settings.credential(), COGNITIVE_SCOPE)}
-            self._client = AzureOpenAI(azure_endpoint=self.settings.endpoint, api_version=self.settings.api_version,
-                                       max_retries=3, **auth)
+                self._client = self._dated_client(self.settings.api_version)
         return self._client
 
     @property
@@ -82,23 +130,72 @@ class OpenAIRoute:
             self._arm = ArmClient(self.settings)
         return self._arm
 
-    def _deployments_path(self, name: str | None = None) -> str:
+    def _account_path(self) -> str:
         s = self.settings
-        base = (f"/subscriptions/{s.subscription_id}/resourceGroups/{s.resource_group}/providers/"
-                f"Microsoft.CognitiveServices/accounts/{s.account}/deployments")
+        return (f"/subscriptions/{s.subscription_id}/resourceGroups/{s.resource_group}/providers/"
+                f"Microsoft.CognitiveServices/accounts/{s.account}")
+
+    def _deployments_path(self, name: str | None = None) -> str:
+        base = f"{self._account_path()}/deployments"
         return f"{base}/{name}" if name else base
 
+    def region(self) -> str | None:
+        """The resource's region (ARM), or None when ARM is not configured (key-only use)."""
+        if self._region is None:
+            try:
+                account = self.arm.request("GET", self._account_path(), CS_API_VERSION) or {}
+            except errors.ConfigError:
+                return None  # no subscription / resource group configured: the region is not checked
+            self._region = rules.normalise_region(account.get("location"))
+        return self._region or None
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._delete_client):
+            if client is not None:
+                client.close()
         if self._arm is not None:
             self._arm.close()
 
     def check(self) -> dict[str, Any]:
         self.settings.credential().get_token(COGNITIVE_SCOPE)
-        account = self.arm.request("GET", self._deployments_path().rsplit("/deployments", 1)[0], CS_API_VERSION)
         return {"route": "openai", "endpoint": self.settings.endpoint, "account": self.settings.account,
-                "region": account.get("location")}
+                "region": self.region(), "api": "v1" if self.on_v1 else self.settings.api_version,
+                "training_type": self.training_type}
+
+    # -------------------------------------------------------------- preflight
+    @property
+    def training_type(self) -> str:
+        return str(self.settings.options.get("training_type") or rules.DEFAULT_TRAINING_TYPE)
+
+    def plan(self, base_model: str) -> list[str]:
+        """Before any upload: the model x training type x region check (exit 4 with the regions
+        that work), and the notes a user should read before paying. The service's own answer to a
+        training type it does not offer in a region is the misleading "The specified base model
+        does not support fine-tuning" (fine-tune-models.md), so cloudtune says which rule it is."""
+        notes = []
+        model, resolved = rules.resolve_model(base_model)
+        if resolved:
+            notes.append(resolved)
+        if not self.has_job_features:
+            notes.append(f"api_version {self.settings.api_version} has no trainingType: the service trains Standard "
+                         "(regional); use the default v1 API to choose.")
+            training_type = "Standard"
+        else:
+            training_type = self.training_type
+        region = self.region()
+        refusal = rules.training_refusal(model, training_type, region)
+        if refusal is not None:
+            row = rules.base_model(model)
+            other = [t for t in rules.TRAINING_TYPES if row and rules.training_refusal(model, t, region) is None]
+            raise errors.CapabilityError(
+                f"Azure OpenAI cannot fine-tune this: {refusal}. Nothing was uploaded.",
+                hint=(f"Use -o training_type={other[0]} (works in {region})" if other else
+                      "Use an Azure OpenAI resource in one of those regions") + f". Source: {rules.MODELS_SOURCE}.",
+                provider="azure", code="TrainingTypeUnavailable")
+        notes.append(f"Azure OpenAI training type {training_type}" + (f" in {region}" if region else "")
+                     + (": runs on spare capacity; the service may pause and resume it on its own."
+                        if training_type == "developerTier" else "."))
+        return notes
 
     # ----------------------------------------------------------------- files
     def find_uploaded(self, path: Path, since: float) -> str | None:
@@ -125,29 +222,59 @@ class OpenAIRoute:
             progress(size, size)
         return created.id
 
+    def get_file(self, file_id: str) -> Any:
+        from cloudtune.types import RemoteFile
+
+        raw = self.client.files.retrieve(file_id)
+        return RemoteFile(id=raw.id, name=_get(raw, "filename"), bytes=_get(raw, "bytes"),
+                          created_at=when(_get(raw, "created_at")), status=_get(raw, "status"))
+
     def delete_file(self, file_id: str) -> None:
         self.client.files.delete(file_id)
 
     # ------------------------------------------------------------------ jobs
     def create_job(self, spec: FineTuneSpec, training_file_id: str, validation_file_id: str | None, run_id: str) -> Job:
+        model, _ = rules.resolve_model(spec.base_model)
         hp = spec.hyperparameters
         hyper = {k: v for k, v in {"n_epochs": hp.epochs, "batch_size": hp.batch_size,
                                    "learning_rate_multiplier": hp.learning_rate_multiplier}.items() if v is not None}
-        method: dict[str, Any] = {"type": spec.method.value}
-        method[spec.method.value] = {"hyperparameters": hyper | ({"beta": hp.beta} if hp.beta and spec.method.value == "dpo" else {})}
-        kwargs: dict[str, Any] = {"model": spec.base_model, "training_file": training_file_id, "method": method,
-                                  "metadata": {**spec.metadata, RUN_TAG: run_id}}
+        kwargs: dict[str, Any] = {"model": model, "training_file": training_file_id}
+        if self.has_job_features:
+            method: dict[str, Any] = {"type": spec.method.value}
+            method[spec.method.value] = {"hyperparameters": hyper | ({"beta": hp.beta} if hp.beta and spec.method.value == "dpo" else {})}
+            kwargs.update(method=method, metadata={**spec.metadata, RUN_TAG: run_id},
+                          extra_body={"trainingType": self.training_type})
+        else:
+            if spec.method.value != "supervised":
+                raise errors.CapabilityError(
+                    f"api_version {self.settings.api_version} has no fine-tuning methods other than supervised.",
+                    hint="Use the default v1 API (drop -o api_version) or 2025-04-01-preview or later.", provider="azure")
+            if hyper:
+                kwargs["hyperparameters"] = hyper
         kwargs.update(fine_tuning.optional_job_fields(spec, validation_file_id))
         # No SDK retries: a retried POST could create a second job (the pipeline uses find_jobs).
         raw = self.client.with_options(max_retries=0).fine_tuning.jobs.create(**kwargs)
         return self.to_job(raw)
 
     def find_jobs(self, run_id: str) -> list[Job]:
-        found = []
-        for raw in self.client.fine_tuning.jobs.list(limit=100, metadata={RUN_TAG: run_id}):
-            if (_get(raw, "metadata") or {}).get(RUN_TAG) == run_id:  # filter again: not every api-version filters
-                found.append(self.to_job(raw))
+        """This run's jobs: metadata carries the run id where the API has metadata; on every version
+        the training file's name does (the pipeline uploads ``ct-<run_id>-train.jsonl``). The scan is
+        bounded: it stops at jobs created before the run began."""
+        tagged = self._files_named_for(run_id)
+
+        def ours(raw: Any) -> bool:
+            return (_get(raw, "metadata") or {}).get(RUN_TAG) == run_id or _get(raw, "training_file") in tagged
+
+        first = self.client.fine_tuning.jobs.list(limit=fine_tuning.JOBS_PAGE)
+        found = [self.to_job(raw) for raw in fine_tuning.scan_jobs_of_run(first.iter_pages(), run_id, ours)]
         return sorted(found, key=lambda j: j.created_at or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+
+    def _files_named_for(self, run_id: str) -> set[str]:
+        from itertools import islice
+
+        prefix = f"ct-{run_id}-"
+        return {f.id for f in islice(self.client.files.list(purpose="fine-tune"), 1000)
+                if str(_get(f, "filename") or "").startswith(prefix)}
 
     def get_job(self, job_id: str) -> Job:
         return self.to_job(self.client.fine_tuning.jobs.retrieve(job_id))
@@ -157,6 +284,20 @@ class OpenAIRoute:
 
     def cancel_job(self, job_id: str) -> Job:
         return self.to_job(self.client.fine_tuning.jobs.cancel(job_id))
+
+    def _require_pause_api(self) -> None:
+        if not self.has_job_features:
+            raise errors.UnsupportedOperation(
+                f"api_version {self.settings.api_version} cannot pause or resume jobs.",
+                hint="Use the default v1 API or 2025-04-01-preview or later.", provider="azure")
+
+    def pause_job(self, job_id: str) -> Job:
+        self._require_pause_api()
+        return self.to_job(self.client.fine_tuning.jobs.pause(job_id))
+
+    def resume_job(self, job_id: str) -> Job:
+        self._require_pause_api()
+        return self.to_job(self.client.fine_tuning.jobs.resume(job_id))
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> list[JobEvent]:
         # Same paging as OpenAI's; retries are the AzureOpenAI client's own (max_retries=3).
@@ -188,12 +329,37 @@ class OpenAIRoute:
         )
 
     # ----------------------------------------------------------- deployments
-    def deploy(self, model: str, name: str, options: DeployOptions | None, default_sku: str | None) -> Deployment:
-        sku = (options.sku if options and options.sku else None) or default_sku or "Standard"
-        if sku not in SKUS:
-            raise errors.ConfigError(f"Unknown deployment sku {sku!r} for Azure OpenAI; use one of {', '.join(SKUS)}.")
+    def choose_sku(self, model: str, options: DeployOptions | None, configured: str | None) -> tuple[str, str]:
+        """(ARM sku name, why): the user's choice when given, else one chosen from the base model and the
+        resource's region (Standard where fine-tunes of the model deploy regionally, else GlobalStandard)."""
+        asked = (options.sku if options and options.sku else None) or configured
+        region = self.region()
+        base = self._base_of(model)
+        if asked:
+            sku = rules.canonical_sku(asked)
+            refusal = rules.deployment_refusal(base or "", asked, region)
+            if sku is None or refusal is not None:
+                raise errors.CapabilityError(f"Azure OpenAI cannot deploy {model}: {refusal}.",
+                                             hint=f"Source: {rules.DEPLOY_SOURCE}.", provider="azure",
+                                             code="DeploymentSkuUnavailable")
+            return sku, f"{sku}: asked for"
+        return rules.default_sku(base or "", region)
+
+    def _base_of(self, model: str) -> str | None:
+        """The base model a fine-tuned model or checkpoint was trained from (for the SKU rules)."""
+        if ".ft-" in model:
+            return model.split(".ft-", 1)[0]
+        if model.startswith("ftchkpt-"):
+            return None  # the checkpoint's job is not known from its id alone
+        return model
+
+    def deploy(self, model: str, name: str, options: DeployOptions | None, default_sku: str | None,
+               run_id: str | None = None) -> Deployment:
+        """``model`` is a fine-tuned model or one of its checkpoints (``ftchkpt-...``: the last three
+        epochs of a job can be deployed like the model, openai/includes/fine-tuning-oai-sdk.md)."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        sku, why = self.choose_sku(model, options, default_sku)
         try:
             existing = self.get_deployment(name)
         except ResourceNotFoundError:
@@ -203,10 +369,12 @@ class OpenAIRoute:
                 return existing  # idempotent: resume re-sends deploy
             raise errors.Conflict(f"Deployment name {name!r} is taken (model {existing.model}, {existing.state}).",
                                   hint="Pick another deployment name.")
+        tags = {CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]} | ({DEPLOYMENT_RUN_TAG: run_id} if run_id else {})
         body = {"sku": {"name": sku, "capacity": (options.capacity if options and options.capacity else 1)},
-                "tags": {CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]},
-                "properties": {"model": {"format": "OpenAI", "name": model, "version": "1"}}}
-        return self._to_deployment(self.arm.request("PUT", self._deployments_path(name), CS_API_VERSION, body))
+                "tags": tags, "properties": {"model": {"format": "OpenAI", "name": model, "version": "1"}}}
+        deployment = self._to_deployment(self.arm.request("PUT", self._deployments_path(name), CS_API_VERSION, body))
+        deployment.details["notes"] = [f"Deployment SKU {why}.", *deployment.details.get("notes", [])]
+        return deployment
 
     def get_deployment(self, name: str) -> Deployment:
         return self._to_deployment(self.arm.request("GET", self._deployments_path(name), CS_API_VERSION))
@@ -220,21 +388,37 @@ class OpenAIRoute:
         self.arm.request("DELETE", self._deployments_path(name), CS_API_VERSION)
 
     def delete_model(self, model: str) -> None:
-        self.client.models.delete(model)
+        """The v1 spec's ``/models/{id}`` is GET-only; the documented delete of a customized model is
+        ``DELETE /openai/fine_tuning/jobs/{job_id}`` in api-version 2024-10-21 (spec
+        ``stable/2024-10-21/azureopenai.json``, FineTuning_Delete: deletes the job and its model).
+        A model that does not exist raises NotFound (the base class turns it into success unless
+        the caller asked ``missing_ok=False``)."""
+        if model.startswith("ftchkpt-"):
+            raise errors.UnsupportedOperation("A checkpoint is deleted with its job's model, not on its own.",
+                                              provider="azure")
+        raw = self.client.models.retrieve(model)  # 404 -> NotFound
+        job_id = _get(raw, "fine_tune") or ("ftjob-" + model.split(".ft-", 1)[1].split("-", 1)[0] if ".ft-" in model else None)
+        if not job_id:
+            raise errors.InvalidInput(f"{model} is not a fine-tuned model (no .ft- in its id).", provider="azure")
+        if self._delete_client is None:
+            self._delete_client = self._dated_client(rules.DELETE_JOB_VERSION)
+        self._delete_client.with_options(max_retries=0).delete(f"/fine_tuning/jobs/{job_id}", cast_to=object)
 
     def _to_deployment(self, raw: Mapping[str, Any]) -> Deployment:
         props = raw.get("properties") or {}
         status = props.get("provisioningState")
         tags = raw.get("tags") or {}
         sku = raw.get("sku") or {}
-        return Deployment(
+        sku_name = rules.canonical_sku(str(sku.get("name") or "")) or sku.get("name")
+        return Deployment(**with_run_id(dict(
             name=raw["name"], model=(props.get("model") or {}).get("name") or "",
             state=DEPLOYMENT_STATES.get(str(status).lower(), DeploymentState.CREATING), provider_status=status,
-            endpoint_url=f"{self.settings.endpoint}/openai/deployments/{raw['name']}/chat/completions",
+            endpoint_url=f"{self.settings.endpoint}/openai/v1/chat/completions (model={raw['name']})",
             managed_by_cloudtune=tags.get(CLOUDTUNE_TAG[0]) == CLOUDTUNE_TAG[1],
-            details={"route": "openai", "sku": sku.get("name"), "capacity": sku.get("capacity"),
-                     "account": self.settings.account},
-        )
+            details={"route": "openai", "sku": sku_name, "capacity": sku.get("capacity"),
+                     "account": self.settings.account,
+                     "notes": [rules.hosting_note(str(sku_name)), rules.LIFETIME_RULES]},
+        ), tags.get(DEPLOYMENT_RUN_TAG)))
 
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], params: dict[str, Any]) -> ChatResult:
         started = time.monotonic()

@@ -3,7 +3,7 @@
 How the route is picked, first match wins:
 
 1. ``options["route"]`` = ``openai`` | ``serverless``;
-2. the shape of the id the call is about: ``ftjob-<hex>`` / ``file-<hex>`` / ``<model>.ft-<hex>`` are
+2. the shape of the id the call is about: ``ftjob-<hex>`` / ``ftchkpt-<hex>`` / ``file-<hex>`` / ``<model>.ft-<hex>`` are
    Azure OpenAI; ``azureml:<name>:<version>`` data and models are serverless;
 3. ``options["base_model"]`` (the pipeline passes it): ``gpt-*`` / ``o*`` models are Azure OpenAI,
    catalog models (Phi, Llama, Mistral...) are serverless;
@@ -39,12 +39,15 @@ from providers.azure import _capabilities as caps
 from providers.azure._settings import Settings
 from providers.azure._translate import translate_error
 
-_AOAI_ID = re.compile(r"^(ftjob-[0-9a-f]{16,}|file-[0-9a-f]{16,}|.+\.ft-[0-9a-f]{16,}.*)$")
+_AOAI_ID = re.compile(r"^(ftjob-[0-9a-f]{16,}|ftchkpt-[0-9a-f]{16,}|file-[0-9a-f]{16,}|.+\.ft-[0-9a-f]{16,}.*)$")
 
 # Azure OpenAI statuses (lower-cased; Azure's ``pending`` / ``notRunning`` included) and Azure ML
 # job statuses, in one table. Anything else is ``unknown``.
 STATUS_MAP: dict[str, JobState] = {
-    # Azure OpenAI fine-tuning jobs
+    # Azure OpenAI fine-tuning jobs. pausing/paused/resuming exist from 2025-04-01-preview and on v1
+    # (openai/includes/fine-tuning-rest.md); a developerTier job is paused and resumed by the service
+    # itself (openai/how-to/fine-tuning-cost-management.md): PAUSED is not terminal, the wait goes on.
+    "pausing": JobState.PAUSED, "resuming": JobState.RUNNING,
     "pending": JobState.VALIDATING, "validating_files": JobState.VALIDATING, "notrunning": JobState.QUEUED,
     "queued": JobState.QUEUED, "running": JobState.RUNNING, "paused": JobState.PAUSED,
     "succeeded": JobState.SUCCEEDED, "failed": JobState.FAILED, "cancelled": JobState.CANCELLED,
@@ -60,9 +63,20 @@ class AzureProvider(Provider):
     name = "azure"
     install_extra = "azure"
     status_map: ClassVar[Mapping[str, JobState]] = STATUS_MAP
-    unsupported: ClassVar[Mapping[str, str]] = {
-        "pause_job": "Azure fine-tuning jobs are not paused through cloudtune (serverless jobs cannot pause)",
-        "resume_job": "Azure fine-tuning jobs are not paused through cloudtune, so there is nothing to resume",
+    unsupported: ClassVar[Mapping[str, str]] = {}
+    option_names: ClassVar[Mapping[str, str]] = {
+        "route": "openai | serverless (default: from the base model)",
+        "endpoint": "Azure OpenAI endpoint https://<resource>.openai.azure.com (or AZURE_OPENAI_ENDPOINT)",
+        "account": "Azure OpenAI resource name (default: the endpoint's host)",
+        "api_version": "v1 (default, GA surface), preview, or a dated data-plane version such as 2024-10-21",
+        "training_type": "GlobalStandard (default) | Standard | developerTier",
+        "deployment_sku": "Standard | GlobalStandard | DeveloperTier | ProvisionedManaged (default from model and region)",
+        "subscription_id": "Azure subscription (or AZURE_SUBSCRIPTION_ID)",
+        "resource_group": "resource group (or AZURE_RESOURCE_GROUP)",
+        "project": "hub-based Foundry project for serverless fine-tuning (or AZURE_AI_PROJECT)",
+        "credential": "default | environment | cli | managed-identity",
+        "accept_marketplace_terms": "true: subscribe the project to a third-party model's marketplace offer",
+        "base_model": "set by the pipeline",
     }
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
@@ -143,12 +157,20 @@ class AzureProvider(Provider):
                            ok=installed and credentials and not problems, details=details, problems=problems,
                            install_hint=None if installed else "pip install 'cloudtune[azure]'")
 
+    def plan(self, spec: FineTuneSpec) -> list[str]:
+        """Before anything is uploaded: refuse what the service would refuse (exit 4) and return
+        the lines the user should read first (resolved model id, training type, region)."""
+        return self._route(caps.route_for_model(spec.base_model) or self.route_name()).plan(spec.base_model)
+
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
         return self._for().upload_file(Path(path), progress)
 
+    def get_file(self, file_id: str) -> Any:
+        return self._for(file_id).get_file(file_id)
+
     def find_uploaded(self, path: Path, *, since: float) -> str | None:
         route = self._for()
-        # serverless data assets are named by their content: uploading again finds the same one
+        # both routes match the run-tagged name (ct-<run_id>-<role>.jsonl): never another run's upload
         return route.find_uploaded(Path(path), since) if hasattr(route, "find_uploaded") else None
 
     def delete_file(self, file_id: str) -> None:
@@ -177,11 +199,25 @@ class AzureProvider(Provider):
     def cancel_job(self, job_id: str) -> Job:
         return self._for(job_id).cancel_job(job_id)
 
-    def deploy(self, model: str, *, name: str, options: DeployOptions | None = None) -> Deployment:
+    def pause_job(self, job_id: str) -> Job:
+        return self._pausable(job_id).pause_job(job_id)
+
+    def resume_job(self, job_id: str) -> Job:
+        return self._pausable(job_id).resume_job(job_id)
+
+    def _pausable(self, job_id: str) -> Any:
+        route = self._for(job_id)
+        if route.name != "openai":
+            raise errors.UnsupportedOperation("Serverless (Azure ML) fine-tuning jobs cannot be paused or resumed.",
+                                              provider=self.name)
+        return route
+
+    def deploy(self, model: str, *, name: str, options: DeployOptions | None = None,
+               run_id: str | None = None) -> Deployment:
         route = self._for(model)
         if route.name == "openai":
-            return route.deploy(model, name, options, self.options.get("deployment_sku"))
-        return route.deploy(model, name)
+            return route.deploy(model, name, options, self.options.get("deployment_sku"), run_id)
+        return route.deploy(model, name, run_id)
 
     def get_deployment(self, name: str) -> Deployment:
         return self._for().get_deployment(name)

@@ -22,6 +22,7 @@ from typing import Any
 from cloudtune import errors
 from cloudtune.types import ChatResult, Deployment, DeploymentState, FineTuneSpec, Job, JobEvent
 from providers.azure._capabilities import catalog_model_uri, model_name, serverless_family
+from providers.azure._openai_route import DEPLOYMENT_RUN_TAG, with_run_id
 from providers.azure._settings import CLOUDTUNE_TAG, ML_API_VERSION, RUN_TAG, ArmClient, Settings
 
 ENDPOINT_STATES = {
@@ -33,6 +34,7 @@ ENDPOINT_STATES = {
 # event feed for fine-tuning jobs), one per status reached.
 _PROGRESS = ("NotStarted", "Queued", "Running")
 _TERMINAL = ("Completed", "Failed", "Canceled")
+FILE_NAME_TAG = "cloudtune-file"  # the uploaded file's name, kept on its data asset (the run tag)
 DEFAULT_LEARNING_RATE = 2e-5  # base learning rate the multiplier scales (documented in the README)
 
 
@@ -144,19 +146,50 @@ class ServerlessRoute:
         return self.preflight(self.base_model)
 
     # ------------------------------------------------------------------ files
+    @staticmethod
+    def asset_name(path: Path, content: bytes | None = None) -> str:
+        """A run's upload (``ct-<run_id>-<role>.jsonl``, issue 9) becomes the asset ``ct-<run_id>-<role>``:
+        two runs never share an asset. Any other file is named by its content (resume-safe)."""
+        stem = re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)[:60] or "data"
+        if stem.startswith("ct-"):
+            return stem
+        digest = hashlib.sha256(content if content is not None else path.read_bytes()).hexdigest()[:12]
+        return f"ct-{stem[:40]}-{digest}"
+
     def upload_file(self, path: Path, progress: Callable[[int, int], None] | None) -> str:
         from azure.ai.ml.constants import AssetTypes
         from azure.ai.ml.entities import Data
 
         self.preflight(self.base_model)  # nothing is uploaded into a project that cannot run the job
-        content = path.read_bytes()
-        stem = re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)[:40] or "data"
-        name = f"ct-{stem}-{hashlib.sha256(content).hexdigest()[:12]}"  # same content -> same asset (resume-safe)
-        data = self.ml.data.create_or_update(Data(name=name, version="1", path=str(path), type=AssetTypes.URI_FILE,
-                                                  tags={CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]}))
+        size = path.stat().st_size
+        data = self.ml.data.create_or_update(Data(name=self.asset_name(path), version="1", path=str(path),
+                                                  type=AssetTypes.URI_FILE,
+                                                  tags={CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1], FILE_NAME_TAG: path.name}))
         if progress is not None:
-            progress(len(content), len(content))
+            progress(size, size)
         return f"azureml:{data.name}:{data.version}"
+
+    def find_uploaded(self, path: Path, since: float) -> str | None:
+        """The run-named asset, if an upload whose answer was lost created it."""
+        if not path.stem.startswith("ct-"):
+            return None
+        try:
+            found = self.ml.data.get(self.asset_name(path), version="1")
+        except Exception as exc:  # noqa: BLE001 - only "not there" means None
+            if type(exc).__name__ == "ResourceNotFoundError":
+                return None
+            raise
+        if (getattr(found, "tags", None) or {}).get(FILE_NAME_TAG) != path.name:
+            return None
+        return f"azureml:{found.name}:{found.version}"
+
+    def get_file(self, file_id: str) -> Any:
+        from cloudtune.types import RemoteFile
+
+        name, version = parse_asset(file_id)
+        found = self.ml.data.get(name, version=version)
+        created = self._created(found)
+        return RemoteFile(id=file_id, name=(getattr(found, "tags", None) or {}).get(FILE_NAME_TAG), created_at=created)
 
     def delete_file(self, file_id: str) -> None:
         name, version = parse_asset(file_id)
@@ -249,7 +282,7 @@ class ServerlessRoute:
         name, version = parse_asset(model)
         return f"{self._ws_path()}/models/{name}/versions/{version}"
 
-    def deploy(self, model: str, name: str) -> Deployment:
+    def deploy(self, model: str, name: str, run_id: str | None = None) -> Deployment:
         from azure.ai.ml.entities import ServerlessEndpoint
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -261,8 +294,8 @@ class ServerlessRoute:
             if existing.model == model and existing.state != DeploymentState.DELETING:
                 return existing
             raise errors.Conflict(f"Serverless endpoint name {name!r} is taken (model {existing.model}, {existing.state}).")
-        endpoint = ServerlessEndpoint(name=name, model_id=self._model_arm_id(model),
-                                      tags={CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]})
+        tags = {CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]} | ({DEPLOYMENT_RUN_TAG: run_id} if run_id else {})
+        endpoint = ServerlessEndpoint(name=name, model_id=self._model_arm_id(model), tags=tags)
         # Not waited on here: the pipeline waits with wait_for_deployment (and survives a restart).
         self.ml.serverless_endpoints.begin_create_or_update(endpoint)
         return self.get_deployment(name)
@@ -290,10 +323,11 @@ class ServerlessRoute:
         else:
             model = model_id
         tags = getattr(raw, "tags", None) or {}
-        return Deployment(name=raw.name, model=model, state=ENDPOINT_STATES.get(status.lower(), DeploymentState.CREATING),
-                          provider_status=status, endpoint_url=getattr(raw, "scoring_uri", None),
-                          managed_by_cloudtune=tags.get(CLOUDTUNE_TAG[0]) == CLOUDTUNE_TAG[1],
-                          details={"route": "serverless", "project": self.settings.project})
+        return Deployment(**with_run_id(dict(
+            name=raw.name, model=model, state=ENDPOINT_STATES.get(status.lower(), DeploymentState.CREATING),
+            provider_status=status, endpoint_url=getattr(raw, "scoring_uri", None),
+            managed_by_cloudtune=tags.get(CLOUDTUNE_TAG[0]) == CLOUDTUNE_TAG[1],
+            details={"route": "serverless", "project": self.settings.project}), tags.get(DEPLOYMENT_RUN_TAG)))
 
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], params: dict[str, Any]) -> ChatResult:
         from openai import OpenAI

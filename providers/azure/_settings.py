@@ -10,14 +10,19 @@ option                     environment                  used by
 ``project``                ``AZURE_AI_PROJECT``         serverless: the hub-based Foundry project
 ``endpoint``               ``AZURE_OPENAI_ENDPOINT``    openai: ``https://<account>.openai.azure.com``
 ``account``                ``AZURE_OPENAI_ACCOUNT``     openai: the resource name (default: endpoint's host)
-``api_version``            ``OPENAI_API_VERSION``       openai data plane (default 2024-10-21)
+``api_version``            ``OPENAI_API_VERSION``       openai data plane: ``v1`` (default, the GA
+                                                        v1 surface), ``preview``, or a dated version
+``training_type``          -                            openai: GlobalStandard (default), Standard,
+                                                        developerTier
 (key)                      ``AZURE_OPENAI_API_KEY``     openai: key auth; Entra ID token when unset
 ``credential``             -                            ``default`` (DefaultAzureCredential, the
                                                         default), ``environment`` (client secret
                                                         from AZURE_CLIENT_ID/SECRET/TENANT_ID),
                                                         ``cli``, or a TokenCredential object
 ``deployment_sku``         -                            openai deploy sku (Standard, GlobalStandard,
-                                                        Developer); ``DeployOptions.sku`` wins
+                                                        DeveloperTier, ProvisionedManaged; default
+                                                        chosen from model and region);
+                                                        ``DeployOptions.sku`` wins
 ``route``                  -                            force ``openai`` or ``serverless``
 =========================  ===========================  =========================================
 """
@@ -36,7 +41,9 @@ ARM_SCOPE = "https://management.azure.com/.default"
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 CS_API_VERSION = "2024-10-01"  # Microsoft.CognitiveServices management API
 ML_API_VERSION = "2024-10-01"  # Microsoft.MachineLearningServices management API
-AOAI_API_VERSION = "2024-10-21"  # Azure OpenAI data plane (GA, with fine-tuning)
+# Azure OpenAI data plane: the GA v1 surface, /openai/v1/ with no api-version
+# (MicrosoftDocs/azure-ai-docs articles/ai-foundry/openai/api-version-lifecycle.md, read 2026-11-25)
+AOAI_API_VERSION = "v1"
 CLOUDTUNE_TAG = ("managed-by", "cloudtune")
 RUN_TAG = "cloudtune_run_id"
 

@@ -5,13 +5,44 @@ error translation; only the API's shape lives here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import calendar
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cloudtune.types import FineTuneSpec
 
 EVENTS_PAGE = 100
 CLOCK_SKEW_S = 60.0
+JOBS_PAGE = 100
+MAX_JOB_PAGES = 20  # a hard bound even when every job is newer than the run (or has_more never ends)
+
+
+def run_started_at(run_id: str) -> float | None:
+    """The unix time a run began, from its id (``YYYYmmdd-HHMMSS-hex``, see cloudtune.ledger)."""
+    try:
+        return float(calendar.timegm(time.strptime(run_id[:15], "%Y%m%d-%H%M%S")))
+    except (ValueError, TypeError):
+        return None
+
+
+def scan_jobs_of_run(pages: Iterable[Any], run_id: str, matches: Callable[[Any], bool]) -> list[Any]:
+    """Jobs of a run, from listed pages of jobs NEWEST FIRST: stops at the first job created
+    before the run began (less a minute of clock skew), so a user with thousands of jobs, or an
+    API that keeps answering ``has_more``, costs a bounded number of requests (issue 10 point 9).
+    ``pages`` yields page objects with ``.data`` (the SDK's ``SyncCursorPage.iter_pages()``)."""
+    started = run_started_at(run_id)
+    found: list[Any] = []
+    for number, page in enumerate(pages, 1):
+        for raw in page.data:
+            created = getattr(raw, "created_at", None) or 0
+            if started is not None and created and created < started - CLOCK_SKEW_S:
+                return found
+            if matches(raw):
+                found.append(raw)
+        if number >= MAX_JOB_PAGES or not page.data:
+            break
+    return found
 
 
 def uploaded_file_matching(files: Any, *, filename: str, size: int, since: float) -> str | None:

@@ -58,13 +58,14 @@ def test_delete_of_a_deployed_model_is_refused_by_the_service_and_reported_first
     name = "held-" + uuid.uuid4().hex[:6]
     provider.deploy(model, name=name)
     route = provider._route("openai")
-    with pytest.raises(openai.ConflictError):  # the service's own rule: 409
-        route.client.with_options(max_retries=0).models.delete(model)
+    job_id = "ftjob-" + model.split(".ft-", 1)[1]
+    with pytest.raises(openai.ConflictError):  # the service's own rule: 409 (on the documented delete call)
+        route._dated_client("2024-10-21").with_options(max_retries=0).delete(f"/fine_tuning/jobs/{job_id}", cast_to=object)
     requests_before = len(azure_emulator.app.request_log)
     with pytest.raises(errors.Conflict) as caught:
         provider.delete_model(model)
     assert name in str(caught.value) and "Nothing was deleted" in str(caught.value)
-    assert not any(line.startswith("DELETE /openai/models") for line in azure_emulator.app.request_log[requests_before:])
+    assert not any(line.startswith("DELETE") for line in azure_emulator.app.request_log[requests_before:])
     provider.undeploy(name)
     # while the deployment is still being deleted the model counts as deployed
     assert provider.get_deployment(name).state == DeploymentState.DELETING
@@ -108,7 +109,7 @@ def test_wrong_region_names_the_regions_that_work(azure_emulator: AzureEmulator,
 
 def test_injected_faults_become_transient_errors(azure_emulator: AzureEmulator, azure_env: dict) -> None:
     provider, _ = _provider(azure_emulator, "gpt-4o-mini-2024-07-18")
-    fault = azure_emulator.app.faults.add(Fault(route=r"GET /openai/fine_tuning/jobs/ftjob-0+$", status=429,
+    fault = azure_emulator.app.faults.add(Fault(route=r"GET /openai/v1/fine_tuning/jobs/ftjob-0+$", status=429,
                                                 retry_after=0.01, times=-1))
     try:
         with pytest.raises(errors.RateLimited) as caught:
@@ -179,14 +180,18 @@ def test_deployment_sku_comes_from_deploy_options_then_the_provider_option(azure
                                                                          training_file: Path) -> None:
     from cloudtune.types import DeployOptions
 
-    provider, time = _provider(azure_emulator, "gpt-4.1-mini", deployment_sku="Developer")
+    provider, time = _provider(azure_emulator, "gpt-4.1-mini", deployment_sku="developertier")
     model = _fine_tuned_model(provider, time, training_file, "gpt-4.1-mini")
     first, second = "sku-a-" + uuid.uuid4().hex[:4], "sku-b-" + uuid.uuid4().hex[:4]
-    assert provider.deploy(model, name=first).details["sku"] == "Developer"
+    deployed = provider.deploy(model, name=first)
+    assert deployed.details["sku"] == "DeveloperTier"  # ARM's name, whatever the case it was given in
+    assert any("24 hours" in note and "15 days" in note for note in deployed.details["notes"])
+    assert any("no hourly hosting fee" in note for note in deployed.details["notes"])
     assert provider.deploy(model, name=second, options=DeployOptions(sku="GlobalStandard")).details["sku"] == "GlobalStandard"
-    with pytest.raises(errors.ConfigError):
-        provider.deploy(model, name="sku-c", options=DeployOptions(sku="Premium"))
+    for wrong in ("Premium", "Developer"):  # "Developer" is the portal's label, not ARM's sku name
+        with pytest.raises(errors.CapabilityError) as caught:
+            provider.deploy(model, name="sku-c", options=DeployOptions(sku=wrong))
+        assert "DeveloperTier" in str(caught.value) and caught.value.exit_code == errors.EXIT_CAPABILITY
     for name in (first, second):
         provider.undeploy(name)
         poller.wait_for_deployment(provider, name, target="deleted", timeout_s=600, sleep=time.sleep, clock=time.clock)
-    provider.delete_model(model)

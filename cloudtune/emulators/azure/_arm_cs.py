@@ -1,7 +1,11 @@
 """Azure Resource Manager: Microsoft.CognitiveServices accounts and model deployments.
 
-Rules enforced (what users hit on the real service): sku must be one Azure
-offers for fine-tuned models, the model must exist, at most
+Rules enforced (what users hit on the real service; data in
+:mod:`cloudtune.service_facts.azure_openai`, sources cited there): the sku must be one ARM
+offers for fine-tuned models (``Standard``, ``GlobalStandard``, ``DeveloperTier``,
+``ProvisionedManaged``; names compared without case, ``Developer`` refused), Standard and
+ProvisionedManaged only where the base model deploys regionally, DeveloperTier only for the
+GPT-4.1 family; the model (or checkpoint ``ftchkpt-...``) must exist; at most
 ``Rules.max_finetuned_deployments`` fine-tuned deployments per resource, summed
 capacity within quota (``InsufficientQuota``). Deletes take ``Timeline.delete_s``
 (state ``Deleting``), during which the model still counts as deployed.
@@ -13,16 +17,31 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.emulators._http import Request, Response, Router
 from cloudtune.emulators.azure._state import arm_error, provisioning_state, purge_deleted, start_delete
+from cloudtune.service_facts import azure_openai as rules
 
 if TYPE_CHECKING:
     from cloudtune.emulators.azure._app import AzureEmulatorApp
 
 ACCOUNT = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.CognitiveServices/accounts/{account}"
-SKUS = ("Standard", "GlobalStandard", "Developer", "DataZoneStandard", "ProvisionedManaged", "GlobalProvisionedManaged")
 
 
 def is_fine_tuned(model: str) -> bool:
-    return ".ft-" in model
+    return ".ft-" in model or model.startswith("ftchkpt-")
+
+
+def _fine_tuned_base(app: "AzureEmulatorApp", account: str, model: str) -> str:
+    """The base model of a live fine-tuned model or checkpoint in ``account``; 400 when there is none."""
+    from cloudtune.emulators.azure._aoai_jobs import find_checkpoint
+
+    if model.startswith("ftchkpt-"):
+        found = find_checkpoint(app, model)
+        if found is not None and found[0]["account"] == account:
+            return str(found[0]["model"])
+    else:
+        known = app.store.ft_models.get(model)
+        if known is not None and not known.get("deleted") and known["account"] == account:
+            return str(known.get("base") or model.split(".ft-", 1)[0])
+    raise arm_error(400, "DeploymentModelNotSupported", f"The model '{model}' was not found in account '{account}'.")
 
 
 def purge(app: "AzureEmulatorApp") -> None:
@@ -43,13 +62,16 @@ def create_deployment(app: "AzureEmulatorApp", account: str, name: str, model: s
     store = app.store
     store.account(account)
     purge(app)
-    if sku not in SKUS:
+    if rules.canonical_sku(sku) is None:
         raise arm_error(400, "InvalidResourceProperties", f"The specified SKU '{sku}' is not supported for model "
-                        f"'{model}'. Supported SKUs: Standard, GlobalStandard, Developer.")
+                        f"'{model}'. Supported SKUs: {', '.join(rules.DEPLOYMENT_SKUS)}.")
+    sku = rules.canonical_sku(sku) or sku
     if is_fine_tuned(model):
-        known = store.ft_models.get(model)
-        if known is None or known.get("deleted") or known["account"] != account:
-            raise arm_error(400, "DeploymentModelNotSupported", f"The model '{model}' was not found in account '{account}'.")
+        base = _fine_tuned_base(app, account, model)
+        refusal = rules.deployment_refusal(base, sku, store.account(account)["region"])
+        if refusal is not None:
+            raise arm_error(400, "InvalidResourceProperties", f"The specified SKU '{sku}' is not supported for model "
+                            f"'{model}' in this region: {refusal}.")
     existing = store.cs_deployments.get((account, name))
     if existing is not None and existing.get("deleting_at") is None:
         existing.update(model=model, sku=sku, capacity=capacity, tags=tags or existing["tags"])

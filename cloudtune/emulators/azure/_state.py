@@ -29,6 +29,7 @@ class Timeline:
     deploy_s: float = 3.0
     delete_s: float = 1.0
     steps: int = 10  # training steps reported over the running phase
+    developer_pause_s: float = 3.0  # a developerTier job is paused by the service this long, mid-training
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Seed:
     # workspaces that are NOT hub-based projects (plain Azure ML workspaces)
     plain_workspaces: dict[str, str] = field(default_factory=lambda: {"ct-workspace": "eastus2"})
     storage_account: str = "ctstorage"
-    openai_accounts: dict[str, str] = field(default_factory=lambda: {"ct-aoai": "swedencentral"})
+    # one resource where Standard training and deployment of the GPT-4.1 family exist, one where they do not
+    openai_accounts: dict[str, str] = field(default_factory=lambda: {"ct-aoai": "swedencentral", "ct-aoai-eus": "eastus"})
 
 
 def new_id(prefix: str) -> str:

@@ -1,0 +1,284 @@
+"""Azure OpenAI fine-tuning jobs, as the data plane answers them on each API surface.
+
+Rules enforced (from :mod:`cloudtune.service_facts.azure_openai`, where the sources are cited):
+
+* version gating: the GA v1 surface (``/openai/v1/...``) and dated versions from
+  ``2025-04-01-preview`` accept ``trainingType``, ``method`` and ``metadata``, report the
+  ``pausing`` / ``paused`` / ``resuming`` states and have pause/resume; older dated versions
+  (``2024-10-21``) refuse those fields (400) and show a paused job as ``running``;
+* the training type: a request without ``trainingType`` trains Standard (regional); a model x training
+  type x region the service does not offer is refused with the service's own misleading message,
+  "The specified base model does not support fine-tuning";
+* a ``developerTier`` job is paused and resumed by the service on its own halfway through training;
+* ``DELETE /openai/fine_tuning/jobs/{id}`` exists only on dated versions (documented in 2024-10-21):
+  it deletes the job's model and checkpoints, refused (409) while any of them is deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.emulators._http import HTTPError, Request, Response, Router
+from cloudtune.service_facts import azure_openai as rules
+
+if TYPE_CHECKING:
+    from cloudtune.emulators.azure._app import AzureEmulatorApp
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+PAUSE_STATES = ("pausing", "paused", "resuming")
+
+
+def err(status: int, code: str, message: str, param: str | None = None) -> HTTPError:
+    return HTTPError(status, {"error": {"code": code, "message": message, "param": param, "type": None}})
+
+
+def _hex() -> str:
+    return uuid.uuid4().hex
+
+
+def api_version(request: Request) -> str:
+    """``v1`` / ``preview`` on the v1 surface, else the dated ``api-version`` (required there)."""
+    if request.path.lower().startswith("/openai/v1/"):
+        return "preview" if request.arg("api-version") == "preview" else "v1"
+    version = request.arg("api-version")
+    if not version:
+        raise err(404, "404", "Resource not found (the dated surface needs ?api-version=...).")
+    return version
+
+
+def has_job_features(version: str) -> bool:
+    return version in ("v1", "preview") or version >= rules.FEATURES_FROM_VERSION
+
+
+def _validate_jsonl(content: bytes) -> tuple[int, str] | None:
+    """(line, problem) for the first example the service would refuse, else None."""
+    text = content.decode("utf-8", "replace").lstrip("\ufeff")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 1:
+        return 1, "the training file has no examples"
+    for number, line in enumerate(lines, 1):
+        try:
+            example = json.loads(line)
+        except json.JSONDecodeError:
+            return number, "invalid JSON"
+        messages = example.get("messages") if isinstance(example, dict) else None
+        if not isinstance(messages, list) or not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+            return number, "each example needs a 'messages' list with at least one assistant message"
+    return None
+
+
+def _plan(app: "AzureEmulatorApp", job: dict[str, Any]) -> list[tuple[float, str, str, dict[str, Any]]]:
+    t = app.store.timeline
+    plan: list[tuple[float, str, str, dict[str, Any]]] = [(0.0, "pending", "Job enqueued. Validating training file.", {})]
+    if job["problem"] is not None:
+        plan.append((t.validating_s, "failed", f"Training file validation failed at line {job['problem'][0]}: "
+                     f"{job['problem'][1]}", {}))
+        return plan
+    start = t.validating_s + t.queued_s
+    plan.append((t.validating_s, "notRunning", "Training file validated. Waiting for capacity.", {}))
+    plan.append((start, "running", "Training started.", {}))
+    half = t.steps // 2
+    pause_s = t.developer_pause_s if job.get("training_type") == "developerTier" else 0.0
+    for step in range(1, t.steps + 1):
+        at = start + t.running_s * step / (t.steps + 1) + (pause_s if step > half else 0.0)
+        if pause_s and step == half + 1:
+            # Developer training runs on spare capacity: the service preempts and resumes it itself
+            # (openai/how-to/fine-tuning-cost-management.md)
+            before = start + t.running_s * half / (t.steps + 1)
+            plan.append((before + 0.1, "pausing", "Job is being paused by the service: developer-tier capacity was "
+                         "reclaimed. It resumes on its own.", {}))
+            plan.append((before + 0.2, "paused", "Job paused by the service (developer tier).", {}))
+            plan.append((before + pause_s - 0.1, "resuming", "Capacity available again: resuming the job.", {}))
+            plan.append((before + pause_s, "running", "Job resumed.", {}))
+        plan.append((at, "running", f"Step {step}/{t.steps}: training loss={2.0 / (1 + step):.4f}",
+                     {"step": step, "total_steps": t.steps, "train_loss": 2.0 / (1 + step), "valid_loss": 2.2 / (1 + step)}))
+    plan.append((start + t.running_s + pause_s, "succeeded", "Training succeeded.", {}))
+    return plan
+
+
+def advance(app: "AzureEmulatorApp", job: dict[str, Any]) -> None:
+    """Replay the job's timeline up to now: status changes, events, checkpoints, the model. A job
+    paused by its user stands still (its timeline is shifted by the time it was paused)."""
+    if job["status"] in TERMINAL or job.get("user_paused_at") is not None:
+        return
+    t = app.store.timeline
+    start = job["created_at"] + job.get("shift", 0.0)
+    for offset, status, message, data in _plan(app, job)[job["applied"]:]:
+        if start + offset > app.now:
+            break
+        job["applied"] += 1
+        job["status"] = status
+        job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{_hex()}", "created_at": int(start + offset),
+                              "level": "error" if status == "failed" else "info", "message": message,
+                              "type": "metrics" if data else "message", "data": data or None})
+        if data and data["step"] > t.steps - 3:
+            # the docs: the last three epochs stay deployable as checkpoints
+            job["checkpoints"].append({"object": "fine_tuning.job.checkpoint", "id": f"ftchkpt-{_hex()}",
+                                       "created_at": int(start + offset), "fine_tuning_job_id": job["id"],
+                                       "step_number": data["step"],
+                                       "metrics": {"step": data["step"], "train_loss": data["train_loss"]},
+                                       "fine_tuned_model_checkpoint": f"{job['model']}.ft-{job['id'][6:]}:ckpt-step-{data['step']}"})
+        if status == "failed":
+            job["error"] = {"code": "invalidTrainingFile", "message": message, "param": "training_file"}
+            job["finished_at"] = int(start + offset)
+        if status == "succeeded":
+            model = f"{job['model']}.ft-{job['id'][6:]}" + (f"-{job['suffix']}" if job.get("suffix") else "")
+            job.update(fine_tuned_model=model, finished_at=int(start + offset), trained_tokens=job["tokens"] * 3)
+            app.store.ft_models[model] = {"account": job["account"], "job_id": job["id"], "created_at": int(app.now),
+                                          "base": job["model"]}
+
+
+def job_json(app: "AzureEmulatorApp", job: dict[str, Any], version: str) -> dict[str, Any]:
+    advance(app, job)
+    status = app.store.forced_status.get(job["id"], job["status"])
+    if job.get("user_paused_at") is not None:
+        status = "paused"
+    keys = ("id", "model", "created_at", "finished_at", "fine_tuned_model", "training_file", "validation_file",
+            "hyperparameters", "trained_tokens", "suffix", "seed", "error")
+    out = {key: job.get(key) for key in keys}
+    out.update(object="fine_tuning.job", status=status, organization_id=None, result_files=[], estimated_finish=None,
+               integrations=None)
+    if has_job_features(version):
+        out.update(metadata=job.get("metadata"), method=job.get("method"), trainingType=job.get("training_type"))
+    elif status in PAUSE_STATES:
+        out["status"] = "running"  # the 2024-10-21 schema has no pause states
+    return out
+
+
+def find_checkpoint(app: "AzureEmulatorApp", checkpoint_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    for job in app.store.ft_jobs.values():
+        if job.get("deleted"):
+            continue
+        for checkpoint in job["checkpoints"]:
+            if checkpoint["id"] == checkpoint_id:
+                return job, checkpoint
+    return None
+
+
+def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any) -> None:  # noqa: C901 - a route table
+    store = app.store
+
+    def job_of(request: Request) -> dict[str, Any]:
+        job = store.ft_jobs.get(request.params["job_id"])
+        if job is None or job.get("deleted"):
+            raise err(404, "NotFound", f"Fine-tuning job {request.params['job_id']} not found.")
+        return job
+
+    def create_job(request: Request) -> Response:
+        account = account_of(request)
+        version = api_version(request)
+        body = request.json()
+        if not has_job_features(version):
+            for field in ("trainingType", "method", "metadata"):
+                if field in body:
+                    raise err(400, "invalidPayload", f"Unrecognized request argument supplied: {field} "
+                              f"(api-version {version}).", field)
+        model = str(body.get("model") or "")
+        training_type = body.get("trainingType") or "Standard"  # no trainingType: regional training
+        region = store.account(account)["region"]
+        if rules.base_model(model) is None or rules.training_refusal(model, training_type, region) is not None:
+            # the service's own wording, misleading as it is (issue 10 point 2)
+            raise err(400, "invalidPayload", f"The specified base model does not support fine-tuning: {model}", "model")
+        training = store.files.get(body.get("training_file") or "")
+        if training is None:
+            raise err(400, "invalidPayload", f"Training file {body.get('training_file')} not found.", "training_file")
+        if body.get("validation_file") and body["validation_file"] not in store.files:
+            raise err(400, "invalidPayload", f"Validation file {body['validation_file']} not found.", "validation_file")
+        hyper = (body.get("method") or {}).get("supervised", {}).get("hyperparameters") or body.get("hyperparameters") or {}
+        job_id = f"ftjob-{_hex()}"
+        job = {"id": job_id, "model": model, "created_at": int(app.now), "finished_at": None, "fine_tuned_model": None,
+               "training_file": training["id"], "validation_file": body.get("validation_file"),
+               "hyperparameters": {"n_epochs": hyper.get("n_epochs", -1), "batch_size": hyper.get("batch_size", -1),
+                                   "learning_rate_multiplier": hyper.get("learning_rate_multiplier", 1)},
+               "trained_tokens": None, "suffix": body.get("suffix"), "seed": body.get("seed", 42), "error": None,
+               "metadata": body.get("metadata"), "method": body.get("method") or {"type": "supervised"},
+               "training_type": training_type, "status": "pending", "applied": 0, "events": [], "checkpoints": [],
+               "account": account, "problem": _validate_jsonl(training["content"]),
+               "tokens": max(len(training["content"]) // 4, 1)}
+        store.ft_jobs[job_id] = job
+        return Response.json(job_json(app, job, version), 201)
+
+    def get_job(request: Request) -> Response:
+        return Response.json(job_json(app, job_of(request), api_version(request)))
+
+    def list_jobs(request: Request) -> Response:
+        version = api_version(request)
+        jobs = sorted((j for j in store.ft_jobs.values() if not j.get("deleted")),
+                      key=lambda j: (j["created_at"], j["id"]), reverse=True)
+        for key, values in request.query.items():
+            if key.startswith("metadata[") and key.endswith("]") and has_job_features(version):
+                jobs = [j for j in jobs if (j.get("metadata") or {}).get(key[9:-1]) == values[-1]]
+        return page([job_json(app, j, version) for j in jobs], request)
+
+    def cancel_job(request: Request) -> Response:
+        job = job_of(request)
+        advance(app, job)
+        if job["status"] not in TERMINAL:
+            job.update(status="cancelled", finished_at=int(app.now), user_paused_at=None)
+            job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{_hex()}", "created_at": int(app.now),
+                                  "level": "info", "message": "Job cancelled.", "type": "message", "data": None})
+        store.forced_status.pop(job["id"], None)
+        return Response.json(job_json(app, job, api_version(request)))
+
+    def pause_job(request: Request) -> Response:
+        version = api_version(request)
+        if not has_job_features(version):
+            raise err(404, "404", "Resource not found")
+        job = job_of(request)
+        advance(app, job)
+        if job["status"] != "running" or job.get("user_paused_at") is not None:
+            raise err(400, "invalidState", f"Only a running job can be paused; job is {job['status']}.")
+        job["user_paused_at"] = app.now
+        return Response.json(job_json(app, job, version))
+
+    def resume_job(request: Request) -> Response:
+        version = api_version(request)
+        if not has_job_features(version):
+            raise err(404, "404", "Resource not found")
+        job = job_of(request)
+        if job.get("user_paused_at") is None:
+            raise err(400, "invalidState", "Only a job paused by its user can be resumed.")
+        job["shift"] = job.get("shift", 0.0) + app.now - job.pop("user_paused_at")
+        job["user_paused_at"] = None
+        return Response.json(job_json(app, job, version))
+
+    def delete_job(request: Request) -> Response:
+        """Dated versions only (documented in 2024-10-21; not on v1): deletes the job's model."""
+        if api_version(request) in ("v1", "preview"):
+            raise err(405, "405", "Method not allowed")
+        from cloudtune.emulators.azure._arm_cs import deployments_of
+
+        job = job_of(request)
+        advance(app, job)
+        served = [job.get("fine_tuned_model"), *(c["id"] for c in job["checkpoints"])]
+        serving = [name for model in served if model for name in deployments_of(app, job["account"], model)]
+        if serving:
+            raise err(409, "Conflict", f"The fine-tuned model of {job['id']} cannot be deleted because it has active "
+                      f"deployments ({', '.join(serving)}). Delete the deployments first.")
+        job["deleted"] = True
+        if job.get("fine_tuned_model") in store.ft_models:
+            store.ft_models[job["fine_tuned_model"]]["deleted"] = True
+        return Response(204)
+
+    def events(request: Request) -> Response:
+        job = job_of(request)
+        advance(app, job)
+        return page(list(reversed(job["events"])), request)  # newest first, like the service
+
+    def checkpoints(request: Request) -> Response:
+        job = job_of(request)
+        advance(app, job)
+        return page(list(reversed(job["checkpoints"])), request)
+
+    for prefix in ("/openai", "/openai/v1"):
+        router.add("POST", f"{prefix}/fine_tuning/jobs", create_job)
+        router.add("GET", f"{prefix}/fine_tuning/jobs", list_jobs)
+        router.add("GET", f"{prefix}/fine_tuning/jobs/{{job_id}}", get_job)
+        router.add("DELETE", f"{prefix}/fine_tuning/jobs/{{job_id}}", delete_job)
+        router.add("POST", f"{prefix}/fine_tuning/jobs/{{job_id}}/cancel", cancel_job)
+        router.add("POST", f"{prefix}/fine_tuning/jobs/{{job_id}}/pause", pause_job)
+        router.add("POST", f"{prefix}/fine_tuning/jobs/{{job_id}}/resume", resume_job)
+        router.add("GET", f"{prefix}/fine_tuning/jobs/{{job_id}}/events", events)
+        router.add("GET", f"{prefix}/fine_tuning/jobs/{{job_id}}/checkpoints", checkpoints)
