@@ -1,0 +1,143 @@
+"""No secret reaches the user's screen, logs or disk: each secret shape is planted in the YAML config,
+the environment and ``-o`` options (and echoed back by the emulator in a job's failure message), then
+``cloudtune run`` is driven to success and to failure against ``cloudtune emulate openai`` and every
+byte cloudtune printed or wrote under CLOUDTUNE_HOME (ledger and its WAL, logs, run directories) is
+searched for each planted value."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.openai.conftest import write_training_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# one planted value per shape; each must be masked wherever it would appear
+API_KEY = "sk-proj-Pl4ntedK3y_0123456789abcdefXYZ"  # OPENAI_API_KEY, and the emulator's key
+AZURE_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # AZURE_OPENAI_API_KEY: no shape, only its value is known
+GITHUB_TOKEN = "ghp_" + "G1tHubT0kenPlanted0123456789abcdefgh"  # GITHUB_TOKEN
+GHO = "gho_" + "0AuthT0kenPlanted0123456789abcdefghij"
+GHS = "ghs_" + "S3rverT0kenPlanted0123456789abcdefghi"
+GITHUB_PAT = "github_pat_11ABCDEFG0PlantedPat_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ"
+URL_PASSWORD = "Url-Passw0rd-Planted"
+BASIC = base64.b64encode(b"ci-robot:Basic-Passw0rd-Planted").decode()
+BEARER = "Bearer-Token-Planted-0123456789"
+SAS_SIG = "Planted%2BSasSignature%3D0123456789"
+SECRETS = {
+    "sk-proj key": API_KEY, "azure key": AZURE_KEY, "ghp": GITHUB_TOKEN, "gho": GHO, "ghs": GHS,
+    "github_pat": GITHUB_PAT, "url password": URL_PASSWORD, "basic": BASIC, "bearer": BEARER, "sas sig": SAS_SIG,
+}
+
+
+def _config(path: Path) -> Path:
+    """A run config whose free-text fields carry every shape (metadata is user text: cloudtune must
+    mask it in what it stores and prints, whatever the user puts there)."""
+    metadata = {
+        "repo": f"https://deploy:{URL_PASSWORD}@git.example.com/team/data.git",
+        "auth_note": f"Authorization: Basic {BASIC}",
+        "proxy": f"Bearer {BEARER}",
+        "gh": GHO,
+        "data_url": f"https://acct.blob.core.windows.net/c/train.jsonl?sv=2024-05-04&sr=b&sig={SAS_SIG}",
+    }
+    lines = ["provider: openai", "model: gpt-4o-mini", "train: train.jsonl", "metadata:"]
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in metadata.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1",
+         "--api-key", API_KEY], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert "listening on http://127.0.0.1:" in first, first
+        yield first.split("listening on ", 1)[1].strip().removesuffix("/v1")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _cloudtune(tmp: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "OPENAI_", "AZURE_"))}
+    env.update(CLOUDTUNE_HOME=str(tmp / "home"), OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=url + "/v1",
+               AZURE_OPENAI_API_KEY=AZURE_KEY, GITHUB_TOKEN=GITHUB_TOKEN, CLOUDTUNE_POLL_INTERVAL="0.2",
+               CLOUDTUNE_POLL_MAX="0.5", PYTHONPATH=str(ROOT), CI="1")
+    return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=tmp, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _control(url: str, path: str, body: object) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def _leaks(tmp: Path, *results: subprocess.CompletedProcess[str]) -> list[str]:
+    """Every (where, shape) at which a planted secret is found in cloudtune's output or files."""
+    found = []
+    places = {f"stdout of {r.args[3:5]}": r.stdout.encode() for r in results}
+    places.update({f"stderr of {r.args[3:5]}": r.stderr.encode() for r in results})
+    for path in sorted((tmp / "home").rglob("*")):
+        if path.is_file():
+            places[str(path.relative_to(tmp))] = path.read_bytes()
+    assert any("ledger.sqlite" in name for name in places), sorted(places)
+    for where, data in places.items():
+        for shape, secret in SECRETS.items():
+            if secret.encode() in data:
+                found.append(f"{shape} in {where}")
+    return found
+
+
+def test_no_planted_secret_is_printed_or_stored_by_a_successful_run(tmp_path: Path, emulator: str) -> None:
+    write_training_file(tmp_path / "train.jsonl")
+    (tmp_path / "eval.jsonl").write_text((tmp_path / "train.jsonl").read_text().split("\n", 3)[0] + "\n")
+    config = _config(tmp_path / "run.yaml")
+    run = _cloudtune(tmp_path, emulator, "run", str(config), "--json", "--eval", "eval.jsonl",
+                     "-o", f"organization={GHS}", "-o", f"project={GITHUB_PAT}")
+    assert run.returncode == 0, run.stderr
+    run_id = json.loads(run.stdout.strip().splitlines()[-1])["run_id"]
+    shown = [_cloudtune(tmp_path, emulator, *args) for args in
+             (("status", run_id, "--json"), ("status", run_id), ("list",), ("list", "--json"))]
+    cleaned = _cloudtune(tmp_path, emulator, "cleanup", run_id, "--json")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert _leaks(tmp_path, run, cleaned, *shown) == []
+
+
+def test_no_planted_secret_is_printed_or_stored_by_a_failed_run(tmp_path: Path, emulator: str) -> None:
+    write_training_file(tmp_path / "train.jsonl")
+    config = _config(tmp_path / "run.yaml")
+    # the service's failure message quotes what it was sent: every shape, and the raw key values
+    message = (f"Could not fetch https://ci:{URL_PASSWORD}@data.example.com (Authorization: Basic {BASIC}; "
+               f"Authorization: Bearer {BEARER}); key {API_KEY} / {AZURE_KEY}; token {GITHUB_TOKEN} {GHO} {GHS} "
+               f"{GITHUB_PAT}; https://a.blob.core.windows.net/c?sv=1&sig={SAS_SIG}")
+    _control(emulator, "/_emulator/faults", [{"kind": "fail_job", "stage": "running", "code": "data_fetch_failed",
+                                              "message": message}])
+    failed = _cloudtune(tmp_path, emulator, "run", str(config), "--json", "--cleanup", "on-failure")
+    assert failed.returncode == 1, failed.stderr
+    plain = _cloudtune(tmp_path, emulator, "status")
+    assert "data_fetch_failed" in failed.stdout + failed.stderr  # the failure itself is still reported
+    assert "***" in failed.stdout + failed.stderr
+    # a provider option with credentials in the URL: the request is refused, the URL never shown as given
+    refused = _cloudtune(tmp_path, emulator, "run", str(config), "--no-deploy",
+                         "-o", f"base_url={emulator.replace('://', f'://robot:{URL_PASSWORD}@')}/v1")
+    assert refused.returncode != 0
+    assert _leaks(tmp_path, failed, plain, refused) == []
