@@ -161,7 +161,7 @@ class PlainReporter:
         say(f"[{run.run_id}] {event.created_at:%H:%M:%S} {event.level}: {event.message}", self.stream)
 
     def deployment(self, run: Any, deployment: Any) -> None:
-        say(f"[{run.run_id}] deployment {deployment.name}: {deployment.state}", self.stream)
+        say(f"[{run.run_id}] deployment {deployment.name}: {deployment.state}{how_to_call(deployment)}", self.stream)
 
     def warn(self, message: str) -> None:
         say(f"warning: {message}", self.stream)
@@ -248,13 +248,21 @@ class RichReporter(PlainReporter):
         self.live.update(self._render(run))
 
     def deployment(self, run: Any, deployment: Any) -> None:
-        self.console.print(f"deployment {deployment.name}: {deployment.state}")
+        self.console.print(f"deployment {deployment.name}: {deployment.state}{how_to_call(deployment)}", markup=False)
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {scrub(message)}")
 
     def close(self) -> None:
         self.live.stop()
+
+
+def how_to_call(deployment: Any) -> str:
+    """`` at URL (key: `command`)`` for a ready deployment whose provider says how (the local one)."""
+    details = getattr(deployment, "details", None) or {}
+    if str(deployment.state) != "ready" or not deployment.endpoint_url or "key_command" not in details:
+        return ""
+    return f" at {deployment.endpoint_url} (key: `{details['key_command']}`)"
 
 
 def make_reporter(mode: str, *, lines: bool = False) -> PlainReporter:

@@ -203,7 +203,7 @@ class ChatModel:
                     emitted = ready
                 if cut >= 0:
                     break
-                output = model(input_ids=torch.tensor([[token]], device=self.device), past_key_values=output.past_key_values, use_cache=True)
+                output = model(input_ids=torch.tensor([[token]], device=self.device), use_cache=True, **_cache_of(output))
             else:
                 text = self.tokenizer.decode(new, skip_special_tokens=True).lstrip()
                 if len(text) > len(emitted):  # held back as a possible stop prefix, never completed
@@ -217,6 +217,13 @@ class ChatModel:
             pass
         assert generation.result is not None
         return generation.result
+
+
+def _cache_of(output) -> dict[str, Any]:  # noqa: ANN001 - a model output
+    """The key/value cache to pass back: transformers 5 calls it ``cache`` (``past_key_values`` before)."""
+    if getattr(output, "cache", None) is not None:
+        return {"cache": output.cache}
+    return {"past_key_values": output.past_key_values}
 
 
 def _pick(logits, temperature: float, top_p: float, rng) -> int:  # noqa: ANN001 - tensors

@@ -77,7 +77,6 @@ def build_command(base_model_dir: str, *, host: str, port: int, loras: Mapping[s
         "--enable-lora",
         "--max-loras", str(max(max_loras, len(loras), 1)),
         "--max-lora-rank", str(lora_rank_limit(loras)),
-        "--disable-log-requests",
     ]
     if loras:
         command += ["--lora-modules", *(f"{name}={path}" for name, path in sorted(loras.items()))]
@@ -139,6 +138,10 @@ def serve_vllm(group) -> int:  # noqa: ANN001 - deployments.ServerGroup
     served = dict(loras)
 
     def sync() -> bool:
+        if child.poll() is not None:  # vLLM died: say so and stop; the next deploy starts a new one
+            _write_state(group, state="failed", pid=None, error=f"vLLM server exited with {child.returncode} (see server.log)")
+            stopping.set()
+            return False
         wanted = {m.name: m.record().get("adapter_dir") for m in group.members()}
         changed = False
         for name in [n for n in served if n not in wanted]:

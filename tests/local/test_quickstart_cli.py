@@ -37,4 +37,4 @@ def test_quickstart_fine_tunes_compares_and_leaves_nothing(tmp_path: Path) -> No
     assert doc["comparison"]["differences"]["fine-tuned"]  # intervals against the base model
     deleted = doc["deleted"]
     assert [d.split(":")[0] for d in deleted] == ["deployment", "model", "file"]
-    assert not list((home / "local" / "deployments").glob("*/server.pid"))
+    assert not list((home / "local" / "servers").glob("*/server.pid"))

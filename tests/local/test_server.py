@@ -68,6 +68,21 @@ def test_base_model_deployment_auth_sdk_and_undeploy(provider, local_home: Path,
     log = (DeploymentDir("base-tiny").group().path / "server.log").read_text()
     assert key not in everything and key not in log
 
+    # deploy/run print how to call it: the base URL and a command that prints the key
+    import io
+    import shlex
+    import subprocess
+
+    from cloudtune.output import PlainReporter
+
+    printed = io.StringIO()
+    PlainReporter(printed).deployment(type("R", (), {"run_id": "run-x"})(), provider.get_deployment("base-tiny"))
+    line = printed.getvalue()
+    assert f"deployment base-tiny: ready at {url} (key: `" in line and key not in line
+    key_command = provider.get_deployment("base-tiny").details["key_command"]
+    assert line.rstrip().endswith(f"`{key_command}`)")
+    assert subprocess.run(shlex.split(key_command), capture_output=True, text=True, check=True).stdout.strip() == key
+
     pid = provider.get_deployment("base-tiny").details["pid"]
     provider.undeploy("base-tiny")
     assert not pid_alive(pid)
