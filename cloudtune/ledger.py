@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
+from cloudtune.fsperm import private_dir, private_file
 from cloudtune.secrets import REDACTED, redact  # noqa: F401 - re-exported
 from cloudtune.types import FineTuneSpec, Run, utcnow
 
@@ -47,9 +48,8 @@ CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id, id);
 """
 
 def cloudtune_home() -> Path:
-    home = Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune")
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    """CLOUDTUNE_HOME (default ~/.cloudtune), owner-only (0700): it holds copies of training data."""
+    return private_dir(Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune"))
 
 
 def new_run_id() -> str:
@@ -72,6 +72,10 @@ class Ledger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path else cloudtune_home() / "ledger.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # owner-only before SQLite opens it: its -wal and -shm files are created with the database's mode
+        for database_file in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+            if database_file == self.path or database_file.exists():
+                private_file(database_file)
         self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed step survives the process being killed and the machine losing power.

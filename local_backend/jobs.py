@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cloudtune.fsperm import private_dir
 from local_backend import procs
 from local_backend._files import append_jsonl, jobs_dir, read_json, read_jsonl, write_json_atomic
 
@@ -115,7 +116,8 @@ class JobDir:
 
     # lifecycle ------------------------------------------------------------
     def create(self, spec: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path)  # the job's data and adapter are the user's: owner-only whatever the umask
         write_json_atomic(self.spec_path, spec)
         write_json_atomic(
             self.status_path, {"status": "queued", "created_at": spec["created_at"], "attempt": 0, "updated_at": now_iso()}

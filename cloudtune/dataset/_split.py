@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 from ..errors import ConfigError, DatasetError
+from ..fsperm import open_private
 from ._reader import UTF8_BOM
 
 
@@ -48,7 +49,8 @@ def split_file(path, fraction: float, *, seed: int | None, out_dir) -> tuple[Pat
     out.mkdir(parents=True, exist_ok=True)
     train_path = out / f"{path.stem}.train.jsonl"
     validation_path = out / f"{path.stem}.validation.jsonl"
-    with open(train_path, "wb") as train, open(validation_path, "wb") as validation:
+    # copies of the user's data: owner-only whatever the umask (the user's file may be 0600)
+    with open_private(train_path) as train, open_private(validation_path) as validation:
         if has_bom:  # keep the encoding the user chose (Azure documents UTF-8 with BOM)
             train.write(UTF8_BOM)
             validation.write(UTF8_BOM)

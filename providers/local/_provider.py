@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cloudtune import errors
+from cloudtune.fsperm import copy_private, private_dir
 from cloudtune.provider import Provider, UploadProgress
 from cloudtune.types import (
     ChatResult,
@@ -132,7 +132,7 @@ class LocalProvider(Provider):
         file_id = "file-local-" + uuid.uuid4().hex[:16]
         target = files_dir() / f"{file_id}.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        copy_private(source, target)  # the user's data: owner-only whatever the umask
         size = target.stat().st_size
         if progress is not None:
             progress(size, size)
@@ -174,10 +174,11 @@ class LocalProvider(Provider):
             extra=dict(hp.extra),
             device=self.options.get("device"),
         )
-        job.path.mkdir(parents=True)
-        shutil.copyfile(training_path, train_copy)
+        job.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(job.path)  # holds the user's data and what was trained on it: owner-only
+        copy_private(training_path, train_copy)
         if validation_path and valid_copy:
-            shutil.copyfile(validation_path, valid_copy)
+            copy_private(validation_path, valid_copy)
         record = {
             "job_id": job.job_id,
             "created_at": now_iso(),
