@@ -327,10 +327,16 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
             deleted = Pipeline(ledger, provider).cleanup(run, files=False, reason="cloudtune delete-model")
     else:
         with registry.get_provider(provider_name, options) as provider, interruptible():
-            deleted = delete_model_safely(
-                provider, model, reporter=lambda m: None if args.json else say(m),
-                include_unmanaged=args.include_unmanaged, missing_ok=False,
-            )
+            try:
+                deleted = delete_model_safely(
+                    provider, model, reporter=lambda m: None if args.json else say(m),
+                    include_unmanaged=args.include_unmanaged, missing_ok=False,
+                )
+            except errors.NotFound as exc:  # the id the user typed names nothing: invalid input (exit 2)
+                raise errors.InvalidInput(
+                    f"There is no model {model!r} to delete on {provider.name}: {exc}", provider=provider.name,
+                    hint="Check the id: `cloudtune list` shows the models your runs made.",
+                ) from exc
     if args.json:
         emit_json({"model": model, "deleted": deleted, "run_id": run.run_id if run else None})
     else:
