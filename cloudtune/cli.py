@@ -75,6 +75,11 @@ def _add_run_flags(p: argparse.ArgumentParser, *, config_positional: bool = True
     p.add_argument("--cancel-on-interrupt", action="store_true", default=None, help="cancel the remote job on Ctrl-C")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="provider option")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    # several providers (--provider a,b or providers: [...] in the YAML): cloudtune.multirun
+    p.add_argument("--like", metavar="RUN", help="repeat a recorded run's spec (data, hyperparameters, eval) on --provider")
+    p.add_argument("--max-parallel", type=int, metavar="N", help="several providers: runs driven at once (default 4)")
+    p.add_argument("--report", metavar="DIR", help="several providers: write the comparison report here")
+    p.add_argument("--baseline", choices=["base"], help="several providers: also compare each run's base model")
     _add_wait_lock(p)
 
 

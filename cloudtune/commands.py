@@ -101,8 +101,10 @@ def _on_interrupt(pipeline: Pipeline, run: Run, reporter: Any) -> None:
 
 # ------------------------------------------------------------------ commands
 def cmd_run(args: argparse.Namespace) -> int:
-    from cloudtune import registry
+    from cloudtune import multirun, registry
 
+    if multirun.wanted(args):  # several providers, or --like RUN: one child run per provider
+        return multirun.run_many(args)
     spec = build_spec(args)
     registry.provider_class(spec.provider)  # an unknown or uninstalled provider stops here, before any record
     ledger = Ledger()

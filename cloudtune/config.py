@@ -184,6 +184,9 @@ def build_spec(args: Any) -> Any:
     set_by_flag.update({("provider_options", key): f"-o {key}" for key in options})
     data["provider_options"] = {**(data.get("provider_options") or {}), **options}
     data.setdefault("provider", default_provider_name())
+    data.pop("providers", None)  # several providers: cloudtune.multirun starts one run per provider
+    if isinstance(data.get("base_model"), dict):  # a per-provider model map
+        data["base_model"] = model_for_provider(data["base_model"], data["provider"], config)
     missing = [flag for flag, key in (("--model", "base_model"), ("--train", "training_file")) if not data.get(key)]
     if missing:
         raise errors.ConfigError(
@@ -201,6 +204,17 @@ def build_spec(args: Any) -> Any:
     check_options(spec.provider, spec.provider_options)  # a misspelt -o stops here, before any record
     return spec
 
+
+
+def model_for_provider(models: dict[str, Any], provider: str, config: str | None) -> str:
+    """``model: {openai: gpt-4.1-mini-2025-04-14, local: HuggingFaceTB/SmolLM2-135M-Instruct}``: the
+    entry for ``provider``."""
+    model = models.get(provider)
+    if not isinstance(model, str) or not model:
+        raise errors.ConfigError(
+            f"The model map in {config or 'the config'} has no model for provider {provider} "
+            f"(it names {', '.join(map(str, models)) or 'none'}).", hint=f"add  {provider}: MODEL  under model:")
+    return model
 
 
 def _describe(error: Any, set_by_flag: dict[tuple[str, ...], str], spelled: dict[str, str], config: str | None) -> str:

@@ -1,0 +1,151 @@
+"""One spec on several providers, end to end: `cloudtune run CONFIG` with `providers: [...]` and a
+per-provider model map trains a real tiny model locally and fine-tunes on the OpenAI and Azure
+emulators (separate processes, real SDKs over HTTP), then compares the three runs; a target
+that errors on some examples, a provider that refuses the spec, and `run --like`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.azure.test_cli_e2e import Emulator as AzureEmulatorProcess
+from tests.compare.conftest import KEY, ROOT, OpenAISession, last_json, write_jsonl
+from tests.local.conftest import chat_example, stop_recorded_processes
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("multirun")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    openai = subprocess.Popen(
+        [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1.5",
+         "--api-key", KEY], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    azure = AzureEmulatorProcess(tmp_path_factory.mktemp("azure-state"))
+    try:
+        first = openai.stdout.readline()  # type: ignore[union-attr]
+        assert "listening on http://127.0.0.1:" in first, first
+        yield {"openai": OpenAISession(tmp, first.split("listening on ", 1)[1].strip().removesuffix("/v1")),
+               "azure": azure, "tmp": tmp}
+    finally:
+        azure.stop()
+        openai.send_signal(signal.SIGTERM)
+        try:
+            openai.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            openai.kill()
+            openai.wait()
+
+
+def _cli(hosts: dict[str, Any], home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = hosts["openai"].env(CLOUDTUNE_HOME=str(home), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env = {k: v for k, v in env.items() if not k.startswith("AZURE_")}
+    env.update(hosts["azure"].env)
+    return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=hosts["tmp"], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data(hosts: dict[str, Any]) -> dict[str, Path]:
+    from local_backend.tiny import build_tiny_model
+
+    tmp: Path = hosts["tmp"]
+    model = build_tiny_model(tmp / "tiny", [json.dumps(chat_example(i)) for i in range(20)])
+    write_jsonl(tmp / "train.jsonl", [chat_example(i) for i in range(12)])
+    # six held-out questions: the first three are in the training data
+    write_jsonl(tmp / "eval.jsonl", [chat_example(i) for i in range(9, 15)])
+    return {"model": model, "train": tmp / "train.jsonl", "eval": tmp / "eval.jsonl"}
+
+
+def test_three_providers_from_one_spec_then_one_comparison(hosts: dict[str, Any], data: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    config = tmp_path / "multi.yaml"
+    config.write_text(
+        "providers: [local, openai, azure]\n"
+        f"model:\n  local: {data['model']}\n  openai: gpt-4o-mini\n  azure: gpt-4o-mini-2024-07-18\n"
+        f"train: {data['train']}\neval: {data['eval']}\n"
+        "hyperparameters: {epochs: 2, batch_size: 4}\nseed: 5\ncleanup: never\n")
+    # the OpenAI fine-tune errors on two examples of the comparison: its run's smoke test and
+    # evaluation (1 + 6 requests) go through, the next two are refused
+    hosts["openai"].control("/_emulator/faults", [{"route": "POST /v1/chat/completions$", "status": 400,
+                                                   "skip": 7, "times": 2, "message": "injected failure"}])
+    home = tmp_path / "home"
+    try:
+        done = _cli(hosts, home, "run", str(config), "--report", str(tmp_path / "report"), "--json")
+    finally:
+        stop_recorded_processes(home)
+    assert done.returncode == 0, done.stderr[-4000:]
+    doc = last_json(done)
+    runs = {r["provider"]: r for r in doc["runs"]}
+    assert set(runs) == {"local", "openai", "azure"} and all(r["status"] == "succeeded" for r in runs.values())
+    assert len({r["run_id"] for r in runs.values()}) == 3  # each its own run and ledger record
+    listed = _cli(hosts, home, "list", "--json")
+    recorded = {r["run_id"]: r for r in json.loads(listed.stdout)["runs"]}
+    assert {recorded[r["run_id"]]["provider"] for r in runs.values()} == {"local", "openai", "azure"}
+
+    comparison = doc["comparison"]
+    targets = {t["label"]: t for t in comparison["targets"]}
+    assert set(targets) == {"local fine-tuned", "openai fine-tuned", "azure fine-tuned"}
+    assert (targets["openai fine-tuned"]["answered"], targets["openai fine-tuned"]["failed_requests"]) == (4, 2)
+    assert [f["target"] for f in comparison["failures"]] == ["openai fine-tuned"] * 2
+    assert targets["local fine-tuned"]["failed_requests"] == 0 and targets["azure fine-tuned"]["answered"] == 6
+    assert targets["local fine-tuned"]["inference_cost_usd"] is None  # your hardware
+    assert targets["azure fine-tuned"]["inference_cost_usd"] > 0
+    # no base model asked: the first run is the reference the others are measured against
+    assert set(comparison["differences"]) == {"openai fine-tuned", "azure fine-tuned"}
+    facts = {f["provider"]: f for f in comparison["runs"]}
+    for provider in ("local", "openai", "azure"):
+        assert facts[provider]["trained_tokens"] and facts[provider]["final_train_loss"] is not None, facts[provider]
+        assert facts[provider]["train_curve"], provider
+    assert facts["openai"]["training_cost_usd"] > 0 and facts["local"]["training_cost_usd"] is None
+    report = Path(comparison["report_files"]["report.html"])
+    assert report.is_file() and (report.parent / "loss_curves.png").stat().st_size > 10_000
+
+
+def test_a_provider_that_refuses_is_reported_and_the_others_go_on(hosts: dict[str, Any], data: dict[str, Path],
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "refused.yaml"
+    config.write_text("providers: [azure, openai]\nmodel: {azure: gpt-imaginary-1, openai: gpt-4o-mini}\n"
+                      f"train: {data['train']}\neval: {data['eval']}\n")
+    home = tmp_path / "home"
+    done = _cli(hosts, home, "run", str(config), "--json")
+    assert done.returncode not in (0, None), done.stderr[-3000:]
+    doc = last_json(done)
+    runs = {r["provider"]: r for r in doc["runs"]}
+    assert runs["openai"]["status"] == "succeeded" and runs["openai"]["exit_code"] == 0
+    assert runs["azure"]["status"] != "succeeded" and "gpt-imaginary-1" in runs["azure"]["error"], runs["azure"]
+    assert doc["exit_code"] == runs["azure"]["exit_code"] == done.returncode
+    assert [t["label"] for t in doc["comparison"]["targets"]] == ["openai fine-tuned"]
+
+    # the recorded openai run's spec, repeated on azure with a model azure offers
+    like = _cli(hosts, home, "run", "--like", runs["openai"]["run_id"], "--provider", "azure", "--model",
+                "gpt-4o-mini-2024-07-18", "--no-deploy", "--json")
+    assert like.returncode == 0, like.stderr[-3000:]
+    (moved,) = last_json(like)["runs"]
+    assert moved["provider"] == "azure" and moved["status"] == "succeeded"
+    from cloudtune.ledger import Ledger
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
+    ledger = Ledger()
+    shown, original = ledger.get_run(moved["run_id"]), ledger.get_run(runs["openai"]["run_id"])
+    assert shown.provider == "azure" and shown.run_id != original.run_id
+    assert (shown.spec.training_file, shown.spec.eval_file) == (original.spec.training_file, original.spec.eval_file)
+    assert shown.spec.hyperparameters == original.spec.hyperparameters
+    assert shown.spec.base_model == "gpt-4o-mini-2024-07-18"
+
+
+def test_model_map_without_this_provider_is_exit_2(hosts: dict[str, Any], data: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    config = tmp_path / "map.yaml"
+    config.write_text(f"model: {{openai: gpt-4o-mini}}\ntrain: {data['train']}\n")
+    done = _cli(hosts, tmp_path / "home", "run", str(config), "--provider", "local")
+    assert done.returncode == 2 and "no model for provider local" in done.stderr
