@@ -95,13 +95,16 @@ def _partial_prefix(full: str, partial: str, eos_token: str | None) -> str | Non
     return None
 
 
-def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendering and the character spans of each assistant turn (prefix differences)."""
+def assistant_char_spans(
+    tokenizer, messages: list[dict[str, Any]], *, train_from: int = 0
+) -> tuple[str, list[tuple[int, int]]]:
+    """The full rendering and the character spans of each assistant turn from message
+    ``train_from`` on (prefix differences)."""
     full = _render(tokenizer, messages, add_generation_prompt=False)
     eos_token = getattr(tokenizer, "eos_token", None)
     spans: list[tuple[int, int]] = []
     for index, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or index < train_from:
             continue
         before = _render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
         through = _partial_prefix(
@@ -132,8 +135,11 @@ def _straddles(offsets: Sequence[tuple[int, int]], ends: Sequence[int]) -> bool:
     return any(start < end < stop for start, stop in offsets for end in ends)
 
 
-def encode_chat(tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length: int | None = None) -> Encoded:
-    """Token ids and labels (IGNORE_INDEX outside assistant turns) for one conversation."""
+def encode_chat(
+    tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length: int | None = None, train_from: int = 0
+) -> Encoded:
+    """Token ids and labels (IGNORE_INDEX outside assistant turns) for one conversation;
+    assistant turns before message ``train_from`` are context only (DPO prompts)."""
     ensure_chat_template(tokenizer)
     msgs = _clean(messages)
     if has_generation_markers(tokenizer):
@@ -142,9 +148,12 @@ def encode_chat(tokenizer, messages: Sequence[Mapping[str, Any]], *, max_length:
         )
         ids = list(out["input_ids"])
         mask = list(out["assistant_masks"])
+        if train_from:
+            context = len(prompt_ids(tokenizer, msgs[:train_from]))
+            mask = [0] * min(context, len(mask)) + mask[context:]
         labels = [tok if keep else IGNORE_INDEX for tok, keep in zip(ids, mask)]
     else:
-        text, spans = assistant_char_spans(tokenizer, msgs)
+        text, spans = assistant_char_spans(tokenizer, msgs, train_from=train_from)
         ends = [end for _, end in spans]
         ids, offsets = _tokenize_with_offsets(tokenizer, text)
         if _straddles(offsets, ends):

@@ -1,4 +1,15 @@
-"""Training data: chat JSONL -> encoded examples -> deterministic batches (padded or packed)."""
+"""Training data: chat JSONL -> encoded examples -> deterministic batches.
+
+Two batch layouts:
+
+- padded: one row per example, right-padded, with an attention mask; on CUDA the epoch
+  order is length-grouped (see :func:`length_grouped`) so rows of a batch are similar in
+  length and padding stays small;
+- padding-free: every sequence of the micro-batch back to back in ONE row, position ids
+  restarting at 0 per sequence, and cumulative sequence lengths for variable-length
+  attention (:mod:`local_backend.attention`); no padding token is computed at all.
+"""
+
 
 from __future__ import annotations
 
@@ -97,6 +108,46 @@ def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+def length_grouped(order: list[int], lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[int]:
+    """Length-grouped batching: within mega-batches of 50 batches, sort by length (longest
+    first), cut into batches, then shuffle the batches. Padding shrinks to the length
+    differences inside a batch; the order stays a pure function of (seed, epoch)."""
+    mega = max(1, 50 * batch_size)
+    batches: list[list[int]] = []
+    for start in range(0, len(order), mega):
+        group = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    random.Random(seed * 1_000_003 + epoch + 7).shuffle(batches)
+    return [i for batch in batches for i in batch]
+
+
+def collate_padding_free(sequences: list[Row]):
+    """All sequences of a micro-batch in one row. A row's position ids may already hold
+    several packed examples (restarts at 0); every restart starts a new attention segment.
+    Labels of each row start ignored at segment starts (see rows_packed), so no token is
+    predicted across a boundary. ``sequence_ids`` maps each token to its input row."""
+    import torch
+
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    owners: list[int] = []
+    for index, row in enumerate(sequences):
+        ids += row.input_ids
+        labels += [IGNORE_INDEX] + row.labels[1:]
+        positions += row.position_ids
+        owners += [index] * len(row.input_ids)
+    starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "sequence_ids": torch.tensor([owners], dtype=torch.long),
+        "cu_seq_lens_q": torch.tensor(starts, dtype=torch.int32),
+        "max_length_q": max(b - a for a, b in zip(starts, starts[1:])),
+    }
+
+
 def collate(rows: list[Row], pad_id: int, *, packed: bool):
     """Right-padded tensors. Packed batches carry no attention mask (see rows_packed); the
     padding tail gets its own position run so it forms a separate block."""
@@ -114,6 +165,7 @@ def collate(rows: list[Row], pad_id: int, *, packed: bool):
         "input_ids": torch.tensor(ids, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),
         "position_ids": torch.tensor(positions, dtype=torch.long),
+        "sequence_ids": torch.arange(len(rows)).unsqueeze(1).expand(len(rows), width).clone(),
     }
     if not packed:
         batch["attention_mask"] = torch.tensor(mask, dtype=torch.long)

@@ -1,5 +1,12 @@
-"""The training loop: LoRA on CPU (fp32), QLoRA on CUDA (NF4 + double quantisation,
-bf16 compute, k-bit preparation, paged 8-bit AdamW, gradient checkpointing).
+"""The training loop, for supervised fine-tuning and DPO (local_backend/objectives.py):
+LoRA on CPU (fp32), QLoRA or LoRA on CUDA with a bf16 frozen base (local_backend/recipe.py).
+
+The loss is computed on labelled positions only (local_backend/losses.py): on CUDA
+through chunked (or liger's fused) linear cross-entropy, so no batch x sequence x
+vocabulary logits tensor is ever built. On CUDA, supervised batches are padding-free by
+default (all sequences of a micro-batch in one row, variable-length attention) and
+padded batches are length-grouped. The host reads GPU values once per logging
+interval, not per micro-batch.
 
 Everything that makes a run resumable lives in a checkpoint: adapter weights,
 optimiser, scheduler, every RNG, and the data position (epoch, micro-batch). The
@@ -19,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from local_backend import data as data_mod
-from local_backend.chat_format import IGNORE_INDEX, ensure_chat_template
-from local_backend.sources import load_model, load_tokenizer, resolve_source
+from local_backend import objectives
+from local_backend import recipe as recipe_mod
+from local_backend.chat_format import ensure_chat_template
+from local_backend.losses import chunked_token_nll, labelled_targets, liger_available, liger_nll_sum, plain_token_nll
+from local_backend.sources import load_tokenizer, resolve_source
 
 EventSink = Callable[[str, str, dict[str, Any]], None]  # (level, message, data)
 StopCheck = Callable[[], str | None]  # -> None | "cancel" | "pause"
@@ -42,9 +52,15 @@ class TrainConfig:
     max_seq_len: int = 1024
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     target_modules: str | list[str] = "all-linear"
-    packing: bool = False
+    method: str = "supervised"  # supervised | dpo
+    dpo_beta: float = 0.1
+    packing: bool | None = None  # padding-free packed batches; None = on with CUDA (supervised)
+    group_by_length: bool | None = None  # None = on with CUDA
+    optimizer: str = "auto"  # auto (fused AdamW on CUDA) | adamw | adamw_fused | paged_adamw_8bit
+    loss_impl: str = "auto"  # auto | plain | chunked | liger (auto: liger where installed on CUDA, else chunked; plain on CPU)
+    loss_chunk_tokens: int = 1024
     seed: int = 42
     checkpoint_every: int = 50  # optimiser steps; 0 = only at the end of each epoch
     keep_checkpoints: int = 2
@@ -76,6 +92,12 @@ class TrainResult:
     train_loss: float | None
     valid_loss: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _single_process():  # noqa: ANN202
+    from local_backend.distributed import SingleProcess
+
+    return SingleProcess()
 
 
 def _pick_device(config: TrainConfig) -> str:
@@ -147,8 +169,11 @@ class Trainer:
         *,
         on_event: EventSink | None = None,
         should_stop: StopCheck | None = None,
+        parallel: Any = None,
     ) -> None:
         self.config = config
+        # Peers of a distributed run (local_backend/distributed.py): shards, gradient sums, agreed stops.
+        self.parallel = parallel if parallel is not None else _single_process()
         self.output_dir = Path(output_dir)
         self.on_event = on_event or (lambda level, message, data: None)
         self.should_stop = should_stop or (lambda: None)
@@ -160,13 +185,18 @@ class Trainer:
         self.on_event(level, message, data)
 
     def setup(self) -> None:
-        import torch
-
         config = self.config
         self.device = _pick_device(config)
-        self.use_4bit = self.device == "cuda" and config.quantize in ("auto", "4bit")
-        if config.quantize == "4bit" and self.device != "cuda":
-            raise ValueError("4-bit training needs a CUDA GPU (bitsandbytes 4-bit on CPU is unreliable)")
+        self.recipe = recipe_mod.choose(config, self.device)
+        self.use_4bit = self.recipe.use_4bit
+        self.objective = objectives.for_method(config.method, self)
+        on_cuda = self.device == "cuda"
+        packing = config.packing
+        self.padding_free = bool(on_cuda and self.objective.name == "supervised") if packing is None else bool(packing)
+        self.group_by_length = on_cuda if config.group_by_length is None else bool(config.group_by_length)
+        self.loss_impl = config.loss_impl
+        if self.loss_impl == "auto":
+            self.loss_impl = ("liger" if liger_available(self.device) else "chunked") if on_cuda else "plain"
         _seed_everything(config.seed)
         source = resolve_source(config.base_model)
         self._emit(f"Loading {source.describe()}", stage="loading")
@@ -175,71 +205,37 @@ class Trainer:
         if self.tokenizer.pad_token_id is None:
             # Padding is never labelled (labels come from the assistant mask), so EOS is safe here.
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = load_model(source, quantize_4bit=self.use_4bit)
-        from peft import LoraConfig, get_peft_model
-
-        gradient_checkpointing = config.gradient_checkpointing
-        if gradient_checkpointing is None:
-            gradient_checkpointing = self.device == "cuda"
-        if self.use_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(
-                model,
-                use_gradient_checkpointing=gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False},
-            )
-            self._emit("QLoRA: 4-bit NF4 with double quantisation, bf16 compute, paged 8-bit AdamW")
-        else:
-            if self.device == "cpu":
-                self._emit(
-                    "No CUDA GPU: training plain LoRA in fp32 on CPU (4-bit needs CUDA)", level="warning"
-                )
-            model.to(self.device)
-            if gradient_checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-                model.enable_input_require_grads()
-        model.config.use_cache = False
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        self.model = get_peft_model(model, lora)
+        self.model = recipe_mod.build_model(self.recipe, source, config, padding_free=self.padding_free)
+        self._emit(self.recipe.description, level="warning" if self.device == "cpu" else "info")
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         self._emit(
-            f"LoRA r={config.lora_r} alpha={config.lora_alpha} on {config.target_modules}: "
-            f"{trainable:,} trainable of {total:,} parameters",
+            f"{self.objective.name}: LoRA r={config.lora_r} alpha={config.lora_alpha} on {config.target_modules}: "
+            f"{trainable:,} trainable of {total:,} parameters; loss {self.loss_impl}"
+            + ("; padding-free batches" if self.padding_free else "")
+            + ("; length-grouped batches" if self.group_by_length else ""),
             trainable_params=trainable,
             total_params=total,
             device=self.device,
         )
         self._prepare_data()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.use_4bit:
-            import bitsandbytes as bnb
-
-            self.optimizer = bnb.optim.PagedAdamW8bit(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        else:
-            self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = recipe_mod.build_optimizer(self.recipe, params, config)
         warmup = int(round(self.total_steps * config.warmup_ratio))
+        import torch
+
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(self.total_steps, warmup))
 
     def _prepare_data(self) -> None:
         config = self.config
-        conversations = data_mod.read_chat_jsonl(Path(config.train_file))
-        valid_conversations: list = []
+        items = self.objective.read(config.train_file)
+        valid_items: list = []
         if config.validation_file:
-            valid_conversations = data_mod.read_chat_jsonl(Path(config.validation_file))
+            valid_items = self.objective.read(config.validation_file)
         elif config.validation_split:
-            conversations, valid_conversations = data_mod.split_validation(
-                conversations, config.validation_split, config.seed
-            )
-        self.train_examples, stats = data_mod.encode_all(self.tokenizer, conversations, config.max_seq_len)
-        self.valid_examples, vstats = data_mod.encode_all(self.tokenizer, valid_conversations, config.max_seq_len)
+            items, valid_items = self.objective.split(items, config.validation_split, config.seed)
+        self.train_examples, stats = self.objective.encode(items)
+        self.valid_examples, vstats = self.objective.encode(valid_items)
         self.encode_stats = stats
         if stats.truncated or vstats.truncated:
             self._emit(
@@ -257,7 +253,7 @@ class Trainer:
             raise errors.DatasetError("no training example has an assistant token within max_seq_len")
         # Packed row counts can differ between epochs (the order changes), so count each epoch.
         self.total_steps = sum(
-            math.ceil(math.ceil(len(self._epoch_rows(e)) / config.batch_size) / config.grad_accum)
+            objectives.steps_per_epoch(len(self._epoch_rows(e)), config.batch_size, config.grad_accum)
             for e in range(config.epochs)
         )
         if config.max_steps:
@@ -272,48 +268,60 @@ class Trainer:
             truncated=stats.truncated,
         )
 
-    def _epoch_rows(self, epoch: int) -> list[data_mod.Row]:
-        order = data_mod.epoch_order(len(self.train_examples), self.config.seed, epoch)
-        examples = [self.train_examples[i] for i in order]
-        if self.config.packing:
-            return data_mod.rows_packed(examples, self.config.max_seq_len)
-        return data_mod.rows_padded(examples)
+    def _epoch_rows(self, epoch: int) -> list:
+        return self.objective.epoch_items(self.train_examples, epoch)
 
     # ------------------------------------------------------------ loss
-    def _loss_sum(self, batch: dict[str, Any]):
-        """Sum of token cross-entropies over labelled positions (normalised by the caller)."""
-        import torch
-        import torch.nn.functional as F
+    def collate(self, rows: list, *, padding_free: bool | None = None) -> dict[str, Any]:
+        if self.padding_free if padding_free is None else padding_free:
+            return data_mod.collate_padding_free(rows)
+        return data_mod.collate(rows, self.tokenizer.pad_token_id, packed=False)
 
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+    def token_nll(self, batch: dict[str, Any], *, want_tokens: bool = True):  # type: ignore[no-untyped-def]
+        """Negative log-likelihoods of the labelled tokens and the input row each belongs to;
+        with ``want_tokens=False`` the first value may be just their sum (liger)."""
+        batch = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
         labels = batch.pop("labels")
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda" else torch.autocast("cpu", enabled=False)
-        )
-        with autocast:
-            logits = self.model(**batch, use_cache=False).logits
-        shifted = logits[:, :-1, :].float()
-        targets = labels[:, 1:]
-        return F.cross_entropy(shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+        sequence_ids = batch.pop("sequence_ids")
+        mask, targets = labelled_targets(labels)
+        owners = sequence_ids[:, :-1][mask]
+        base = self.model.get_base_model()
+        softcap = getattr(base.config, "final_logit_softcapping", None)
+        with self.recipe.autocast():
+            if self.loss_impl == "plain":
+                logits = self.model(**batch, use_cache=False).logits
+                return plain_token_nll(logits, labels, softcap=softcap), owners
+            hidden = base.get_decoder()(**batch, use_cache=False).last_hidden_state[:, :-1][mask]
+            head = base.get_output_embeddings()
+            if self.loss_impl == "liger" and not want_tokens and not softcap:
+                return liger_nll_sum(hidden, head.weight, targets, bias=head.bias), owners
+            nll = chunked_token_nll(
+                hidden, head.weight, targets, bias=head.bias, chunk_tokens=self.config.loss_chunk_tokens, softcap=softcap
+            )
+        return nll, owners
 
-    def _collate(self, rows):
-        return data_mod.collate(rows, self.tokenizer.pad_token_id, packed=self.config.packing)
+    def _loss_sum(self, batch: dict[str, Any]):  # type: ignore[no-untyped-def]
+        """Summed cross-entropy over labelled positions of a collated batch."""
+        nll, _ = self.token_nll(batch, want_tokens=False)
+        return nll.sum()
 
     def evaluate(self) -> float | None:
+        """Validation loss: mean token cross-entropy (supervised) or mean DPO loss per pair."""
         import torch
 
         if not self.valid_examples:
             return None
         self.model.eval()
-        total, count = 0.0, 0
-        rows = data_mod.rows_padded(self.valid_examples)
+        total, count = None, 0
+        items = self.objective.eval_items(self.valid_examples)
         with torch.no_grad():
-            for i in range(0, len(rows), self.config.batch_size):
-                chunk = rows[i : i + self.config.batch_size]
-                total += float(self._loss_sum(data_mod.collate(chunk, self.tokenizer.pad_token_id, packed=False)))
-                count += sum(sum(1 for x in r.labels[1:] if x != IGNORE_INDEX) for r in chunk)
+            for i in range(0, len(items), self.config.batch_size):
+                chunk = items[i : i + self.config.batch_size]
+                loss, _ = self.objective.loss_sum(chunk, padding_free=self.padding_free)
+                total = loss.sum() if total is None else total + loss.sum()
+                count += self.objective.weight(chunk)
         self.model.train()
-        return total / max(1, count)
+        return float(total) / max(1, count)
 
     # ------------------------------------------------------------ checkpoints
     def latest_checkpoint(self) -> Path | None:
@@ -327,6 +335,9 @@ class Trainer:
 
         step = state["global_step"]
         final = self.checkpoints_dir / f"step-{step:07d}"
+        if not self.parallel.is_main:  # rank 0 writes; the others wait until it has
+            self.parallel.barrier()
+            return final
         tmp = self.checkpoints_dir / f".tmp-step-{step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -345,6 +356,7 @@ class Trainer:
         for old in sorted(self.checkpoints_dir.glob("step-*"))[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         self._emit(f"Checkpoint saved at step {step}", checkpoint=final.name, step=step)
+        self.parallel.barrier()
         return final
 
     def _restore(self, checkpoint: Path) -> dict[str, Any]:
@@ -374,9 +386,12 @@ class Trainer:
         step = position["global_step"]
         trained_tokens = position["trained_tokens"]
         metrics: dict[str, float] = dict(position.get("metrics", {}))
-        window_start, window_tokens = time.perf_counter(), 0
         epoch = position["epoch"]
         micro_start = position["micro"]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # Device-side sums over the logging window: the host reads them once per interval.
+        window: dict[str, Any] = {}
+        window_steps, window_weight, window_tokens, window_start = 0, 0, 0, time.perf_counter()
 
         def state_now(epoch_: int, micro_: int) -> dict[str, Any]:
             return {
@@ -393,38 +408,48 @@ class Trainer:
             micro = micro_start
             micro_start = 0
             while micro < len(batches) and step < self.total_steps:
-                window = batches[micro : micro + config.grad_accum]
-                label_count = sum(sum(1 for x in r.labels[1:] if x != IGNORE_INDEX) for b in window for r in b)
-                loss_total = 0.0
-                for chunk in window:
-                    batch = self._collate(chunk)
-                    loss = self._loss_sum(batch) / max(1, label_count)
-                    loss.backward()
-                    loss_total += float(loss.detach())
-                    window_tokens += sum(len(r.input_ids) for r in chunk)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm
-                )
+                group = batches[micro : micro + config.grad_accum]
+                weight = max(1, sum(self.objective.weight(chunk) for chunk in group))
+                for chunk in map(self.parallel.shard, group):
+                    if not chunk:
+                        continue  # this rank's share of a short micro-batch is empty
+                    loss_sum, extras = self.objective.loss_sum(chunk, padding_free=self.padding_free)
+                    (loss_sum / weight).backward()
+                    for name, value in {"loss": loss_sum.detach(), **extras}.items():
+                        window[name] = window[name] + value if name in window else value
+                tokens = sum(self.objective.tokens(chunk) for chunk in group)
+                self.parallel.sync_gradients(params)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                window["grad_norm"] = window["grad_norm"] + grad_norm if "grad_norm" in window else grad_norm
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                micro += len(window)
+                micro += len(group)
                 step += 1
-                trained_tokens += sum(len(r.input_ids) for b in window for r in b)
-                metrics.update(
-                    step=step,
-                    total_steps=self.total_steps,
-                    epoch=epoch + micro / len(batches),
-                    train_loss=loss_total,
-                    learning_rate=self.scheduler.get_last_lr()[0],
-                    grad_norm=float(grad_norm),
-                )
+                trained_tokens += tokens
+                window_steps += 1
+                window_weight += weight
+                window_tokens += tokens
                 if step % config.log_every == 0 or step == self.total_steps:
+                    values = {name: float(value) for name, value in window.items()}  # the one host sync
+                    values = self.parallel.reduce_sums(values, skip=("grad_norm",))
                     elapsed = time.perf_counter() - window_start
-                    metrics["tokens_per_s"] = window_tokens / elapsed if elapsed > 0 else 0.0
-                    window_start, window_tokens = time.perf_counter(), 0
+                    metrics.update(
+                        step=step,
+                        total_steps=self.total_steps,
+                        epoch=epoch + micro / len(batches),
+                        train_loss=values["loss"] / window_weight,
+                        learning_rate=self.scheduler.get_last_lr()[0],
+                        grad_norm=values["grad_norm"] / window_steps,
+                        tokens_per_s=window_tokens / elapsed if elapsed > 0 else 0.0,
+                    )
+                    for name in ("reward_margin", "reward_accuracy"):
+                        if name in values:
+                            metrics[name] = values[name] / window_weight
+                    window = {}
+                    window_steps, window_weight, window_tokens, window_start = 0, 0, 0, time.perf_counter()
                     self._emit(
-                        f"step {step}/{self.total_steps} loss {loss_total:.4f}",
+                        f"step {step}/{self.total_steps} loss {metrics['train_loss']:.4f}",
                         kind="metrics",
                         trained_tokens=trained_tokens,
                         **metrics,
@@ -442,7 +467,7 @@ class Trainer:
                             epoch=epoch + 1,
                             valid_loss=valid_loss,
                         )
-                stop = self.should_stop()
+                stop = self.parallel.agree(self.should_stop())
                 periodic = config.checkpoint_every and step % config.checkpoint_every == 0
                 if stop or periodic or (end_of_epoch and not config.checkpoint_every):
                     if step < self.total_steps:
@@ -450,12 +475,14 @@ class Trainer:
                 if stop and step < self.total_steps:
                     raise Stopped(stop)
             epoch += 1
-        tmp = self.output_dir / ".adapter.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        shutil.rmtree(self.adapter_dir, ignore_errors=True)
-        tmp.rename(self.adapter_dir)
+        if self.parallel.is_main:
+            tmp = self.output_dir / ".adapter.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            shutil.rmtree(self.adapter_dir, ignore_errors=True)
+            tmp.rename(self.adapter_dir)
+        self.parallel.barrier()
         return TrainResult(
             steps=step,
             trained_tokens=trained_tokens,

@@ -51,6 +51,29 @@ def job_id_for(model: str) -> str | None:
     return model[len(MODEL_PREFIX) :] if model.startswith(MODEL_PREFIX) else None
 
 
+def _check_rows_fit_method(path: Path, method: str) -> None:
+    """The first example has the shape the method trains on: a chat (``messages``) for
+    supervised, a comparison (``input`` / ``preferred_output`` / ``non_preferred_output``)
+    for DPO. The full check is the dataset validator's; this one keeps a mismatched file
+    from creating a job that could only fail."""
+    with path.open(encoding="utf-8-sig") as rows:
+        first = next((line for line in rows if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError as exc:
+        raise errors.DatasetError(f"{path.name}: line 1 is not JSON ({exc})") from exc
+    if method == "dpo" and not ({"input", "preferred_output", "non_preferred_output"} <= set(record)):
+        raise errors.DatasetError(
+            "method dpo needs preference rows with input, preferred_output and non_preferred_output",
+            hint="use --method supervised for chat rows with 'messages'",
+        )
+    if method != "dpo" and "messages" not in record:
+        raise errors.DatasetError(
+            "supervised fine-tuning needs chat rows with 'messages'",
+            hint="preference rows (input / preferred_output / non_preferred_output) train with --method dpo",
+        )
+
+
 class LocalProvider(Provider):
     name = "local"
     install_extra = "local"
@@ -61,6 +84,10 @@ class LocalProvider(Provider):
         "chat_timeout_s": "seconds a chat request to a local deployment may take (default 600)",
         "serve_backend": "vllm | builtin: the server behind a deployment (default: vllm when usable)",
         "serve_host": "the address a deployment's server listens on (default 127.0.0.1)",
+        "num_processes": "training processes per machine under torchrun (one per GPU; gloo on CPU)",
+        "nnodes": "machines in a multi-node training run (default 1)",
+        "node_rank": "this machine's index in a multi-node run (default 0)",
+        "rdzv_endpoint": "HOST:PORT of node 0, reachable from every node (multi-node runs)",
     }
     status_map: ClassVar[Mapping[str, JobState]] = {
         "queued": JobState.QUEUED,
@@ -151,10 +178,12 @@ class LocalProvider(Provider):
     def create_job(
         self, spec: FineTuneSpec, *, training_file_id: str, validation_file_id: str | None, run_id: str
     ) -> Job:
+        from local_backend.distributed import distributed_spec
         from local_backend.hyperparams import build_train_config
         from local_backend.sources import resolve_source
 
         resolve_source(spec.base_model)  # fail now, not in the worker, on a model that cannot be found
+        layout = distributed_spec(self.options)  # num_processes, nnodes, ...: refused now if malformed
         training_path = self._file_path(training_file_id)
         validation_path = self._file_path(validation_file_id) if validation_file_id else None
         job = JobDir(new_job_id())
@@ -173,7 +202,10 @@ class LocalProvider(Provider):
             seed=spec.seed,
             extra=dict(hp.extra),
             device=self.options.get("device"),
+            method=spec.method.value,
+            beta=hp.beta,
         )
+        _check_rows_fit_method(training_path, config.method)  # refuse now, before a job exists
         job.path.parent.mkdir(parents=True, exist_ok=True)
         private_dir(job.path)  # holds the user's data and what was trained on it: owner-only
         copy_private(training_path, train_copy)
@@ -190,6 +222,7 @@ class LocalProvider(Provider):
             "validation_file": validation_file_id,
             "train_config": config.to_dict(),
             "torch_threads": self.options.get("torch_threads"),
+            "distributed": layout,
         }
         job.create(record)
         job.start_worker()

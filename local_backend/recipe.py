@@ -1,0 +1,110 @@
+"""How the model is built and optimised on each device.
+
+CUDA (the recipe TRL, PEFT and bitsandbytes converge on in 2025; TRL 1.x no longer
+calls ``prepare_model_for_kbit_training``):
+
+- the frozen base is bf16 and loaded straight onto the GPU: NF4 with double
+  quantisation and bf16 compute for QLoRA, plain bf16 for LoRA. It is NOT passed
+  through ``prepare_model_for_kbit_training``: that upcasts embeddings, ``lm_head`` and
+  norms to fp32, and since ``Linear4bit`` returns its input's dtype the whole residual
+  stream would then run in fp32;
+- the LoRA weights are fp32 (the optimiser updates them in full precision) and the
+  forward pass runs under bf16 autocast;
+- gradient checkpointing without re-entrance (no ``enable_input_require_grads`` hook);
+- fused AdamW over the LoRA tensors (one kernel for all of them); paged 8-bit AdamW only
+  when asked for (``optimizer: paged_adamw_8bit``): on ~25M LoRA parameters its state
+  is small anyway, it launches per-tensor kernels, and its paged memory is invisible to
+  ``torch.cuda.max_memory_allocated``;
+- padding-free batches use variable-length attention (:mod:`local_backend.attention`).
+
+CPU keeps the simple path: fp32 everywhere, plain AdamW, no autocast (4-bit on CPU is
+refused; see DEVELOPERS.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+OPTIMIZERS = ("auto", "adamw", "adamw_fused", "paged_adamw_8bit")
+
+
+@dataclass
+class Recipe:
+    device: str
+    use_4bit: bool
+    gradient_checkpointing: bool
+    optimizer: str
+    description: str
+
+    def autocast(self):  # type: ignore[no-untyped-def]
+        import torch
+
+        if self.device == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def choose(config: Any, device: str) -> Recipe:
+    if config.quantize == "4bit" and device != "cuda":
+        raise ValueError("4-bit training needs a CUDA GPU (bitsandbytes 4-bit on CPU is unreliable)")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
+    use_4bit = device == "cuda" and config.quantize in ("auto", "4bit")
+    checkpointing = config.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = device == "cuda"
+    optimizer = config.optimizer
+    if optimizer == "auto":
+        optimizer = "adamw_fused" if device == "cuda" else "adamw"
+    if device == "cuda":
+        base = "4-bit NF4 base (double quantisation)" if use_4bit else "bf16 base"
+        description = f"{'QLoRA' if use_4bit else 'LoRA'} on CUDA: {base}, fp32 LoRA weights under bf16 autocast, {optimizer}"
+    else:
+        description = "No CUDA GPU: training plain LoRA in fp32 on CPU (4-bit needs CUDA)"
+    return Recipe(device, use_4bit, bool(checkpointing), optimizer, description)
+
+
+def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool):  # type: ignore[no-untyped-def]
+    """The PEFT model, ready to train on ``recipe.device``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from local_backend import attention
+    from local_backend.sources import load_model
+
+    if recipe.device == "cuda":
+        device_map = {"": torch.cuda.current_device()}
+        model = load_model(source, quantize_4bit=recipe.use_4bit, dtype=torch.bfloat16, device_map=device_map)
+    else:
+        model = load_model(source, dtype=torch.float32)
+        model.to(recipe.device)
+    if padding_free:
+        model.set_attn_implementation(attention.register())
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()  # LoRA weights stay fp32; autocast runs the matmuls in bf16
+    return model
+
+
+def build_optimizer(recipe: Recipe, params: list, config: Any):  # type: ignore[no-untyped-def]
+    import torch
+
+    if recipe.optimizer == "paged_adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    fused = recipe.optimizer == "adamw_fused"
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None)
