@@ -76,9 +76,10 @@ def judge_pair(judge: Target, examples: list[EvalExample], target: TargetReport,
     result = JudgeResult(target.label, baseline.label, judge.label)
 
     def one(index: int) -> tuple[list[str | None], float | None, int, int]:
+        """(verdicts, score, requests asked, requests failed) for one example."""
         mine, theirs = target.answers[index], baseline.answers[index]
         if not (mine.ok and theirs.ok):
-            return [], None, 0, 0
+            return [], None, 0, 0  # nothing to judge where either side has no answer
         verdicts: list[str | None] = []
         scores: list[float] = []
         failed = 0
@@ -104,6 +105,5 @@ def judge_pair(judge: Target, examples: list[EvalExample], target: TargetReport,
             result.per_example.append(score)
             result.asked += asked
             result.failed += failed
-            result.unparsed += sum(v is None for v in verdicts) - 0
-    result.unparsed -= result.failed
+            result.unparsed += sum(v is None for v in verdicts) - failed  # a failed request has no verdict either
     return result
