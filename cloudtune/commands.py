@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
+from cloudtune.cleanup import delete_model_safely, job_is_active, run_cleanup
 from cloudtune.config import build_spec, parse_duration, parse_options
 from cloudtune.ledger import Ledger, cloudtune_home
-from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
-from cloudtune.cleanup import delete_model_safely, job_is_active, run_cleanup
 from cloudtune.locks import RunLock, is_locked_elsewhere
+from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.types import CleanupPolicy, JobState, Run, Step
 
@@ -223,7 +223,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    ledger = Ledger()
     _, listed = _load(args.run_id)
     if getattr(args, "wait_lock", None) is None and is_locked_elsewhere(listed.run_id):
         return _cancel_driven_elsewhere(args, listed)
