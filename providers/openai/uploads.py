@@ -45,7 +45,9 @@ def upload_small(client: Any, path: Path, purpose: str, retried: Retried, progre
         with path.open("rb") as handle:  # reopened on every attempt
             return client.files.create(file=(path.name, handle), purpose=purpose)
 
-    created = retried(send)
+    # Not retried here: a POST that failed after the service stored the file would leave an
+    # orphan per retry. The pipeline looks for the run-tagged file name first, then decides.
+    created = send()
     if progress is not None:
         progress(size, size)
     return created.id
@@ -91,7 +93,9 @@ def upload_multipart(
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="openai-upload") as pool:
             part_ids = list(pool.map(send, offsets))  # map keeps file order
-        done = retried(lambda: client.uploads.complete(upload.id, part_ids=part_ids, md5=md5.hexdigest()))
+        # complete creates the file: not retried blindly (see upload_small); parts are safe to retry,
+        # since only the part ids named here become the file
+        done = client.uploads.complete(upload.id, part_ids=part_ids, md5=md5.hexdigest())
     except BaseException:
         try:
             client.uploads.cancel(upload.id)

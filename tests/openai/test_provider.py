@@ -136,12 +136,21 @@ def test_uploads_api_above_the_threshold_in_ordered_parts(emulated: Emulated, tm
     assert any(hit.startswith("drop:POST /v1/uploads/") for hit in emulated.app.faults.hits)
 
 
-def test_small_upload_survives_a_dropped_connection_and_waits_until_processed(provider: OpenAIProvider,
-                                                                               emulated: Emulated, training_file: Path) -> None:
+def test_a_small_upload_is_never_sent_twice_and_a_lost_answer_is_found_by_name(
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path) -> None:
+    # the connection drops before the service stored anything: an error, and nothing stored
     emulated.app.faults.add(Fault(route="POST /v1/files$", kind="drop"))
-    file_id = provider.upload_file(training_file)
-    assert list(emulated.app.files) == [file_id]
-    assert emulated.app.files[file_id].to_json(emulated.clock.now())["status"] == "processed"
+    with pytest.raises(errors.TransientError):
+        provider.upload_file(training_file)
+    assert list(emulated.app.files) == []
+    # stored, then the answer is lost: still an error (the SDK does not retry: no second copy) ...
+    emulated.app.faults.add(Fault(route="POST /v1/files$", kind="drop", after=True))
+    with pytest.raises(errors.TransientError):
+        provider.upload_file(training_file)
+    assert len(emulated.app.files) == 1
+    # ... and the pipeline finds it by its (run-tagged) name instead of uploading again
+    found = provider.find_uploaded(training_file, since=0)
+    assert found == next(iter(emulated.app.files))
 
 
 def test_events_come_oldest_first_across_pages_and_after_a_cursor(provider: OpenAIProvider, emulated: Emulated,
