@@ -3,8 +3,9 @@
 How the route is picked, first match wins:
 
 1. ``options["route"]`` = ``openai`` | ``serverless``;
-2. the shape of the id the call is about: ``ftjob-<hex>`` / ``ftchkpt-<hex>`` / ``file-<hex>`` / ``<model>.ft-<hex>`` are
-   Azure OpenAI; ``azureml:<name>:<version>`` data and models are serverless;
+2. the shape of the id the call is about: ``ftjob-<hex>`` / ``ftchkpt-<hex>`` / ``file-<hex>`` / ``<model>.ft-<hex>``
+   / ``ft:...`` / ``gpt-...`` are Azure OpenAI; ``azureml:<name>:<version>`` and ``azureml://registries/...``
+   data and models are serverless; a deployment goes to the route it was created or listed on;
 3. ``options["base_model"]`` (the pipeline passes it): ``gpt-*`` / ``o*`` models are Azure OpenAI,
    catalog models (Phi, Llama, Mistral...) are serverless;
 4. whichever is configured: ``AZURE_OPENAI_ENDPOINT`` -> openai, else serverless.
@@ -83,6 +84,9 @@ class AzureProvider(Provider):
         super().__init__(options, **kwargs)
         self.settings = Settings(self.options)
         self._routes: dict[str, Any] = {}
+        # deployment name -> the route it was seen on: a name has no route in its shape, and with both
+        # routes configured the default route would be the wrong one for the other route's deployments
+        self._deployment_routes: dict[str, str] = {}
 
     # ------------------------------------------------------------- routing
     def _route(self, kind: str) -> Any:
@@ -102,9 +106,9 @@ class AzureProvider(Provider):
         if forced in ("openai", "serverless"):
             return forced
         if about:
-            if _AOAI_ID.match(about):
+            if _AOAI_ID.match(about) or about.startswith(("ft:", "gpt-")):
                 return "openai"
-            if about.startswith("azureml:"):
+            if about.startswith("azureml:"):  # azureml:<name>:<version> and azureml://registries/... ids
                 return "serverless"
         by_model = caps.route_for_model(self.options.get("base_model"))
         if by_model:
@@ -215,18 +219,25 @@ class AzureProvider(Provider):
     def deploy(self, model: str, *, name: str, options: DeployOptions | None = None,
                run_id: str | None = None) -> Deployment:
         route = self._for(model)
+        self._deployment_routes[name] = route.name
         if route.name == "openai":
             return route.deploy(model, name, options, self.options.get("deployment_sku"), run_id)
         return route.deploy(model, name, run_id)
 
+    def _for_deployment(self, name: str) -> Any:
+        return self._route(self._deployment_routes.get(name) or self.route_name())
+
     def get_deployment(self, name: str) -> Deployment:
-        return self._for().get_deployment(name)
+        return self._for_deployment(name).get_deployment(name)
 
     def list_deployments(self, model: str | None = None) -> list[Deployment]:
-        return self._for(model).list_deployments(model)
+        route = self._for(model)
+        found = route.list_deployments(model)
+        self._deployment_routes.update({d.name: route.name for d in found})
+        return found
 
     def undeploy(self, name: str) -> None:
-        self._for().undeploy(name)
+        self._for_deployment(name).undeploy(name)
 
     def delete_model(self, model: str) -> None:
         route = self._for(model)
@@ -243,4 +254,4 @@ class AzureProvider(Provider):
         route.delete_model(model)
 
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
-        return self._for().chat(deployment, messages, params)
+        return self._for_deployment(deployment).chat(deployment, messages, params)
