@@ -47,7 +47,7 @@ class _Worker:
             self.job.write_status(metrics=merged, trained_tokens=int(data.get("trained_tokens", status.get("trained_tokens") or 0)))
 
     def run(self) -> int:
-        from local_backend.trainer import Stopped, Trainer, TrainConfig
+        from local_backend.trainer import Stopped, TrainConfig
 
         spec = self.job.spec()
         status = self.job.raw_status()
@@ -61,7 +61,7 @@ class _Worker:
             if spec.get("torch_threads"):
                 torch.set_num_threads(int(spec["torch_threads"]))
             config = TrainConfig.from_dict(spec["train_config"])
-            trainer = Trainer(config, self.job.path, on_event=self.on_trainer_event, should_stop=self.stop_requested)
+            trainer = self.make_trainer(config)
             trainer.setup()
             stop = self.stop_requested()
             if stop:
@@ -75,11 +75,8 @@ class _Worker:
             self.event("info", f"Job {final}; state saved", {"status": final})
             return 0
         except BaseException as exc:  # noqa: BLE001 - every failure must land in status.json
-            message = f"{type(exc).__name__}: {exc}"
-            code = getattr(exc, "code", None) or type(exc).__name__
             print(traceback.format_exc(), file=sys.stderr)
-            self.job.write_status(status="failed", finished_at=now_iso(), error={"code": str(code), "message": message}, pid=None)
-            self.event("error", f"Training failed: {message}", {"status": "failed"})
+            self.record_failure(exc)
             return 1
         self.job.write_status(
             status="succeeded",
@@ -95,6 +92,18 @@ class _Worker:
             {"status": "succeeded", "steps": result.steps},
         )
         return 0
+
+    def make_trainer(self, config, **kwargs):  # noqa: ANN001, ANN003, ANN201 - local_backend.trainer types
+        """The job's trainer; a rank of a distributed job (local_backend/distributed.py) adds its peers."""
+        from local_backend.trainer import Trainer
+
+        return Trainer(config, self.job.path, on_event=self.on_trainer_event, should_stop=self.stop_requested, **kwargs)
+
+    def record_failure(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        code = getattr(exc, "code", None) or type(exc).__name__
+        self.job.write_status(status="failed", finished_at=now_iso(), error={"code": str(code), "message": message}, pid=None)
+        self.event("error", f"Training failed: {message}", {"status": "failed"})
 
     def _on_sigterm(self, signum, frame) -> None:  # noqa: ANN001 - signal handler signature
         # A polite kill (shutdown, `kill PID`): save at the next step boundary and stop, resumable.
@@ -118,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"another worker already runs {job_dir.name}; leaving it alone", file=sys.stderr)
         return 0
     (job_dir / "worker.pid").write_text(str(os.getpid()))  # the lock holder is the worker of record
-    return _Worker(job_dir).run()
+    worker = _Worker(job_dir)
+    layout = worker.job.spec().get("distributed")
+    if layout:  # several processes: this one supervises torchrun (local_backend/distributed.py)
+        from local_backend.distributed import supervise
+
+        return supervise(worker.job, layout)
+    return worker.run()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,268 @@
+"""Local training on several processes (GPUs, or CPU processes with gloo) and machines,
+under torch's own launcher, ``torch.distributed.run`` (torchrun).
+
+``-o num_processes=N`` (and ``nnodes``, ``node_rank``, ``rdzv_endpoint`` for several machines)
+puts a ``distributed`` section in the job's spec. The job's worker of record (the process that
+holds ``worker.lock``) then becomes a supervisor: it runs torchrun, which starts one rank per
+process, each ``python -m local_backend.distributed --rank JOB_DIR``.
+
+Data parallel: every rank reads the whole data set in the same (seed, epoch) order and takes
+its share of each micro-batch (``rows[rank::world]``). The loss of a share is divided by the
+*global* number of labelled tokens of the optimiser step, and gradients are summed across ranks
+with one all-reduce of the flattened trainable (LoRA) gradients per step, the algorithm of
+DistributedDataParallel; the model is not wrapped in ``DistributedDataParallel`` only so the
+normalisation is by the global token count, which makes N processes step exactly as one process
+with the same global batch. Clipping, optimiser and scheduler then run on identical gradients,
+so the ranks' adapters stay identical.
+
+Rank 0 writes status, events, checkpoints and the adapter; the others write nothing. Every step
+the ranks agree on stopping (cancel / pause / SIGTERM seen by any rank), so all stop at the same
+step boundary after rank 0's checkpoint. A rank that dies makes torchrun stop the others; the
+supervisor then records the attempt as failed with the resumable ``worker_died`` code, and
+``cloudtune resume`` restarts every rank from the last checkpoint. Ranks die with the supervisor
+(PR_SET_PDEATHSIG), so a ``kill -9`` of the job leaves no orphan training on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from local_backend.jobs import JobDir, now_iso
+
+OPTIONS = {
+    "num_processes": "local: training processes per machine (one per GPU; CPU processes with gloo)",
+    "nnodes": "local: machines taking part in a multi-node training run",
+    "node_rank": "local: this machine's index (0 = the one that runs cloudtune)",
+    "rdzv_endpoint": "local: HOST:PORT of node 0 that every node connects to (multi-node)",
+}
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def distributed_spec(options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The spec's ``distributed`` section from provider options; None for one process."""
+    from cloudtune import errors
+
+    try:
+        processes = int(options.get("num_processes") or 1)
+        nnodes = int(options.get("nnodes") or 1)
+        node_rank = int(options.get("node_rank") or 0)
+    except (TypeError, ValueError):
+        raise errors.InvalidInput("num_processes, nnodes and node_rank must be whole numbers") from None
+    endpoint = options.get("rdzv_endpoint")
+    if processes < 1 or nnodes < 1 or not 0 <= node_rank < nnodes:
+        raise errors.InvalidInput(f"Invalid distributed layout: num_processes={processes}, nnodes={nnodes}, node_rank={node_rank}")
+    if nnodes > 1 and not (isinstance(endpoint, str) and ":" in endpoint):
+        raise errors.InvalidInput("A multi-node run needs -o rdzv_endpoint=HOST:PORT (node 0's address, reachable by every node)")
+    if processes == 1 and nnodes == 1:
+        return None
+    return {"num_processes": processes, "nnodes": nnodes, "node_rank": node_rank, "rdzv_endpoint": endpoint}
+
+
+def torchrun_command(job_dir: Path, layout: Mapping[str, Any], *, python: str = sys.executable) -> list[str]:
+    command = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(layout["num_processes"]), "--max_restarts", "0"]
+    if int(layout.get("nnodes") or 1) == 1:
+        command.append("--standalone")  # a free local port, no address to choose
+    else:
+        host, port = str(layout["rdzv_endpoint"]).rsplit(":", 1)
+        command += ["--nnodes", str(layout["nnodes"]), "--node_rank", str(layout["node_rank"]), "--master_addr", host, "--master_port", port]
+    return command + ["-m", "local_backend.distributed", "--rank", str(job_dir)]
+
+
+# ---------------------------------------------------------------- inside the ranks
+class SingleProcess:
+    """The trainer's view of its peers when it has none."""
+
+    rank = 0
+    world_size = 1
+    is_main = True
+
+    def shard(self, rows: Sequence) -> Sequence:
+        return rows
+
+    def sync_gradients(self, params: Sequence) -> None:
+        pass
+
+    def reduce_sums(self, values: dict[str, float], *, skip: Sequence[str] = ()) -> dict[str, float]:
+        return values
+
+    def agree(self, stop: str | None) -> str | None:
+        return stop
+
+    def barrier(self) -> None:
+        pass
+
+
+class DataParallel(SingleProcess):
+    _STOPS = (None, "pause", "cancel")  # agreed by max: cancel wins over pause
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.is_main = self.rank == 0
+
+    def shard(self, rows: Sequence) -> Sequence:
+        return rows[self.rank :: self.world_size]
+
+    def sync_gradients(self, params: Sequence) -> None:
+        import torch
+
+        # A rank whose share was empty contributes zeros.
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.dist.all_reduce(flat, op=self.dist.ReduceOp.SUM)
+        offset = 0
+        for parameter in params:
+            size = parameter.numel()
+            parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
+            offset += size
+
+    def reduce_sums(self, values: dict[str, float], *, skip: Sequence[str] = ()) -> dict[str, float]:
+        gathered: list[dict[str, float]] = [{} for _ in range(self.world_size)]
+        self.dist.all_gather_object(gathered, values)
+        total = dict(values)
+        for name in {n for part in gathered for n in part} - set(skip):
+            total[name] = sum(part.get(name, 0.0) for part in gathered)
+        return total
+
+    def agree(self, stop: str | None) -> str | None:
+        import torch
+
+        code = torch.tensor([self._STOPS.index(stop if stop in self._STOPS else "cancel")])
+        self.dist.all_reduce(code, op=self.dist.ReduceOp.MAX)
+        return self._STOPS[int(code)]
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this rank when its launcher dies (Linux; elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _peer_failure(exc: BaseException) -> bool:
+    """An error that means another rank (or the launcher) went away, not a problem of this one."""
+    import torch.distributed as dist
+
+    text = str(exc).lower()
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        marker in text for marker in ("connection closed by peer", "connection reset", "broken pipe", "gloo", "nccl")
+    )
+
+
+def rank_main(job_dir: Path) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from local_backend.worker import _Worker
+
+    _die_with_parent()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    parallel = DataParallel()
+    (job_dir / f"rank-{parallel.rank}.pid").write_text(str(os.getpid()))
+
+    class RankWorker(_Worker):
+        def make_trainer(self, config, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            return super().make_trainer(config, parallel=parallel, **kwargs)
+
+        def record_failure(self, exc: BaseException) -> None:
+            if self.signalled or _peer_failure(exc):
+                return  # a peer or the launcher went first: the supervisor records the attempt
+            if parallel.is_main:
+                return super().record_failure(exc)
+            message = {"rank": parallel.rank, "code": getattr(exc, "code", None) or type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}
+            (job_dir / f"rank-{parallel.rank}.error").write_text(json.dumps(message))
+
+    worker = RankWorker(job_dir)
+    if not parallel.is_main:  # only rank 0 reports
+        worker.job.write_status = lambda **changes: {}  # type: ignore[method-assign]
+        worker.job.add_event = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        return worker.run()
+    finally:
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - a peer already gone
+            pass
+
+
+# ---------------------------------------------------------------- the worker of record
+def supervise(job: JobDir, layout: Mapping[str, Any]) -> int:
+    """Run the ranks under torchrun and record what became of the attempt."""
+    for stale in list(job.path.glob("rank-*.error")) + list(job.path.glob("rank-*.pid")):
+        stale.unlink(missing_ok=True)
+
+    def polite_stop(signum, frame) -> None:  # noqa: ANN001 - signal handler signature
+        # `kill PID` on the job's worker: the ranks save and stop together, resumable.
+        if not job.stop_path.exists():
+            job.request_stop("pause")
+
+    signal.signal(signal.SIGTERM, polite_stop)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    command = torchrun_command(job.path, layout)
+    print("launching: " + " ".join(command), file=sys.stderr, flush=True)
+    # The launcher dies with this process, and each rank with the launcher (_die_with_parent).
+    launcher = subprocess.Popen(command, env=env, cwd=str(job.path), preexec_fn=_die_with_parent)  # noqa: PLW1509
+    while True:
+        try:
+            code = launcher.wait()
+            break
+        except InterruptedError:
+            continue
+    status = job.raw_status()
+    if code == 0 and status.get("status") in ("succeeded", "cancelled", "paused"):
+        return 0
+    rank_errors = [json.loads(p.read_text()) for p in sorted(job.path.glob("rank-*.error"))]
+    if status.get("status") == "failed" and (status.get("error") or {}).get("code") != "worker_died":
+        return 1  # rank 0 recorded a failure of its own
+    if rank_errors:
+        first = rank_errors[0]
+        job.write_status(status="failed", finished_at=now_iso(), pid=None, error={"code": str(first["code"]), "message": f"rank {first['rank']}: {first['message']}"})
+        job.add_event(job.next_event_number(), "error", f"Training failed on rank {first['rank']}: {first['message']}", {"status": "failed"})
+        return 1
+    reason = f"a training process exited (torchrun exit code {code}); all ranks were stopped"
+    job.write_status(
+        status="failed",
+        finished_at=now_iso(),
+        pid=None,
+        error={"code": "worker_died", "message": f"{reason}; resume it to continue from the last checkpoint"},
+        resumable=True,
+    )
+    job.add_event(job.next_event_number(), "error", f"Worker died: {reason}", {"status": "failed"})
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--rank":
+        try:
+            return rank_main(Path(argv[1]))
+        except BaseException:  # noqa: BLE001 - the log must say why a rank left
+            traceback.print_exc()
+            return 1
+    print("usage: python -m local_backend.distributed --rank JOB_DIR (started by torchrun)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

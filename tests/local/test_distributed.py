@@ -1,0 +1,120 @@
+"""Training on two processes under torchrun (gloo, CPU): the adapter equals the one-process
+adapter with the same global batch, and a killed rank fails the attempt resumably, after
+which `resume` finishes the job from the last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cloudtune import errors, poller
+from cloudtune.types import FineTuneSpec, JobState
+from tests.local.conftest import fast_hyperparameters, write_training_file
+
+# Sums over two shards instead of one batch change float rounding only; training moves the
+# weights by orders of magnitude more than this (asserted below).
+STATE_TOLERANCE = 1e-5
+
+
+def _train(provider, spec: FineTuneSpec, run_id: str):  # type: ignore[no-untyped-def]
+    file_id = provider.upload_file(spec.training_file)
+    job = provider.create_job(spec, training_file_id=file_id, validation_file_id=None, run_id=run_id)
+    return job, poller.wait_for_job(provider, job.id, timeout_s=300, sleep=time.sleep, clock=time.monotonic)
+
+
+def _adapter(provider, job_id: str) -> dict:  # type: ignore[no-untyped-def]
+    from safetensors.torch import load_file
+
+    return load_file(str(provider._jobdir(job_id).adapter_dir / "adapter_model.safetensors"))
+
+
+def test_two_processes_train_the_same_adapter_as_one(provider, local_home: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from providers.local import LocalProvider
+
+    train = write_training_file(tmp_path / "train.jsonl", count=10)  # 3 micro-batches of 4, 4, 2 rows
+    spec = FineTuneSpec(provider="local", base_model=str(tiny_model_dir), training_file=train, seed=5,
+                        hyperparameters=fast_hyperparameters(epochs=2, checkpoint_every=0))
+    single_job, single = _train(provider, spec, "run-one")
+    two = LocalProvider({"num_processes": "2"})
+    pair_job, pair = _train(two, spec, "run-two")
+    assert single.state == pair.state == JobState.SUCCEEDED, provider._jobdir(pair_job.id).path.joinpath("worker.log").read_text()[-3000:]
+
+    one_state, two_state = _adapter(provider, single_job.id), _adapter(provider, pair_job.id)
+    assert one_state.keys() == two_state.keys()
+    lora_b = [k for k in one_state if "lora_B" in k]
+    assert max(float(one_state[k].abs().max()) for k in lora_b) > 1000 * STATE_TOLERANCE  # B starts at zero: it was trained
+    for name, tensor in one_state.items():
+        torch.testing.assert_close(two_state[name], tensor, rtol=0, atol=STATE_TOLERANCE)
+    # Adam hides a uniform gradient scale, the step metrics do not: the same losses and
+    # gradient norms at every step (so no shard counted twice, none missed).
+    def step_metrics(source, job_id: str) -> list[float]:  # type: ignore[no-untyped-def]
+        events = source.list_events(job_id, limit=1000)
+        return [v for e in events if e.data.get("kind") == "metrics" and "grad_norm" in e.data for v in (e.data["train_loss"], e.data["grad_norm"])]
+
+    one_steps, two_steps = step_metrics(provider, single_job.id), step_metrics(two, pair_job.id)
+    assert len(one_steps) == len(two_steps) == 2 * 6
+    assert two_steps == pytest.approx(one_steps, rel=1e-4)
+    # the ranks' events are reported once (rank 0), with the whole run's step count
+    messages = [e.message for e in two.list_events(pair_job.id, limit=1000)]
+    assert sum(m.startswith("Training started") for m in messages) == 1
+    assert single.trained_tokens == pair.trained_tokens
+
+
+def test_a_killed_rank_fails_the_attempt_and_resume_finishes(provider, local_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from local_backend.procs import pid_alive
+    from local_backend.tiny import build_tiny_model
+    from providers.local import LocalProvider
+    from tests.local.conftest import chat_example
+
+    model = build_tiny_model(tmp_path / "slower", [json.dumps(chat_example(i)) for i in range(20)],
+                             hidden_size=256, intermediate_size=768, layers=4)
+    train = write_training_file(tmp_path / "train.jsonl", count=16)
+    spec = FineTuneSpec(provider="local", base_model=str(model), training_file=train, seed=3,
+                        hyperparameters=fast_hyperparameters(epochs=6, checkpoint_every=2))
+    two = LocalProvider({"num_processes": "2"})
+    job = two.create_job(spec, training_file_id=two.upload_file(train), validation_file_id=None, run_id="run-kill")
+    job_dir = two._jobdir(job.id).path
+    deadline = time.monotonic() + 240
+    while not list((job_dir / "checkpoints").glob("step-*/trainer_state.pt")):
+        assert time.monotonic() < deadline and two.get_job(job.id).state not in (JobState.FAILED, JobState.SUCCEEDED)
+        time.sleep(0.2)
+    rank_pids = {rank: int((job_dir / f"rank-{rank}.pid").read_text()) for rank in (0, 1)}
+    os.kill(rank_pids[1], signal.SIGKILL)
+
+    failed = poller.wait_for_job(two, job.id, timeout_s=120, sleep=time.sleep, clock=time.monotonic)
+    assert failed.state == JobState.FAILED and failed.error.code == "worker_died"
+    assert not pid_alive(rank_pids[0])  # all ranks stopped together
+    assert two.can_restart(failed)
+
+    two.resume_job(job.id)
+    done = poller.wait_for_job(two, job.id, timeout_s=300, sleep=time.sleep, clock=time.monotonic)
+    assert done.state == JobState.SUCCEEDED
+    messages = [e.message for e in two.list_events(job.id, limit=1000)]
+    assert any(m.startswith("Resumed from step-") for m in messages)
+    assert (job_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_distributed_options_are_checked_before_a_job_exists(provider, tiny_model_dir: Path, training_file: Path) -> None:  # type: ignore[no-untyped-def]
+    from local_backend.distributed import torchrun_command
+    from providers.local import LocalProvider
+
+    spec = FineTuneSpec(provider="local", base_model=str(tiny_model_dir), training_file=training_file)
+    for options in ({"num_processes": "two"}, {"num_processes": "0"}, {"nnodes": "2", "num_processes": "1"}, {"nnodes": "2", "node_rank": "2", "rdzv_endpoint": "h:1"}):
+        bad = LocalProvider(options)
+        with pytest.raises(errors.InvalidInput):
+            bad.create_job(spec, training_file_id=bad.upload_file(training_file), validation_file_id=None, run_id="run-bad")
+    assert provider.list_jobs() == []
+
+    single_node = torchrun_command(Path("/j"), {"num_processes": 4, "nnodes": 1}, python="py")
+    assert single_node == ["py", "-m", "torch.distributed.run", "--nproc_per_node", "4", "--max_restarts", "0", "--standalone",
+                           "-m", "local_backend.distributed", "--rank", "/j"]
+    multi = torchrun_command(Path("/j"), {"num_processes": 8, "nnodes": 2, "node_rank": 1, "rdzv_endpoint": "10.0.0.5:29500"}, python="py")
+    assert multi[multi.index("--nnodes") :][:8] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.5", "--master_port", "29500"]
