@@ -207,8 +207,11 @@ def test_yaml_config_with_flag_overrides(cli: CLI) -> None:
 
 def test_secrets_never_reach_output_or_ledger(cli: CLI) -> None:
     secret = "sk-test-" + "x" * 24
-    result = cli.run_memory("--json", "-o", f"api_key={secret}", CLOUDTUNE_MEMORY_RAISE="create_job:auth",
-                            OPENAI_API_KEY=secret)
+    # the memory provider takes no api_key option (an unknown -o is refused before a run exists), so the
+    # secret rides in the run's metadata, the free text the ledger stores
+    (cli.tmp / "secret.yaml").write_text(f"metadata:\n  api_key: {secret}\n  note: key {secret}\n")
+    result = cli.run_memory("secret.yaml", "--json", CLOUDTUNE_MEMORY_RAISE="create_job:auth", OPENAI_API_KEY=secret)
+    assert result.returncode == 3, result.stderr
     assert secret not in result.stdout + result.stderr
     ledger = (cli.tmp / "home" / "ledger.sqlite3").read_bytes()
     for suffix in ("", "-wal"):
