@@ -1,70 +1,28 @@
-"""What Azure can fine-tune where: data, dated, with sources.
+"""What Azure can fine-tune where, for the provider: routing by base model and the tables of
+:mod:`cloudtune.service_facts` (dated, with sources, shared with the emulator).
 
 Two routes, chosen by the base model (see :func:`route_for_model`):
 
-* ``openai``: Azure OpenAI models (``gpt-4o-mini``, ``gpt-4.1`` family, ``gpt-35-turbo``),
-  fine-tuned through the Azure OpenAI data plane with ``openai.AzureOpenAI``.
-* ``serverless``: catalog models (Phi-3 / Phi-4, Llama, Mistral...) fine-tuned as
-  serverless ("models as a service") jobs in a hub-based Foundry project with ``azure-ai-ml``.
+* ``openai``: Azure OpenAI models (``gpt-4.1`` family, ``gpt-4o``, ``gpt-4o-mini``, ``o4-mini``),
+  fine-tuned on the Azure OpenAI data plane (v1 surface by default).
+* ``serverless``: catalog models (Phi-4 family, Ministral, Llama 3.x) fine-tuned as serverless
+  ("models as a service") jobs in a hub-based Foundry project with ``azure-ai-ml``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from cloudtune.service_facts import azure_openai, azure_serverless
+from cloudtune.service_facts.azure_serverless import model_name
 
-#: Azure OpenAI base models that can be fine-tuned (regions per Microsoft's model table).
-AOAI_SOURCE = "https://learn.microsoft.com/azure/ai-foundry/openai/concepts/models#fine-tuning-models"
-AOAI_LISTED_ON = "2025-06-01"
-AOAI_FINE_TUNABLE: dict[str, tuple[str, ...]] = {
-    "gpt-35-turbo": ("eastus2", "northcentralus", "swedencentral", "switzerlandwest"),
-    "gpt-4o-mini": ("northcentralus", "swedencentral"),
-    "gpt-4o": ("eastus2", "northcentralus", "swedencentral"),
-    "gpt-4.1": ("northcentralus", "swedencentral"),
-    "gpt-4.1-mini": ("northcentralus", "swedencentral"),
-    "gpt-4.1-nano": ("northcentralus", "swedencentral"),
-}
+__all__ = ["catalog_model_uri", "model_name", "retired_refusal", "route_for_model", "serverless_model"]
 
-
-@dataclass(frozen=True)
-class ServerlessModel:
-    family: str
-    regions: tuple[str, ...]
-    needs_marketplace: bool
-    listed_on: str
-    source: str
-
-
-SERVERLESS_SOURCE = "https://learn.microsoft.com/azure/ai-foundry/how-to/fine-tune-serverless"
-#: Serverless fine-tuning regions by model family, as Microsoft listed them on ``listed_on``.
-#: Phi-3: East US 2 only. Other families: the regions of the same page on that date.
-SERVERLESS_MODELS: dict[str, ServerlessModel] = {
-    "phi-3": ServerlessModel("phi-3", ("eastus2",), False, "2025-05-15", SERVERLESS_SOURCE),
-    "phi-4": ServerlessModel("phi-4", ("eastus", "eastus2", "northcentralus", "southcentralus", "westus", "westus3"),
-                             False, "2025-05-15", SERVERLESS_SOURCE),
-    "meta-llama": ServerlessModel("meta-llama", ("westus3",), True, "2025-05-15", SERVERLESS_SOURCE),
-    "ministral": ServerlessModel("ministral", ("eastus2", "swedencentral"), True, "2025-05-15", SERVERLESS_SOURCE),
-    "mistral": ServerlessModel("mistral", ("eastus2", "swedencentral"), True, "2025-05-15", SERVERLESS_SOURCE),
-}
-#: the registry each family's catalog models live in
-REGISTRY_OF = {"phi-3": "azureml", "phi-4": "azureml", "meta-llama": "azureml-meta", "ministral": "azureml-mistral",
-               "mistral": "azureml-mistral"}
-
+AOAI_LISTED_ON = azure_openai.RULES_AS_OF
+SERVERLESS_LISTED_ON = azure_serverless.AS_OF
 _AOAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "davinci", "babbage")
 
 
-def model_name(model: str) -> str:
-    """'azureml://registries/azureml/models/Phi-4-mini-instruct/versions/2' -> 'Phi-4-mini-instruct'."""
-    if "/models/" in model:
-        return model.split("/models/", 1)[1].split("/", 1)[0]
-    return model.split(":", 1)[-1] if model.startswith("azureml:") else model
-
-
-def serverless_family(model: str) -> ServerlessModel | None:
-    name = model_name(model).lower()
-    for prefix, entry in SERVERLESS_MODELS.items():
-        if name.startswith(prefix):
-            return entry
-    return None
+def serverless_model(model: str) -> azure_serverless.ServerlessModel | None:
+    return azure_serverless.lookup(model)
 
 
 def route_for_model(model: str | None) -> str | None:
@@ -81,6 +39,22 @@ def catalog_model_uri(model: str) -> str:
     """A catalog model as azure-ai-ml's fine-tuning wants it: an azureml registry URI."""
     if model.startswith("azureml://"):
         return model
-    family = serverless_family(model)
-    registry = REGISTRY_OF.get(family.family if family else "", "azureml")
-    return f"azureml://registries/{registry}/models/{model}"
+    found = serverless_model(model)
+    registry = found.registry if found else "azureml"
+    return f"azureml://registries/{registry}/models/{found.name if found else model}"
+
+
+def retired_refusal(model: str, region: str | None) -> tuple[str, str] | None:
+    """(message, hint) for a retired serverless model: the two ways forward, named exactly."""
+    retired = azure_serverless.retirement(model)
+    if retired is None:
+        return None
+    name = model_name(model)
+    where = f" in {region}" if region else " in your project's region"
+    successor = serverless_model(retired.successor)
+    offered = f" (fine-tunable in {', '.join(successor.regions)})" if successor else ""
+    message = (f"{name} was retired from Azure AI Foundry serverless on {retired.retired_on}: it can no longer be "
+               "fine-tuned there. Nothing was uploaded.")
+    hint = (f"Use {retired.successor}{where}{offered}: `--model {retired.successor}`; or fine-tune the same model "
+            f"locally: `--provider local --model {name}`. Source: {azure_serverless.RETIREMENT_SOURCE}.")
+    return message, hint

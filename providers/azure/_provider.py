@@ -155,8 +155,7 @@ class AzureProvider(Provider):
                 translated = translate_error(exc)
                 credentials = credentials and not isinstance(translated, errors.AuthError)
                 problems.append(str(translated))
-        details["capabilities_listed_on"] = {"openai": caps.AOAI_LISTED_ON,
-                                             "serverless": min(m.listed_on for m in caps.SERVERLESS_MODELS.values())}
+        details["capabilities_listed_on"] = {"openai": caps.AOAI_LISTED_ON, "serverless": caps.SERVERLESS_LISTED_ON}
         return CheckResult(provider=self.name, sdk_installed=installed, credentials_found=credentials,
                            ok=installed and credentials and not problems, details=details, problems=problems,
                            install_hint=None if installed else "pip install 'cloudtune[azure]'")

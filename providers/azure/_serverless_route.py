@@ -21,7 +21,8 @@ from typing import Any
 
 from cloudtune import errors
 from cloudtune.types import ChatResult, Deployment, DeploymentState, FineTuneSpec, Job, JobEvent
-from providers.azure._capabilities import catalog_model_uri, model_name, serverless_family
+from cloudtune.service_facts import azure_serverless
+from providers.azure._capabilities import catalog_model_uri, model_name, retired_refusal, serverless_model
 from providers.azure._openai_route import DEPLOYMENT_RUN_TAG, with_run_id
 from providers.azure._settings import CLOUDTUNE_TAG, ML_API_VERSION, RUN_TAG, ArmClient, Settings
 
@@ -110,19 +111,42 @@ class ServerlessRoute:
                 provider="azure")
         if not base_model or base_model in self._preflight_done:
             return info
-        family = serverless_family(base_model)
-        if family is not None and region not in family.regions:
-            raise errors.RegionUnavailable(
-                f"Serverless fine-tuning of {model_name(base_model)} is not available in {region}. It works in: "
-                f"{', '.join(family.regions)} (Microsoft's list as of {family.listed_on}).",
-                hint=f"Use a hub-based project in one of those regions (set AZURE_AI_PROJECT). Source: {family.source}",
-                provider="azure", code="RegionUnavailable")
-        if family is not None and family.needs_marketplace:
-            self._ensure_marketplace(base_model, family.family)
+        retired = retired_refusal(base_model, region)
+        if retired is not None:
+            raise errors.CapabilityError(retired[0], hint=retired[1], provider="azure", code="ModelRetired")
+        refusal = azure_serverless.refusal(base_model, region)
+        if refusal is not None:
+            found = serverless_model(base_model)
+            error = errors.RegionUnavailable if found is not None else errors.CapabilityError
+            raise error(f"Azure serverless fine-tuning refuses this: {refusal} (Microsoft's list as of "
+                        f"{azure_serverless.AS_OF}). Nothing was uploaded.",
+                        hint=(f"Use a hub-based project in one of those regions (set AZURE_AI_PROJECT). "
+                              if found is not None else "") + f"Source: {azure_serverless.REGIONS_SOURCE}.",
+                        provider="azure", code="RegionUnavailable" if found is not None else "ModelNotFineTunable")
+        found = serverless_model(base_model)
+        if found is not None and found.marketplace:
+            self._ensure_marketplace(base_model, found.name)
         self._preflight_done.add(base_model)
         return info
 
-    def _ensure_marketplace(self, base_model: str, family: str) -> None:
+    def plan(self, base_model: str) -> list[str]:
+        """Before any upload: a retired model is refused without calling Azure at all; the rest of
+        the preflight (project kind, region, marketplace) follows."""
+        retired = retired_refusal(base_model, None)
+        if retired is not None:
+            region = None
+            try:
+                region = str(getattr(self.ml.workspaces.get(self.settings.project), "location", "") or "") or None
+            except Exception:  # noqa: BLE001 - the region only sharpens the hint
+                region = None
+            message, hint = retired_refusal(base_model, region.replace(" ", "").lower() if region else None) or retired
+            raise errors.CapabilityError(message, hint=hint, provider="azure", code="ModelRetired")
+        info = self.preflight(base_model)
+        found = serverless_model(base_model)
+        return [f"Azure serverless fine-tuning of {found.name if found else base_model} in project "
+                f"{info['project']} ({info['region']})."]
+
+    def _ensure_marketplace(self, base_model: str, catalog_name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
         name = re.sub(r"[^a-z0-9-]", "-", model_name(base_model).lower())[:50]
@@ -278,9 +302,13 @@ class ServerlessRoute:
         return None
 
     # ------------------------------------------------------------ deployments
-    def _model_arm_id(self, model: str) -> str:
+    def _model_id(self, model: str) -> str:
+        """The documented deploy shape (how-to/fine-tune-serverless.md, 01/28/2026):
+        ``azureml://locations/{location}/workspaces/{workspace_id}/models/{name}/versions/{version}``."""
         name, version = parse_asset(model)
-        return f"{self._ws_path()}/models/{name}/versions/{version}"
+        workspace = self.ml.workspaces.get(self.settings.project)
+        location = str(getattr(workspace, "location", "") or "").replace(" ", "").lower()
+        return f"azureml://locations/{location}/workspaces/{workspace._workspace_id}/models/{name}/versions/{version}"
 
     def deploy(self, model: str, name: str, run_id: str | None = None) -> Deployment:
         from azure.ai.ml.entities import ServerlessEndpoint
@@ -295,7 +323,7 @@ class ServerlessRoute:
                 return existing
             raise errors.Conflict(f"Serverless endpoint name {name!r} is taken (model {existing.model}, {existing.state}).")
         tags = {CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]} | ({DEPLOYMENT_RUN_TAG: run_id} if run_id else {})
-        endpoint = ServerlessEndpoint(name=name, model_id=self._model_arm_id(model), tags=tags)
+        endpoint = ServerlessEndpoint(name=name, model_id=self._model_id(model), tags=tags)
         # Not waited on here: the pipeline waits with wait_for_deployment (and survives a restart).
         self.ml.serverless_endpoints.begin_create_or_update(endpoint)
         return self.get_deployment(name)
@@ -335,7 +363,8 @@ class ServerlessRoute:
         endpoint = self.ml.serverless_endpoints.get(deployment)
         key = self.ml.serverless_endpoints.get_keys(deployment).primary_key
         started = time.monotonic()
-        with OpenAI(base_url=endpoint.scoring_uri.rstrip("/"), api_key=key, max_retries=2) as client:
+        # {scoring_uri}/v1/chat/completions with the endpoint key (how-to/fine-tune-serverless.md, 01/28/2026)
+        with OpenAI(base_url=endpoint.scoring_uri.rstrip("/") + "/v1", api_key=key, max_retries=2) as client:
             raw = client.chat.completions.create(model=deployment, messages=list(messages), **params)
         choice, usage = raw.choices[0], raw.usage
         return ChatResult(content=choice.message.content or "", model=raw.model, finish_reason=choice.finish_reason,

@@ -137,10 +137,23 @@ def test_run_to_a_smoke_tested_deployment_then_cleanup_leaves_nothing(cli: Cli, 
 
 def test_wrong_region_exits_4_naming_the_regions_and_creates_nothing(cli: Cli, emulator: Emulator) -> None:
     before = emulator.state()
-    result = cli(*cli.run_args("Phi-3-mini-4k-instruct"), AZURE_AI_PROJECT="ct-project-weu")
+    result = cli(*cli.run_args("Phi-4-mini-instruct"), AZURE_AI_PROJECT="ct-project-weu")
     assert result.returncode == 4, (result.stdout[-2000:], result.stderr[-2000:])
     output = result.stdout + result.stderr
     assert "westeurope" in output and "eastus2" in output
+    after = emulator.state()
+    for key in ("data_assets", "blobs", "ml_jobs", "models", "serverless_endpoints"):
+        assert after[key] == before[key], key
+
+
+def test_a_retired_phi_3_exits_4_before_upload_naming_both_ways_forward(cli: Cli, emulator: Emulator) -> None:
+    before = emulator.state()
+    result = cli(*cli.run_args("Phi-3.5-mini-instruct"))
+    assert result.returncode == 4, (result.stdout[-2000:], result.stderr[-2000:])
+    output = result.stdout + result.stderr
+    assert "retired" in output and "2025-08-30" in output
+    assert "Phi-4-mini-instruct in eastus2" in output  # the successor, in the project's region
+    assert "--provider local --model Phi-3.5-mini-instruct" in output
     after = emulator.state()
     for key in ("data_assets", "blobs", "ml_jobs", "models", "serverless_endpoints"):
         assert after[key] == before[key], key

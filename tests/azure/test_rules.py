@@ -102,7 +102,7 @@ def test_a_project_that_is_not_hub_based_is_refused(azure_emulator: AzureEmulato
 
 
 def test_wrong_region_names_the_regions_that_work(azure_emulator: AzureEmulator, azure_env: dict) -> None:
-    provider, _ = _provider(azure_emulator, "Phi-3-mini-4k-instruct", project="ct-project-weu")
+    provider, _ = _provider(azure_emulator, "Phi-4-mini-instruct", project="ct-project-weu")
     result = provider.check()
     assert not result.ok and any("eastus2" in p and "westeurope" in p for p in result.problems)
 

@@ -8,6 +8,8 @@ versions, serverless endpoints (long-running create/delete with
 
 from __future__ import annotations
 
+import uuid
+
 import copy
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +116,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         props: dict[str, Any] = {
             "friendlyName": name, "storageAccount": f"/subscriptions/{request.params['sub']}/resourceGroups/"
             f"{request.params['rg']}/providers/Microsoft.Storage/storageAccounts/{store.seed.storage_account}",
-            "discoveryUrl": f"https://{ws['region']}.api.azureml.ms/discovery", "workspaceId": new_id(""),
+            "discoveryUrl": f"https://{ws['region']}.api.azureml.ms/discovery", "workspaceId": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
             "mlFlowTrackingUri": f"azureml://{ws['region']}.api.azureml.ms/mlflow/v1.0{_ws_id(request)}",
             "provisioningState": "Succeeded", "publicNetworkAccess": "Enabled"}
         if ws["kind"] == "Project":

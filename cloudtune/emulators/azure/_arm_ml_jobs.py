@@ -15,6 +15,7 @@ from cloudtune.emulators.azure._arm_ml import (
     purge,
 )
 from cloudtune.emulators.azure._state import arm_error, family_of, new_key, start_delete
+from cloudtune.service_facts import azure_serverless
 
 if TYPE_CHECKING:
     from cloudtune.emulators.azure._app import AzureEmulatorApp
@@ -57,10 +58,10 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             if ws["kind"] != "Project":
                 raise arm_error(400, "UserError", "Serverless fine-tuning needs a hub-based Azure AI Foundry project; "
                                 f"workspace '{ws_name}' is not one.")
-            regions = store.ft_regions_for(base_model)
-            if regions is not None and ws["region"] not in regions:
-                raise arm_error(400, "UserError", f"Fine-tuning of {base_model} is not available in region "
-                                f"{ws['region']}. Available regions: {', '.join(regions)}.")
+            refusal = azure_serverless.refusal(base_model, ws["region"])  # retired, not fine-tunable, region
+            if refusal is not None:
+                code = "ModelRetired" if azure_serverless.retirement(base_model) else "UserError"
+                raise arm_error(400, code, f"Fine-tuning is not available: {refusal}.")
             if store.needs_marketplace(base_model) and not _subscribed(app, ws_name, base_model):
                 raise arm_error(400, "MarketplaceSubscriptionMissing", f"Model {base_model} needs an Azure Marketplace "
                                 "subscription in this project before it can be fine-tuned.")
@@ -126,14 +127,18 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             existing["body"]["properties"].update(body.get("properties", {}))
             return Response.json(endpoint_body(request, existing), 200)
         model_id = body.get("properties", {}).get("modelSettings", {}).get("modelId", "")
+        model_key = _custom_model_key(model_id)
+        taken = [n for (w, n), e in store.endpoints.items() if w == ws_name and model_key
+                 and _custom_model_key(e["body"].get("properties", {}).get("modelSettings", {}).get("modelId", "")) == model_key]
+        if taken:  # how-to/fine-tune-serverless.md: one serverless deployment per custom model
+            raise arm_error(409, "Conflict", f"The custom model {model_key[0]}:{model_key[1]} already has a serverless "
+                            f"deployment ({', '.join(taken)}); only one is allowed per custom model.")
         base = _model_base(app, ws_name, model_id)
         if store.needs_marketplace(base) and not _subscribed(app, ws_name, base):
             raise arm_error(400, "MarketplaceSubscriptionMissing",
                             f"Deploying {base} needs an Azure Marketplace subscription in this project.")
-        if "/models/" in model_id and "registries" not in model_id:
-            name_version = model_id.rstrip("/").split("/models/", 1)[1].split("/")
-            if (ws_name, name_version[0], name_version[-1]) not in store.models:
-                raise arm_error(404, "UserError", f"Model {model_id} not found.")
+        if model_key and (ws_name, *model_key) not in store.models:
+            raise arm_error(404, "UserError", f"Model {model_id} not found.")
         store.endpoints[(ws_name, name)] = {"name": name, "created": app.now, "body": body,
                                             "keys": {"primaryKey": new_key(), "secondaryKey": new_key()}}
         return Response.json(endpoint_body(request, store.endpoints[(ws_name, name)]), 201,
@@ -227,13 +232,23 @@ def _subscribed(app: "AzureEmulatorApp", ws: str, model: str) -> bool:
                for (w, _), item in app.store.marketplace.items() if w == ws)
 
 
+def _custom_model_key(model_id: str) -> tuple[str, str] | None:
+    """(name, version) of a workspace model, from the documented
+    ``azureml://locations/{loc}/workspaces/{workspace_id}/models/{name}/versions/{v}`` or an ARM id;
+    None for a catalog (registry) model."""
+    if "registries/" in model_id or "/models/" not in model_id:
+        return None
+    parts = model_id.rstrip("/").split("/models/", 1)[1].split("/")
+    return parts[0], parts[-1]
+
+
 def _model_base(app: "AzureEmulatorApp", ws: str, model_id: str) -> str:
     """A workspace model id -> the catalog model it was fine-tuned from (itself for catalog ids)."""
     if "registries/" in model_id:
         return model_id
-    if "/models/" in model_id:
-        name_version = model_id.rstrip("/").split("/models/", 1)[1].split("/")
-        model = app.store.models.get((ws, name_version[0], name_version[-1]))
+    key = _custom_model_key(model_id)
+    if key is not None:
+        model = app.store.models.get((ws, *key))
         if model is not None:
             return model.get("base_model") or ""
     return model_id

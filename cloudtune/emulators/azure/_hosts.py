@@ -179,7 +179,7 @@ def _register_inference(app: "AzureEmulatorApp", router: Router) -> None:
         model = f"{parts[-3]}:{parts[-1]}" if "/versions/" in model_id else parts[-1]
         return Response.json(chat_completion(model, body.get("messages") or []))
 
-    router.add("POST", "/chat/completions", chat)
+    # how-to/fine-tune-serverless.md (01/28/2026): {scoring_uri}/v1/chat/completions with the endpoint key
     router.add("POST", "/v1/chat/completions", chat)
 
 

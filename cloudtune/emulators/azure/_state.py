@@ -38,16 +38,7 @@ class Rules:
 
     max_finetuned_deployments: int = 5  # Azure OpenAI: at most 5 fine-tuned deployments per resource
     deployment_capacity_quota: int = 500  # summed sku capacity per account (TPM / 1000)
-    # serverless fine-tuning: model family prefix -> regions where the service runs it
-    serverless_ft_regions: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "phi-3": ("eastus2",),
-        "phi-4": ("eastus", "eastus2", "northcentralus", "southcentralus", "westus", "westus3"),
-        "meta-llama": ("westus3",),
-        "ministral": ("eastus2", "swedencentral"),
-        "mistral": ("eastus2", "swedencentral"),
-    })
-    # models that need an Azure Marketplace subscription in the project (third-party)
-    marketplace_prefixes: tuple[str, ...] = ("meta-llama", "ministral", "mistral")
+    # serverless fine-tuning models, regions, retirements: cloudtune.service_facts.azure_serverless
 
 
 @dataclass
@@ -111,14 +102,11 @@ def purge_deleted(table: dict[Any, dict[str, Any]], now: float, delete_s: float)
 
 
 def family_of(model: str) -> str | None:
-    """'azureml://registries/azureml/models/Phi-4-mini-instruct/versions/3' -> 'phi-4'."""
-    name = model.lower()
-    if "/models/" in name:
-        name = name.split("/models/", 1)[1].split("/", 1)[0]
-    for prefix in ("phi-3", "phi-4", "meta-llama", "ministral", "mistral"):
-        if name.startswith(prefix):
-            return prefix
-    return None
+    """A catalog model's name, lower-case ('azureml://registries/azureml/models/Phi-4-mini-instruct/versions/3'
+    -> 'phi-4-mini-instruct'): what a marketplace subscription is for."""
+    from cloudtune.service_facts.azure_serverless import model_name
+
+    return model_name(model).lower() or None
 
 
 class Store:
@@ -175,13 +163,11 @@ class Store:
             raise arm_error(404, "ResourceNotFound", f"The Resource 'Microsoft.CognitiveServices/accounts/{name}' was not found.")
         return account
 
-    def ft_regions_for(self, model: str) -> tuple[str, ...] | None:
-        family = family_of(model)
-        return self.rules.serverless_ft_regions.get(family) if family else None
-
     def needs_marketplace(self, model: str) -> bool:
-        family = family_of(model)
-        return family is not None and family in self.rules.marketplace_prefixes
+        from cloudtune.service_facts.azure_serverless import lookup
+
+        found = lookup(model)
+        return found is not None and found.marketplace
 
     def summary(self) -> dict[str, Any]:
         """What is left on the emulator (for tests and ``/_emulator/state``); no keys."""
