@@ -57,9 +57,14 @@ class BaseDeployments:
         return name
 
     def remove(self) -> None:
+        """Undeploy each and wait until it is gone, as cleanup does: a deployment left
+        half-deleted still counts against quota (and a local one still holds a server)."""
+        from cloudtune.poller import wait_for_deployment
+
         for provider, name in self.made:
             try:
                 provider.undeploy(name)
+                wait_for_deployment(provider, name, target="deleted", timeout_s=1800)
             except errors.CloudtuneError as exc:
                 say(f"cloudtune: could not remove the comparison's base deployment {name}: {exc}")
 

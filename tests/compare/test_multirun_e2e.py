@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ def test_three_providers_from_one_spec_then_one_comparison(hosts: dict[str, Any]
                                                    "skip": 7, "times": 2, "message": "injected failure"}])
     home = tmp_path / "home"
     try:
-        done = _cli(hosts, home, "run", str(config), "--report", str(tmp_path / "report"), "--json")
+        done = _cli(hosts, home, "run", str(config), "--baseline", "base", "--report", str(tmp_path / "report"),
+                    "--json")
     finally:
         stop_recorded_processes(home)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -93,19 +95,29 @@ def test_three_providers_from_one_spec_then_one_comparison(hosts: dict[str, Any]
 
     comparison = doc["comparison"]
     targets = {t["label"]: t for t in comparison["targets"]}
-    assert set(targets) == {"local fine-tuned", "openai fine-tuned", "azure fine-tuned"}
+    assert set(targets) == {f"{p} {kind}" for p in ("local", "openai", "azure") for kind in ("fine-tuned", "base")}
     assert (targets["openai fine-tuned"]["answered"], targets["openai fine-tuned"]["failed_requests"]) == (4, 2)
     assert [f["target"] for f in comparison["failures"]] == ["openai fine-tuned"] * 2
     assert targets["local fine-tuned"]["failed_requests"] == 0 and targets["azure fine-tuned"]["answered"] == 6
+    # each base model answered through its own provider's chat, like the fine-tunes
+    assert all(targets[f"{p} base"]["answered"] == 6 for p in ("local", "openai", "azure"))
     assert targets["local fine-tuned"]["inference_cost_usd"] is None  # your hardware
     assert targets["azure fine-tuned"]["inference_cost_usd"] > 0
-    # no base model asked: the first run is the reference the others are measured against
-    assert set(comparison["differences"]) == {"openai fine-tuned", "azure fine-tuned"}
+    # every fine-tune is measured against its own base model, with intervals
+    assert set(comparison["differences"]) == {"local fine-tuned", "openai fine-tuned", "azure fine-tuned"}
+    assert {d["examples"] for d in comparison["differences"]["openai fine-tuned"]} == {4}
+    learned = {d["metric"]: d for d in comparison["differences"]["azure fine-tuned"]}["token_f1"]
+    assert learned["low"] <= learned["difference"] <= learned["high"]
     facts = {f["provider"]: f for f in comparison["runs"]}
     for provider in ("local", "openai", "azure"):
         assert facts[provider]["trained_tokens"] and facts[provider]["final_train_loss"] is not None, facts[provider]
         assert facts[provider]["train_curve"], provider
     assert facts["openai"]["training_cost_usd"] > 0 and facts["local"]["training_cost_usd"] is None
+    # the base deployments made for the comparison are removed again
+    deadline = time.monotonic() + 20
+    while any("ct-base-" in d for d in hosts["azure"].state()["cognitive_deployments"]):
+        assert time.monotonic() < deadline, hosts["azure"].state()["cognitive_deployments"]
+        time.sleep(0.2)
     report = Path(comparison["report_files"]["report.html"])
     assert report.is_file() and (report.parent / "loss_curves.png").stat().st_size > 10_000
 
