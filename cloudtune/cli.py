@@ -244,6 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    try:
+        return _run(args)
+    except BrokenPipeError:  # from reporting an error or an interrupt to a closed pipe
+        from cloudtune.output import output_pipe_closed
+
+        if output_pipe_closed():
+            return EXIT_OUTPUT_CLOSED
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     from cloudtune.errors import CloudtuneError, exit_code_for
 
     try:
@@ -279,7 +290,13 @@ def _report_error(args: argparse.Namespace, exc: BaseException) -> None:
     from cloudtune.output import emit_json, say
 
     if getattr(args, "json", False):
-        emit_json({"error": exc.to_dict()})  # type: ignore[attr-defined]
+        try:
+            emit_json({"error": exc.to_dict()})  # type: ignore[attr-defined]
+        except BrokenPipeError:
+            from cloudtune.output import output_pipe_closed
+
+            if not output_pipe_closed():
+                raise  # the error still goes to stderr below, and keeps its exit code
     say(f"cloudtune: error: {exc}", sys.stderr)
     hint = getattr(exc, "hint", None)
     if hint:

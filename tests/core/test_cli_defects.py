@@ -129,3 +129,9 @@ def test_delete_model_refuses_an_unknown_option_too(cli: CLI) -> None:
     result = cli("delete-model", "ft:x", "--provider", MEMORY, "-o", "stat_file=x")
     assert result.returncode == 2
     assert "stat_file" in result.stderr and "state_file" in result.stderr  # the close match is offered
+
+
+def test_an_error_reported_to_a_closed_pipe_ends_quietly_too(cli: CLI) -> None:
+    code, stderr = _with_closed_stdout(cli, "status", "no-such-run", "--offline", "--json")  # error as JSON on stdout
+    assert stderr.startswith("cloudtune: error:") and "BrokenPipe" not in stderr and "Traceback" not in stderr
+    assert code == 2  # the error's own exit code: stderr still told the user
