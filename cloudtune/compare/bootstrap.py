@@ -65,3 +65,8 @@ def paired_bootstrap(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Difference(metric, float(diffs.mean()), float(low), float(high), len(diffs), confidence)
+
+
+def mean_interval(metric: str, values: Sequence[float], **kwargs: float) -> Difference:
+    """Percentile-bootstrap interval of the mean of ``values`` alone (the bars of a chart)."""
+    return paired_bootstrap(metric, values, [0.0] * len(values), **kwargs)  # type: ignore[arg-type]

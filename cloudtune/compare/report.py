@@ -24,12 +24,19 @@ class Comparison:
     settings: dict[str, Any] = field(default_factory=dict)
     runs: list[RunFacts] = field(default_factory=list)
     judgements: list[JudgeResult] = field(default_factory=list)
+    _intervals: dict[str, list[Difference]] = field(default_factory=dict, repr=False)
 
     def report(self, label: str) -> TargetReport:
         return next(r for r in self.reports if r.label == label)
 
     def differences(self, label: str) -> list[Difference]:
-        """Paired intervals of ``label`` minus its baseline, over examples both answered."""
+        """Paired intervals of ``label`` minus its baseline, over examples both answered
+        (computed once: the table, the JSON and the report files all show them)."""
+        if label not in self._intervals:
+            self._intervals[label] = self._differences(label)
+        return self._intervals[label]
+
+    def _differences(self, label: str) -> list[Difference]:
         baseline_label = self.baselines.get(label)
         if baseline_label is None:
             return []

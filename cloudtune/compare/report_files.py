@@ -56,7 +56,7 @@ def loss_curves_png(comparison: Comparison, path: Path) -> Path:
 def metrics_png(comparison: Comparison, path: Path) -> Path:
     """Mean of each score per target, with the 95% interval of the mean (bootstrap of the
     target's own scores) as error bars."""
-    from cloudtune.compare.bootstrap import paired_bootstrap
+    from cloudtune.compare.bootstrap import mean_interval
 
     plt = _pyplot()
     names = list(metrics.SCORES)
@@ -68,7 +68,7 @@ def metrics_png(comparison: Comparison, path: Path) -> Path:
         for name in names:
             values = [a.scores[name] for a in report.answered()]
             if values:
-                interval = paired_bootstrap(name, values, [0.0] * len(values))
+                interval = mean_interval(name, values)
                 means.append(interval.difference)
                 lows.append(interval.difference - interval.low)
                 highs.append(interval.high - interval.difference)
