@@ -41,6 +41,15 @@ def _segments_sdpa(query, key, value, cu_seq_lens, scaling):  # type: ignore[no-
     return torch.cat(outputs, dim=0)
 
 
+def _torch_varlen():  # type: ignore[no-untyped-def]
+    """torch's flash varlen kernel, where this torch has it (older ones: exact per-sequence SDPA)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
 def varlen_attention_forward(  # type: ignore[no-untyped-def]
     module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs: Any
 ):
@@ -53,9 +62,8 @@ def varlen_attention_forward(  # type: ignore[no-untyped-def]
         raise ValueError("padding-free attention expects the batch flattened into one row")
     # transformers hands (batch, heads, tokens, dim); the varlen kernels take (tokens, heads, dim)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    if q.is_cuda:
-        from torch.nn.attention.varlen import varlen_attn
-
+    varlen_attn = _torch_varlen() if q.is_cuda else None
+    if varlen_attn is not None:
         max_length = int(kwargs["max_length_q"])
         out = varlen_attn(
             q, k, v, cu_seq_lens, cu_seq_lens, max_length, max_length,

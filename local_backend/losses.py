@@ -27,6 +27,19 @@ def labelled_targets(labels):  # type: ignore[no-untyped-def]
     return mask, next_labels[mask]
 
 
+def labelled_positions(labels):  # type: ignore[no-untyped-def]
+    """Flat indices into the (B x (L-1)) predicting positions whose next token is labelled,
+    and those next tokens. Computed where ``labels`` lives (the host, before the batch is
+    copied), so selecting rows on the GPU later needs no device-to-host sync."""
+    mask, targets = labelled_targets(labels)
+    return mask.reshape(-1).nonzero().squeeze(1), targets
+
+
+def select_positions(states, index):  # type: ignore[no-untyped-def]
+    """Rows of ``states`` (B x L x D) at flat predicting positions ``index`` (see above)."""
+    return states[:, :-1].reshape(-1, states.shape[-1]).index_select(0, index)
+
+
 def _softcap(logits, cap: float | None):  # type: ignore[no-untyped-def]
     # Gemma-2 style final logit soft-capping; a no-op for Llama, Phi-3, Qwen, SmolLM2.
     if not cap:
@@ -36,12 +49,12 @@ def _softcap(logits, cap: float | None):  # type: ignore[no-untyped-def]
     return torch.tanh(logits / cap) * cap
 
 
-def plain_token_nll(logits, labels, *, softcap: float | None = None):  # type: ignore[no-untyped-def]
+def plain_token_nll(logits, labels, *, softcap: float | None = None, positions=None):  # type: ignore[no-untyped-def]
     """Per-token NLL at labelled positions from full logits (row-major order)."""
     import torch.nn.functional as F
 
-    mask, targets = labelled_targets(labels)
-    selected = _softcap(logits[:, :-1, :][mask].float(), softcap)
+    index, targets = positions if positions is not None else labelled_positions(labels)
+    selected = _softcap(select_positions(logits, index).float(), softcap)
     return F.cross_entropy(selected, targets, reduction="none")
 
 

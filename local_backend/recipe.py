@@ -83,7 +83,11 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool)
     if padding_free:
         model.set_attn_implementation(attention.register())
     if recipe.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        non_reentrant = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=non_reentrant)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
     model.config.use_cache = False
     lora = LoraConfig(
         r=config.lora_r,

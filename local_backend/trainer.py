@@ -29,7 +29,14 @@ from local_backend import data as data_mod
 from local_backend import objectives
 from local_backend import recipe as recipe_mod
 from local_backend.chat_format import ensure_chat_template
-from local_backend.losses import chunked_token_nll, labelled_targets, liger_available, liger_nll_sum, plain_token_nll
+from local_backend.losses import (
+    chunked_token_nll,
+    labelled_positions,
+    liger_available,
+    liger_nll_sum,
+    plain_token_nll,
+    select_positions,
+)
 from local_backend.sources import load_tokenizer, resolve_source
 
 EventSink = Callable[[str, str, dict[str, Any]], None]  # (level, message, data)
@@ -280,18 +287,27 @@ class Trainer:
     def token_nll(self, batch: dict[str, Any], *, want_tokens: bool = True):  # type: ignore[no-untyped-def]
         """Negative log-likelihoods of the labelled tokens and the input row each belongs to;
         with ``want_tokens=False`` the first value may be just their sum (liger)."""
-        batch = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+        batch = dict(batch)
         labels = batch.pop("labels")
         sequence_ids = batch.pop("sequence_ids")
-        mask, targets = labelled_targets(labels)
-        owners = sequence_ids[:, :-1][mask]
+        index, targets = labelled_positions(labels)  # on the host: no sync to select rows later
+        owners = sequence_ids[:, :-1].reshape(-1).index_select(0, index)
+        on_cuda = self.device == "cuda"
+
+        def move(value):  # type: ignore[no-untyped-def]
+            if not hasattr(value, "to"):
+                return value
+            return value.pin_memory().to(self.device, non_blocking=True) if on_cuda else value.to(self.device)
+
+        batch = {k: move(v) for k, v in batch.items()}
+        index, targets, owners = move(index), move(targets), move(owners)
         base = self.model.get_base_model()
         softcap = getattr(base.config, "final_logit_softcapping", None)
         with self.recipe.autocast():
             if self.loss_impl == "plain":
                 logits = self.model(**batch, use_cache=False).logits
-                return plain_token_nll(logits, labels, softcap=softcap), owners
-            hidden = base.get_decoder()(**batch, use_cache=False).last_hidden_state[:, :-1][mask]
+                return plain_token_nll(logits, None, softcap=softcap, positions=(index, targets)), owners
+            hidden = select_positions(base.get_decoder()(**batch, use_cache=False).last_hidden_state, index)
             head = base.get_output_embeddings()
             if self.loss_impl == "liger" and not want_tokens and not softcap:
                 return liger_nll_sum(hidden, head.weight, targets, bias=head.bias), owners

@@ -138,3 +138,27 @@ def test_length_grouped_order_is_deterministic_and_groups_lengths() -> None:
     batches = [grouped[i : i + 2] for i in range(0, 8, 2)]
     # each batch pairs similar lengths: padding is at most 2 tokens instead of up to 45
     assert all(abs(lengths[a] - lengths[b]) <= 2 for a, b in batches)
+
+
+def test_cuda_style_loop_on_cpu_trains_the_same_adapter_as_the_plain_loop(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The whole loop with the CUDA recipe's paths (padding-free packed + length-grouped
+    batches, non-reentrant gradient checkpointing, chunked loss) ends with the same adapter
+    as with plain full-logit loss and no checkpointing, on the same batches."""
+    import torch
+    from safetensors.torch import load_file
+
+    train = write_training_file(tmp_path / "train.jsonl", count=12)
+    common = dict(base_model=str(tiny_model_dir), train_file=str(train), epochs=2, batch_size=2, learning_rate=1e-2,
+                  lora_r=8, lora_alpha=16, max_seq_len=64, checkpoint_every=0, seed=7, packing=True,
+                  group_by_length=True)
+    adapters = {}
+    for name, extra in {"cuda-style": dict(gradient_checkpointing=True, loss_impl="chunked", loss_chunk_tokens=7),
+                        "plain": dict(gradient_checkpointing=False, loss_impl="plain")}.items():
+        trainer = Trainer(TrainConfig(**common, **extra), tmp_path / name)
+        trainer.setup()
+        assert trainer.padding_free and trainer.group_by_length
+        trainer.train()
+        adapters[name] = load_file(str(tmp_path / name / "adapter" / "adapter_model.safetensors"))
+    a, b = adapters["cuda-style"], adapters["plain"]
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
