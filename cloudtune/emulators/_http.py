@@ -278,6 +278,11 @@ class RequestHandler(BaseHTTPRequestHandler):
                 response = self._fault_response(app, fault)
         if fault is not None and fault.kind == "latency":
             time.sleep(fault.latency_s)
+            try:
+                self._send(response)
+            except OSError:  # the client gave up waiting, which is what a late answer tests
+                self.close_connection = True
+            return
         if fault is not None and fault.kind == "drop":
             self._reset()
             return

@@ -71,8 +71,15 @@ class Result:
         return self.out + self.err
 
     def brief(self) -> str:
-        tail = (self.err.strip().splitlines() or self.out.strip().splitlines() or [""])[-1]
-        return f"`{' '.join(self.args[:2])}` exit {self.rc}: {tail[:200]}"
+        """The command, its exit code and the most telling line of what it said."""
+        error = self.doc.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            tail = str(error["message"])
+        else:
+            lines = [line.strip() for line in (self.err + "\n" + self.out).splitlines() if line.strip()]
+            telling = [line for line in lines if not line.startswith(("run id:", "{", "hint:"))]
+            tail = (telling or lines or [""])[-1]
+        return f"`{' '.join(self.args[:2])}` exit {self.rc}: {tail[:240]}"
 
 
 @dataclass
@@ -92,6 +99,7 @@ class Ctx:
     homes: dict[str, Path] = field(default_factory=dict)
     extra_homes: list[Path] = field(default_factory=list)  # e.g. the bystander's, for records
     baseline: records.Snapshot = field(default_factory=records.empty)  # the service before the scenario
+    hits_mark: int = 0  # fault hits of earlier scenarios (the emulator's list only grows)
 
     def __post_init__(self) -> None:
         self.data = write_training(self.tmp / "train.jsonl")
@@ -201,10 +209,14 @@ class Ctx:
             time.sleep(0.05)
         raise ScenarioFailed(f"timed out waiting for {what}")
 
+    def hits(self) -> list[str]:
+        """Fault hits of this scenario ("kind:METHOD /path")."""
+        return self.target.hits()[self.hits_mark:]
+
     def wait_hit(self, fragment: str, process: subprocess.Popen[str] | None = None, count: int = 1) -> None:
         """Wait until an armed fault has hit a request whose line contains ``fragment``."""
         self.wait_for(f"a request matching {fragment!r}",
-                      lambda: sum(fragment in hit for hit in self.target.hits()) >= count, process=process)
+                      lambda: sum(fragment in hit for hit in self.hits()) >= count, process=process)
 
     def wait_new_job(self, before: records.Snapshot, process: subprocess.Popen[str] | None = None,
                      status: str | None = None) -> str:
@@ -263,8 +275,9 @@ def _emulator_kind(kind: str, target: Target) -> str | None:
     return None
 
 
-def check_ledger(ctx: Ctx, tracked: TrackedRun, snap: records.Snapshot) -> None:
-    """The run's ledger record and the emulator agree (read-only ``status --offline``)."""
+def check_ledger(ctx: Ctx, tracked: TrackedRun, snap: records.Snapshot, *, foreign_present: bool = True) -> None:
+    """The run's ledger record and the emulator agree (read-only ``status --offline``). A foreign
+    resource's owner may delete it, so after the owners' cleanups it is not looked for."""
     home_label = next(label for label, path in ctx.homes.items() if path == tracked.home)
     doc = ctx.status(tracked.run_id, home_label)
     job_id = run_job_id(doc)
@@ -280,7 +293,7 @@ def check_ledger(ctx: Ctx, tracked: TrackedRun, snap: records.Snapshot) -> None:
         if emulator_kind is None or (ctx.target.service == "openai" and kind == "deployment"):
             continue  # OpenAI deployments are names the provider keeps per home (checked as leftovers)
         there = any(records.same_resource(ident, key) for key in records.present(snap, emulator_kind))
-        if state in ("owned", "foreign"):
+        if state == "owned" or (state == "foreign" and foreign_present):
             expect(there, f"ledger says {kind} {ident} is {state}, the service does not have it")
         elif state == "deleted":
             expect(not there, f"ledger says {kind} {ident} was deleted, the service still has it")
@@ -320,4 +333,11 @@ def check_invariants(ctx: Ctx, before: records.Snapshot) -> None:
                       if key not in before[kind] and (info.get("run") in cleaned or not info.get("run")))
         expect(not left, f"left after cleanup: {kind} {left}")
     for tracked in ctx.runs:
-        check_ledger(ctx, tracked, after)
+        check_ledger(ctx, tracked, after, foreign_present=False)
+
+
+def check_ledgers_before_cleanup(ctx: Ctx) -> None:
+    """At the end of the scenario proper, before the harness cleans up, each ledger agrees too."""
+    snap = ctx.snapshot()
+    for tracked in ctx.runs:
+        check_ledger(ctx, tracked, snap)

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.faults.harness import Ctx, ScenarioFailed, check_invariants, expect, final_cleanup
+from tests.faults.harness import (
+    Ctx,
+    ScenarioFailed,
+    check_invariants,
+    check_ledgers_before_cleanup,
+    expect,
+    final_cleanup,
+)
 from tests.faults.targets import Target, Targets
 
 Body = Callable[[Ctx], None]
@@ -92,12 +99,14 @@ def run_scenario(targets: Targets, bystanders: Bystanders, row: Scenario, workdi
     ctx = Ctx(target, tmp, extra_homes=extra_homes)
     target.reset()
     before = ctx.baseline = ctx.snapshot()
+    ctx.hits_mark = len(target.hits())
     try:
         try:
             row.body(ctx)
         finally:
             ctx.stop_processes()
             target.reset()
+        check_ledgers_before_cleanup(ctx)
         final_cleanup(ctx)
         check_invariants(ctx, before)
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 Snapshot = dict[str, dict[str, dict[str, Any]]]
 KINDS = ("job", "file", "model", "deployment", "endpoint", "data_asset")
 RUN_TAG = "cloudtune_run_id"
-_TAGGED_NAME = re.compile(r"^ct-(?P<run>.+?)-(?:train|validation)(?:\.jsonl)?$")
+_TAGGED_NAME = re.compile(r"^ct-(?P<run>.+)-(?:train|training|validation)(?:\.jsonl)?$")
 
 
 def empty() -> Snapshot:
@@ -67,16 +67,17 @@ def azure_snapshot(app: Any) -> Snapshot:
     snap = empty()
     with app.lock:
         store = app.store
-        for job_id in list(store.ft_jobs):
-            from cloudtune.emulators.azure._aoai import advance
+        from cloudtune.emulators.azure._aoai import advance
+        from cloudtune.emulators.azure._arm_ml import job_status
 
+        for job_id in list(store.ft_jobs):
             advance(app, store.ft_jobs[job_id])
         for job_id, job in store.ft_jobs.items():
             snap["job"][job_id] = {"run": (job.get("metadata") or {}).get(RUN_TAG),
                                    "status": store.forced_status.get(job_id, job["status"])}
         for (ws, name), job in store.ml_jobs.items():
             tags = ((job.get("body") or {}).get("properties") or {}).get("tags") or {}
-            snap["job"][f"{ws}/{name}"] = {"run": tags.get(RUN_TAG), "status": store.forced_status.get(name)}
+            snap["job"][f"{ws}/{name}"] = {"run": tags.get(RUN_TAG), "status": job_status(app, ws, job)}
         for file_id, item in store.files.items():
             snap["file"][file_id] = {"run": run_of_name(item.get("filename")), "name": item.get("filename"),
                                      "bytes": item.get("bytes")}

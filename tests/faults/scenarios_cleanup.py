@@ -53,7 +53,7 @@ def ctrl_c_in_wait_then_resume(ctx: Ctx) -> None:
     expect(resumed.doc.get("fine_tuned_model"), "resume finished with no model recorded (the job's model is orphaned)")
 
 
-@scenario("no-wait-then-cleanup-refuses-active-job", *CLOUD, issue="2")
+@scenario("no-wait-then-cleanup-refuses-active-job", "openai", "azure-serverless", issue="2")
 def no_wait_then_cleanup(ctx: Ctx) -> None:
     ctx.target.set_timings(**({"run_s": 100000.0} if ctx.target.name == "openai" else {"running_s": 100000.0}))
     result = ctx.run("--no-wait", "--cleanup", "never")
@@ -70,7 +70,7 @@ def no_wait_then_cleanup(ctx: Ctx) -> None:
            f"cleanup --cancel left the job {statuses}")
 
 
-@scenario("older-than-skips-active-runs", "openai", "azure-openai", issue="2")
+@scenario("older-than-skips-active-runs", "openai", issue="2")
 def older_than_skips_active(ctx: Ctx) -> None:
     ctx.target.set_timings(**({"run_s": 100000.0} if ctx.target.name == "openai" else {"running_s": 100000.0}))
     result = ctx.run("--no-wait", "--cleanup", "never")
@@ -89,7 +89,7 @@ def older_than_skips_active(ctx: Ctx) -> None:
            "the skipped active run is marked cleaned up")
 
 
-@scenario("validation-failure-then-fixed-data", "openai", "azure-openai", issue="2")
+@scenario("validation-failure-then-fixed-data", "openai", issue="2")
 def validation_failure_then_fixed(ctx: Ctx) -> None:
     good = ctx.data.read_text()
     ctx.data.write_text(good + '{"messages": [{"role": "user", "content": "no answer"}]}\n{not json\n')
@@ -102,7 +102,7 @@ def validation_failure_then_fixed(ctx: Ctx) -> None:
     expect(resumed.doc.get("training_file_id"), "resume ran without a training file")
 
 
-@scenario("cleanup-twice-deletes-nothing-more", *CLOUD, issue="2")
+@scenario("cleanup-twice-deletes-nothing-more", "openai", "azure-serverless", issue="2")
 def cleanup_twice(ctx: Ctx) -> None:
     result = ctx.run("--cleanup", "never")
     expect(result.rc == 0, f"run failed: {result.brief()}")

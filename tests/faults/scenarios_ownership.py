@@ -61,7 +61,7 @@ def shared_name_refused_deploy(ctx: Ctx) -> None:
     a_still_served(ctx, model_a, "`cleanup` of run B")
 
 
-@scenario("shared-name-deploy-name-then-cleanup", *DEPLOYING, issue="1")
+@scenario("shared-name-deploy-name-then-cleanup", "openai", "azure-openai", issue="1")
 def shared_name_deploy_command(ctx: Ctx) -> None:
     _, model_a = deployed_run_a(ctx)
     home_b = _home_for_second_run(ctx)
@@ -76,7 +76,7 @@ def shared_name_deploy_command(ctx: Ctx) -> None:
     a_still_served(ctx, model_a, "`cleanup` of run B")
 
 
-@scenario("undeploy-of-never-deployed-run", *DEPLOYING, issue="1")
+@scenario("undeploy-of-never-deployed-run", "openai", "azure-openai", issue="1")
 def undeploy_never_deployed(ctx: Ctx) -> None:
     _, model_a = deployed_run_a(ctx)
     home_b = _home_for_second_run(ctx)

@@ -121,11 +121,10 @@ def _register(step: str, sig: int, *targets: str) -> None:
 for _step in ("upload", "file-processing", "create", "wait", "smoke-test", "cleanup"):
     for _sig in (signal.SIGKILL, signal.SIGTERM):
         _register(_step, _sig, "openai")
-for _step in ("create", "wait", "deploy"):
-    _register(_step, signal.SIGKILL, "azure-openai")
+_register("create", signal.SIGKILL, "azure-openai")
+_register("deploy", signal.SIGKILL, "azure-openai")
 _register("upload", signal.SIGTERM, "azure-openai")
 _register("deploy", signal.SIGTERM, "azure-serverless")
-_register("wait", signal.SIGKILL, "azure-serverless")
 
 
 # ----------------------------------------------------------------- local provider

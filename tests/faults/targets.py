@@ -93,12 +93,24 @@ class Target:
         if self.service == "openai":
             post(self.control_url, f"/_emulator/openai/jobs/{job_id}/status", {"status": status})
         else:
+            if "/" in job_id and status:  # an AzureML job (workspace/name): statuses are capitalised
+                status = status[:1].upper() + status[1:]
             with self.app.lock:
                 key = job_id.split("/", 1)[-1]
                 if status is None:
                     self.app.store.forced_status.pop(key, None)
                 else:
                     self.app.store.forced_status[key] = status
+
+    def fail_job(self, job_key: str, message: str, code: str = "invalidTrainingFile") -> None:
+        """Make an Azure job fail now, as the service would (terminal, with an error; no model)."""
+        with self.app.lock:
+            store = self.app.store
+            if job_key in store.ft_jobs:
+                store.ft_jobs[job_key].update(status="failed", finished_at=int(self.app.now),
+                                              error={"code": code, "message": message, "param": "training_file"})
+            else:
+                store.forced_status[job_key.split("/", 1)[-1]] = "Failed"
 
     def reset(self) -> None:
         self.clear_faults()
