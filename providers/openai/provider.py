@@ -10,7 +10,7 @@ Options (``provider_options`` in a run config; none of them secret):
 * ``api_key_env``: the variable holding the key (default ``OPENAI_API_KEY``);
 * ``upload_threshold_bytes`` (default 512 MB: above it the Uploads API is used),
   ``upload_part_bytes`` (64 MB), ``upload_workers`` (4);
-* ``request_timeout_s`` (120), ``read_attempts`` (6), ``file_wait_timeout_s`` (900);
+* ``request_timeout_s`` (120), ``read_attempts`` (6);
 * ``deployments_file``: where deployment names are kept (see
   :mod:`providers.openai.deployments`).
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import date
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ from cloudtune.types import (
     Method,
     RemoteFile,
 )
+from cloudtune.service_facts import openai_lifecycle as lifecycle
 from providers.openai import capabilities, convert, fine_tuning, translate, uploads
 from providers.openai.deployments import DeploymentNames, default_path
 
@@ -65,7 +67,6 @@ class OpenAIProvider(Provider):
         "upload_workers": "parallel part uploads (default 4)",
         "request_timeout_s": "per-request timeout in seconds (default 120)",
         "read_attempts": "attempts for idempotent reads (default 6)",
-        "file_wait_timeout_s": "how long to wait for an uploaded file to be processed (default 900)",
         "deployments_file": "where deployment names are kept (default under CLOUDTUNE_HOME)",
     }
     unsupported: Mapping[str, str] = {}
@@ -172,6 +173,47 @@ class OpenAIProvider(Provider):
                            details=details, problems=problems,
                            install_hint=None if sdk else "pip install 'cloudtune[openai]'")
 
+    # ------------------------------------------------------ model lifecycle
+    def shutdown_date(self, model: str) -> tuple[date | None, str]:
+        """(the date ``model`` - or a fine-tune of it - stops serving, where the date came from):
+        ``shutdown_date`` from ``GET /v1/models/{id}`` when the API answers, else the dated table."""
+        base = lifecycle.base_of(model)
+        try:
+            # a quick answer or the table: not the patient read policy (this runs before every upload)
+            found = call_with_retries(lambda: self.client.with_options(timeout=15.0).models.retrieve(base), attempts=2,
+                                      sleep=self.sleep, translate=self.translate_error)
+            live = lifecycle.parse_shutdown(getattr(found, "shutdown_date", None)
+                                            or (getattr(found, "model_extra", None) or {}).get("shutdown_date"))
+            if live is not None:
+                return live, "GET /v1/models"
+        except errors.CloudtuneError:
+            pass  # offline, or a model the API does not list: the table decides
+        return lifecycle.table_shutdown(base), lifecycle.SOURCE
+
+    def plan(self, spec: FineTuneSpec) -> list[str]:
+        """Before any upload: refuse a base model OpenAI has shut down and job creation after the
+        wind-down (exit 4, with the command that runs the same spec elsewhere); otherwise say when
+        the model this run makes stops serving."""
+        today = lifecycle.today()
+        stops, source = self.shutdown_date(spec.base_model)
+        elsewhere = alternatives(spec.base_model)
+        if stops is not None and stops <= today:
+            raise errors.CapabilityError(
+                f"OpenAI shut {lifecycle.base_of(spec.base_model)} down on {stops} (and every fine-tune of it): it "
+                "can no longer be fine-tuned. Nothing was uploaded.", hint=f"{elsewhere} Source: {source}.",
+                provider=self.name, code="model_shut_down")
+        if today >= lifecycle.JOB_CREATION_ENDS:
+            raise errors.CapabilityError(
+                f"OpenAI ended self-serve fine-tuning job creation for everyone on {lifecycle.JOB_CREATION_ENDS}. "
+                "Nothing was uploaded.", hint=f"{elsewhere} Source: {lifecycle.SOURCE}.", provider=self.name,
+                code="training_not_available")
+        notes = [f"OpenAI job creation ends on {lifecycle.JOB_CREATION_ENDS} (earlier for organizations without "
+                 "recent fine-tuning)."]
+        if stops is not None:
+            notes.insert(0, f"A model fine-tuned from {lifecycle.base_of(spec.base_model)} stops serving on {stops} "
+                         f"(source: {source}).")
+        return notes
+
     # -------------------------------------------------------------- files
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
         path = Path(path)
@@ -185,8 +227,7 @@ class OpenAIProvider(Provider):
                 part_bytes=int(self._option("upload_part_bytes", capabilities.UPLOAD_PART_BYTES)),
                 workers=int(self._option("upload_workers", 4)),
             )
-        uploads.wait_until_processed(self.client, file_id, self._read, sleep=self.sleep, clock=self.clock,
-                                     timeout_s=float(self._option("file_wait_timeout_s", 900.0)))
+        uploads.fail_if_errored(self.client, file_id, self._read)  # no waiting for "processed" (issue 10 point 8)
         return file_id
 
     def find_uploaded(self, path: Path, *, since: float) -> str | None:
@@ -201,8 +242,7 @@ class OpenAIProvider(Provider):
         found = fine_tuning.uploaded_file_matching(self._read(newest), filename=path.name, size=size, since=since)
         if found is None:
             return None
-        uploads.wait_until_processed(self.client, found, self._read, sleep=self.sleep, clock=self.clock,
-                                     timeout_s=float(self._option("file_wait_timeout_s", 900.0)))
+        uploads.fail_if_errored(self.client, found, self._read)
         return found
 
     def get_file(self, file_id: str) -> RemoteFile:
@@ -242,14 +282,19 @@ class OpenAIProvider(Provider):
             raise
         except Exception as exc:  # noqa: BLE001 - translated once, then explained
             error = self.translate_error(exc)
-            if isinstance(error, errors.AuthError) and error.status_code == 403:
+            if error.code == "training_not_available":  # the wind-down reached this organization: exit 4
+                error.hint = f"{error.hint} {alternatives(spec.base_model)}"
+            elif isinstance(error, errors.AuthError) and error.status_code == 403:
                 error.hint = f"{error.hint} {capabilities.wind_down_status()}"
             raise error from exc
         return self._job(raw)
 
     def find_jobs(self, run_id: str) -> list[Job]:
         def listing() -> list[Any]:
-            return list(self.client.fine_tuning.jobs.list(metadata={convert.RUN_ID_KEY: run_id}, limit=100))
+            # newest first, stopping at jobs created before the run began (issue 10 point 9)
+            first = self.client.fine_tuning.jobs.list(metadata={convert.RUN_ID_KEY: run_id}, limit=fine_tuning.JOBS_PAGE)
+            return fine_tuning.scan_jobs_of_run(first.iter_pages(), run_id,
+                                                lambda raw: (getattr(raw, "metadata", None) or {}).get(convert.RUN_ID_KEY) == run_id)
 
         found = [self._job(raw) for raw in self._read(listing)]
         # filter again here: an API that ignored the filter must not hand us someone else's job
@@ -305,13 +350,20 @@ class OpenAIProvider(Provider):
         self._read(lambda: self.client.models.retrieve(model))  # NotFound propagates
 
     def deploy(self, model: str, *, name: str, options: DeployOptions | None = None) -> Deployment:
+        """``model`` is a fine-tuned model or a checkpoint's model id (``ft:...:ckpt-step-N``), which
+        OpenAI serves like the model."""
         self._model_exists(model)
         current = self.names.model_for(name)
         if current is not None and current != model:
             raise errors.Conflict(f"The name {name} already points at {current}; pick another deployment name.",
                                   provider=self.name)
         self.names.add(name, model)
-        return self._deployment(name, model, managed=True)
+        deployment = self._deployment(name, model, managed=True)
+        stops, source = self.shutdown_date(model)
+        if stops is not None:
+            deployment.details["notes"] = [f"{model} stops serving on {stops}: OpenAI shuts down every fine-tune "
+                                           f"built on {lifecycle.base_of(model)} then (source: {source})."]
+        return deployment
 
     def get_deployment(self, name: str) -> Deployment:
         model = self.names.model_for(name)
@@ -350,3 +402,10 @@ class OpenAIProvider(Provider):
         started = time.perf_counter()
         raw = self._read(lambda: self.client.chat.completions.create(model=model, messages=list(messages), **params))
         return convert.to_chat_result(raw, latency_s=time.perf_counter() - started)
+
+
+def alternatives(model: str) -> str:
+    """The exact commands that run the same spec where it still can run."""
+    azure = lifecycle.azure_equivalent(model)
+    return (f"Run the same spec on Azure OpenAI (the same model family keeps serving there): add `--provider azure "
+            f"--model {azure}`; or locally: `--provider local --model {lifecycle.LOCAL_ALTERNATIVE}`.")

@@ -74,6 +74,12 @@ def translate_error(exc: BaseException) -> errors.CloudtuneError:
         headers = getattr(exc.response, "headers", None)
         if status == 401:
             return errors.AuthError(f"OpenAI refused the credentials (401): {message}", hint=CREDENTIALS_HINT, **common)
+        if status == 403 and code == "training_not_available":
+            # the fine-tuning wind-down (https://platform.openai.com/docs/deprecations): not a credential problem
+            from providers.openai.capabilities import wind_down_status
+
+            return errors.CapabilityError(f"OpenAI does not accept fine-tuning jobs from this organization (403 "
+                                          f"training_not_available): {message}", hint=wind_down_status(), **common)
         if status == 403:
             return errors.AuthError(f"OpenAI refused the request (403): {message}", hint=CREDENTIALS_HINT, **common)
         if status == 404:

@@ -107,31 +107,12 @@ def upload_multipart(
     return done.file.id
 
 
-def wait_until_processed(
-    client: Any,
-    file_id: str,
-    retried: Retried,
-    *,
-    sleep: Callable[[float], None],
-    clock: Callable[[], float],
-    timeout_s: float,
-) -> None:
-    """Poll the file until the service can use it (status ``processed``)."""
-    deadline = clock() + timeout_s
-    delay = 0.5
-    while True:
-        found = retried(lambda: client.files.retrieve(file_id))
-        status = getattr(found, "status", None)
-        if status in (None, "processed"):
-            return
-        if status == "error":
-            detail = getattr(found, "status_details", None) or "no detail given"
-            raise errors.DatasetError(f"OpenAI could not process file {file_id}: {detail}", provider="openai")
-        if clock() >= deadline:
-            raise errors.WaitTimeout(
-                f"File {file_id} was still {status} after {timeout_s:g}s.",
-                hint="Run the same command again: the upload is kept and will be reused only if recorded.",
-                provider="openai",
-            )
-        sleep(delay)
-        delay = min(delay * 2, 10.0)
+def fail_if_errored(client: Any, file_id: str, retried: Retried) -> None:
+    """One look at the file, no waiting: OpenAI accepts a job on a file that is still being
+    processed, and the file object's ``status`` is deprecated in the spec
+    (``shared/specs/openai-openapi.yaml``, OpenAIFile, read 2026-11-25). Only a file already marked
+    ``error`` stops here; anything later surfaces as the job's own failure."""
+    found = retried(lambda: client.files.retrieve(file_id))
+    if getattr(found, "status", None) == "error":
+        detail = getattr(found, "status_details", None) or "no detail given"
+        raise errors.DatasetError(f"OpenAI could not process file {file_id}: {detail}", provider="openai")

@@ -180,7 +180,7 @@ def test_uploads_api_path_above_a_small_threshold(session: Session) -> None:
 
 
 def test_cancel_mid_run(session: Session) -> None:
-    session.control("/_emulator/openai/settings", {"run_s": 120})
+    session.control("/_emulator/openai/settings", {"run_s": 20})
     process = session.start_run()
     session.wait_for_job_status(process, "running")
     run_id = _doc(session("list", "--json"))["runs"][0]["run_id"]
@@ -215,6 +215,8 @@ def test_wrong_key_exits_3_and_says_what_to_check(session: Session) -> None:
 
 
 def test_pause_then_resume_continues_the_same_job(session: Session) -> None:
+    # long enough to be paused mid-run (uploads no longer wait for "processed", so nothing else delays it)
+    session.control("/_emulator/openai/settings", {"run_s": 20})
     created = session.run("--no-wait", "--no-deploy")
     assert created.returncode == 0, created.stderr
     doc = _doc(created)

@@ -29,6 +29,7 @@ from cloudtune.emulators._http import EmulatorApp, EmulatorClock, HTTPError, Req
 from cloudtune.emulators.openai.files import FilesRoutes, StoredFile, StoredUpload, _error
 from cloudtune.emulators.openai.job_routes import JobRoutes
 from cloudtune.emulators.openai.jobs import JobRecord, new_id
+from cloudtune.service_facts import openai_lifecycle as lifecycle
 
 # Base models the emulator serves and fine-tunes (aliases resolve to the snapshot, as the service does).
 BASE_MODEL_CREATED = 1_721_172_741
@@ -47,6 +48,9 @@ class EmulatorSettings:
     max_steps: int = 40
     organization: str = "org-emulator"
     organization_slug: str = "emulator"
+    training_available: bool = True  # False: this organization is past the fine-tuning wind-down (403)
+    endless_has_more: bool = False  # True: job listings always answer has_more
+    ignores_metadata_filter: bool = False  # True: job listings ignore metadata[...] (clients must filter again)
 
     @classmethod
     def for_job_duration(cls, seconds: float, **overrides: Any) -> "EmulatorSettings":
@@ -155,10 +159,22 @@ class OpenAIEmulator(FilesRoutes, JobRoutes, EmulatorApp):
         return Response.json({"error": "unknown control path"}, 404)
 
     # ------------------------------------------------------------ models
+    def check_training_available(self) -> None:
+        """The wind-down (cloudtune.service_facts.openai_lifecycle): job creation ends for everyone on
+        2027-01-06, earlier for organizations without recent fine-tuning."""
+        if not self.settings.training_available or lifecycle.today() >= lifecycle.JOB_CREATION_ENDS:
+            raise HTTPError(403, _error("Fine-tuning job creation is not available for your organization. Self-serve "
+                                        "fine-tuning is being wound down; see https://platform.openai.com/docs/deprecations.",
+                                        None, "training_not_available"))
+
     def fine_tunable_model(self, name: Any) -> str:
         if not isinstance(name, str) or name not in self.fine_tunable:
             raise HTTPError(400, _error(f"Model {name} is not available for fine-tuning or does not exist.", "model",
                                         "model_not_available"))
+        shutdown = lifecycle.table_shutdown(name)
+        if shutdown is not None and shutdown <= lifecycle.today():
+            raise HTTPError(400, _error(f"Model {name} was shut down on {shutdown} and can no longer be fine-tuned.",
+                                        "model", "model_not_available"))
         return self.fine_tunable[name][0]
 
     def register_model(self, model_id: str, job: JobRecord, when: float) -> None:
@@ -167,10 +183,15 @@ class OpenAIEmulator(FilesRoutes, JobRoutes, EmulatorApp):
 
     def _model_json(self, model_id: str) -> dict[str, Any] | None:
         if model_id in self.models:
-            return {k: v for k, v in self.models[model_id].items() if k != "job_id"}
-        if model_id in self.fine_tunable:
-            return {"id": model_id, "object": "model", "created": BASE_MODEL_CREATED, "owned_by": "system"}
-        return None
+            found = {k: v for k, v in self.models[model_id].items() if k != "job_id"}
+        elif model_id in self.fine_tunable:
+            found = {"id": model_id, "object": "model", "created": BASE_MODEL_CREATED, "owned_by": "system"}
+        else:
+            return None
+        shutdown = lifecycle.table_shutdown(model_id)  # fine-tunes go dark with their base
+        if shutdown is not None:
+            found["shutdown_date"] = shutdown.isoformat()
+        return found
 
     def list_models(self, request: Request) -> Response:
         with self.lock:

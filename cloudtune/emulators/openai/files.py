@@ -28,18 +28,36 @@ class StoredFile:
     purpose: str
     created_at: float
     content: bytes
-    ready_at: float  # status is "uploaded" until then, "processed" after
+    ready_at: float  # status is "uploaded" until then, "processed" (or "error") after
+
+    @property
+    def problem(self) -> str | None:
+        """Why processing fails: OpenAI refuses a UTF-8 byte-order mark in fine-tuning JSONL."""
+        if self.purpose == "fine-tune" and self.content.startswith(b"\xef\xbb\xbf"):
+            return "The file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM."
+        return None
+
+    def status(self, now: float) -> str:
+        if now < self.ready_at:
+            return "uploaded"
+        return "error" if self.problem else "processed"
 
     def to_json(self, now: float) -> dict[str, Any]:
-        return {
+        # ``status`` / ``status_details`` are deprecated in the spec (openai-openapi.yaml, OpenAIFile)
+        # but still answered, as the service does
+        status = self.status(now)
+        answer = {
             "object": "file",
             "id": self.id,
             "bytes": len(self.content),
             "created_at": int(self.created_at),
             "filename": self.filename,
             "purpose": self.purpose,
-            "status": "processed" if now >= self.ready_at else "uploaded",
+            "status": status,
         }
+        if status == "error" and self.problem:
+            answer["status_details"] = self.problem
+        return answer
 
 
 @dataclass

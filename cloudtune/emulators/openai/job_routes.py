@@ -92,6 +92,7 @@ class JobRoutes:
     # ------------------------------------------------------------- routes
     def create_job(self: "OpenAIEmulator", request: Request) -> Response:
         body = request.json()
+        self.check_training_available()
         model = self.fine_tunable_model(body.get("model"))
         method = self._method(body)
         suffix = body.get("suffix")
@@ -156,9 +157,10 @@ class JobRoutes:
             raise HTTPError(400, _error(f"invalid {param}: {file_id}", param, "invalid_file"))
         if stored.purpose != "fine-tune":
             raise HTTPError(400, _error(f"File {file_id} has purpose {stored.purpose!r}; fine-tuning needs 'fine-tune'.", param))
-        if self.clock.now() < stored.ready_at:
-            raise HTTPError(400, _error(f"File {file_id} is still being processed; try again when its status is 'processed'.",
-                                        param, "file_not_ready"))
+        # a file still being processed is accepted (the file status is deprecated in the spec); one that
+        # failed processing is not
+        if stored.problem is not None:
+            raise HTTPError(400, _error(f"File {file_id} could not be processed: {stored.problem}", param, "invalid_file"))
         return stored
 
     def list_jobs(self: "OpenAIEmulator", request: Request) -> Response:
@@ -166,7 +168,7 @@ class JobRoutes:
         null_metadata = request.arg("metadata") == "null"
         for key, values in request.query.items():
             found = _METADATA_KEY.match(key)
-            if found:
+            if found and not self.settings.ignores_metadata_filter:
                 wanted[found.group(1)] = values[-1]
         with self.lock:
             jobs = [self.job(job_id) for job_id in list(self.jobs)]
@@ -176,7 +178,8 @@ class JobRoutes:
                 and all((job.metadata or {}).get(k) == v for k, v in wanted.items())
             ]
         page, more = page_after(data, request)
-        return Response.json({"object": "list", "data": page, "has_more": more})
+        # a misbehaving API that never stops saying has_more (the client's scan must still be bounded)
+        return Response.json({"object": "list", "data": page, "has_more": more or self.settings.endless_has_more})
 
     def retrieve_job(self: "OpenAIEmulator", request: Request) -> Response:
         with self.lock:
