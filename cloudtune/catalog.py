@@ -62,7 +62,9 @@ class ProviderDataRules:
     min_examples: int
     max_file_bytes: int | None  # one ordinary file upload
     max_upload_bytes: int | None  # the largest file any upload route accepts (e.g. OpenAI Uploads API)
-    bom: str  # "required" | "accepted" | "refused"
+    # "required" | "accepted" | "refused": the upload copy gets (or loses) the BOM accordingly, so one
+    # file works for every provider (cloudtune/dataset/_encoding.py); the user's file is never changed
+    bom: str
     special_tokens_are_errors: bool
     multimodal: bool
     special_tokens: tuple[str, ...] = ()
@@ -99,8 +101,8 @@ PROVIDER_RULES: dict[str, ProviderDataRules] = {
         min_examples=10,
         max_file_bytes=512 * MB,
         max_upload_bytes=8 * GB,
-        # OpenAI documents UTF-8 JSONL; a leading BOM makes line 1 invalid JSON
-        # for strict parsers, so we refuse it before upload rather than after.
+        # OpenAI documents UTF-8 JSONL; its processing marks a file with a leading BOM "error", so the
+        # upload copy is written without one.
         bom="refused",
         special_tokens_are_errors=True,
         multimodal=True,

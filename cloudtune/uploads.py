@@ -10,7 +10,6 @@ blindly, and never by adopting another run's file of the same size.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,12 +64,15 @@ class UploadSteps:
 
     def upload_copy(self, run: Run, role: str, source: Path) -> Path:
         """The run-tagged copy that is uploaded (the Files API keeps the file name), readable by
-        the owner only. The user's file is never modified."""
+        the owner only, with the byte-order mark the provider wants. The user's file is never modified."""
+        from cloudtune.dataset import copy_for_upload
+
         directory = self.workdir or Path(tempfile.mkdtemp(prefix=f"cloudtune-{run.run_id}-"))
         target = directory / upload_name(run, role)
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as out, open(source, "rb") as data:
-            shutil.copyfileobj(data, out, 1 << 20)
+            # in the provider's encoding: the BOM added (Azure) or stripped (OpenAI), so one file fits all
+            copy_for_upload(data, out, run.spec.provider)
         os.chmod(target, 0o600)
         return target
 

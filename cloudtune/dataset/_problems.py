@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 ERROR = "error"
 WARNING = "warning"
+NOTE = "note"  # what cloudtune does for you (never stops a run)
 
 # Every code the validator can emit, with a one-line description. Tests check
 # that each one is reachable; the CLI's --json output is keyed on these.
@@ -24,8 +25,7 @@ CODES: dict[str, str] = {
     "empty_file": "the file has no examples",
     "binary_file": "the file is binary, not UTF-8 text",
     "utf16_file": "the file is UTF-16/32 encoded; JSONL must be UTF-8",
-    "bom_refused": "a UTF-8 byte-order mark that this provider refuses",
-    "bom_missing": "no UTF-8 byte-order mark where this provider documents one",
+    "bom_adjusted": "the upload copy gets the byte-order mark this provider wants (added or stripped)",
     "json_array_not_jsonl": "the file is one JSON array, not one JSON object per line",
     "pretty_printed_json": "JSON spread over several lines; JSONL needs one example per line",
     "file_too_large": "larger than anything this provider accepts",

@@ -26,7 +26,8 @@ def _plain_lines(report, max_problems: int) -> list[str]:
             continue
         lines.append(f"  {problem}")
         shown += 1
-    hidden = (report.error_count + report.warning_count) - shown
+    notes = sum(1 for p in report.problems if p.severity == "note")
+    hidden = (report.error_count + report.warning_count + notes) - shown
     if hidden > 0:
         lines.append(f"  ... and {hidden} more (counts per code below; --json lists them)")
     if report.problem_counts:
@@ -81,6 +82,8 @@ def render_report(report, *, color: bool | None = None, max_problems: int = 50) 
             style = "red"
         elif ": warning [" in line:
             style = "yellow"
+        elif ": note [" in line:
+            style = "cyan"
         elif line.startswith("ESTIMATE"):
             style = "cyan"
         console.print(Text(line, style=style or ""), soft_wrap=True)

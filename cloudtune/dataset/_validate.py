@@ -12,7 +12,8 @@ from ._estimate import Estimate, build_estimate
 from . import _parallel
 from ._fingerprints import FingerprintTable
 from ._parallel import RangeResult, duplicate_message
-from ._problems import ERROR, WARNING, Problem, ProblemSink
+from ._encoding import encoding_note
+from ._problems import ERROR, NOTE, WARNING, Problem, ProblemSink
 from ._reader import DEFAULT_MAX_LINE_BYTES, FileFacts, iter_lines, sniff_file
 from ._rules import TOKENS_PER_IMAGE_ESTIMATE, Rules
 from ._stats import FileStats
@@ -293,12 +294,10 @@ def _file_checks(scan: _Scan, rules: catalog.ProviderDataRules, provider: str, *
         sink.add(label, 0, "$", "file_needs_upload_api", WARNING,
                  f"{facts.size_bytes:,} bytes is over the {rules.max_file_bytes:,}-byte single-file limit; "
                  "it will go through the multi-part Uploads API")
-    if facts.bom and rules.bom == "refused":
-        sink.add(label, 1, "$", "bom_refused", ERROR,
-                 f"the file starts with a UTF-8 byte-order mark, which {provider} refuses; save without BOM")
-    elif not facts.bom and rules.bom == "required" and facts.lines and not facts.fatal:
-        sink.add(label, 1, "$", "bom_missing", WARNING,
-                 f"{provider} documents UTF-8 with a byte-order mark; save the file as 'UTF-8 with BOM'")
+    # one file for every provider: the upload copy gets the provider's BOM (dataset/_encoding.py)
+    bom_note = encoding_note(provider, facts.bom) if facts.lines and not facts.fatal else None
+    if bom_note is not None:
+        sink.add(label, 1, "$", "bom_adjusted", NOTE, bom_note)
     if facts.fatal is None and scan.stats.examples == 0 and facts.lines == facts.blank_lines:
         sink.add(label, 0, "$", "empty_file", ERROR, "the file holds no examples")
     elif is_training and facts.fatal is None and not facts.array_lines and scan.stats.examples < rules.min_examples:

@@ -67,24 +67,46 @@ def test_invalid_utf8_reported_and_scan_goes_on(write_jsonl, valid_rows):
     assert report.stats["training"]["examples"] == 12  # the other lines were still read
 
 
-def test_bom_refused_by_openai_accepted_locally_required_by_azure(write_jsonl, valid_rows):
+def test_one_file_for_every_provider_the_bom_is_a_note(write_jsonl, valid_rows):
     with_bom = write_jsonl(valid_rows, "bom.jsonl", prefix=BOM)
     without = write_jsonl(valid_rows, "plain.jsonl")
 
     openai = validate_file(with_bom, provider="openai")
-    assert "bom_refused" in codes(openai, "error")
-    assert problem(openai, "bom_refused").line == 1
+    assert openai.ok, openai.render()  # the upload copy drops the BOM: nothing to refuse
+    assert "bom_adjusted" in codes(openai, "note") and problem(openai, "bom_adjusted").line == 1
+    assert "without it" in problem(openai, "bom_adjusted").message
     assert openai.stats["training"]["bom"] is True
     assert openai.stats["training"]["examples"] == 12  # the BOM did not break line 1
+    assert ": note [bom_adjusted]" in openai.render()
 
     local = validate_file(with_bom, provider="local")
-    assert local.ok and local.stats["training"]["bom"] is True
+    assert local.ok and local.stats["training"]["bom"] is True and "bom_adjusted" not in codes(local)
 
     azure_with = validate_file(with_bom, provider="azure")
-    assert azure_with.ok, azure_with.render()
+    assert azure_with.ok and "bom_adjusted" not in codes(azure_with), azure_with.render()
     azure_without = validate_file(without, provider="azure")
-    assert "bom_missing" in codes(azure_without, "warning")
-    assert azure_without.ok  # documented, not enforced by the service: a warning
+    assert azure_without.ok and "with one" in problem(azure_without, "bom_adjusted").message
+    assert azure_without.warning_count == 0 and azure_without.error_count == 0
+
+
+def test_the_upload_copy_carries_each_providers_bom(tmp_path, write_jsonl, valid_rows):
+    import io
+
+    from cloudtune.dataset import copy_for_upload, upload_encoding
+
+    with_bom = write_jsonl(valid_rows, "bom.jsonl", prefix=BOM)
+    without = write_jsonl(valid_rows, "plain.jsonl")
+    body = without.read_bytes()
+    original = with_bom.read_bytes()
+    for source, provider, expected in ((with_bom, "openai", body), (without, "openai", body),
+                                       (with_bom, "azure", BOM + body), (without, "azure", BOM + body),
+                                       (with_bom, "local", BOM + body), (without, "local", body)):
+        out = io.BytesIO()
+        with open(source, "rb") as handle:
+            copy_for_upload(handle, out, provider)
+        assert out.getvalue() == expected, (source.name, provider)
+    assert with_bom.read_bytes() == original  # the user's file is never modified
+    assert (upload_encoding("openai"), upload_encoding("azure"), upload_encoding("local")) == ("utf-8", "utf-8-sig", None)
 
 
 def test_crlf_line_endings(write_jsonl, valid_rows):

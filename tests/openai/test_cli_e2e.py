@@ -229,3 +229,16 @@ def test_pause_then_resume_continues_the_same_job(session: Session) -> None:
     final = _doc(resumed)
     assert final["status"] == "succeeded" and final["job_id"] == doc["job_id"]
     assert session.state()["jobs"] == 1
+
+
+def test_one_file_with_a_bom_validates_with_a_note_and_runs_on_openai(session: Session) -> None:
+    train = session.tmp / "train.jsonl"
+    original = b"\xef\xbb\xbf" + train.read_bytes()  # saved as "UTF-8 with BOM", as Azure documents
+    train.write_bytes(original)
+    checked = session("validate", "train.jsonl", "--provider", "openai")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "note [bom_adjusted]" in checked.stdout and "without it" in checked.stdout
+    result = session.run("--no-deploy")  # the emulator marks a file with a BOM "error", as OpenAI does
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _doc(result)["status"] == "succeeded"
+    assert train.read_bytes() == original  # the user's file is never modified
