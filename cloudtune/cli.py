@@ -66,7 +66,11 @@ def _add_run_flags(p: argparse.ArgumentParser, *, config_positional: bool = True
     p.add_argument("--deploy", dest="deploy", action="store_true", default=None, help="deploy and smoke-test (default)")
     p.add_argument("--no-deploy", dest="deploy", action="store_false")
     p.add_argument("--deployment-name")
-    p.add_argument("--deployment-sku", help="Azure OpenAI: Standard | GlobalStandard | Developer")
+    p.add_argument("--deployment-sku",
+                   help="Azure OpenAI: Standard | GlobalStandard | DeveloperTier | ProvisionedManaged (default: from "
+                   "the model and the resource's region)")
+    p.add_argument("--max-cost", type=float, metavar="USD",
+                   help="refuse (exit 4) before any upload when the estimated training cost is above this")
     p.add_argument("--eval", help="chat JSONL of held-out questions to evaluate the deployment on")
     p.add_argument("--cleanup", choices=["never", "on-failure", "always"])
     p.add_argument("--wait", dest="wait", action="store_true", default=None)

@@ -25,13 +25,14 @@ ALIASES = {
     "hyper_parameters": "hyperparameters",
     "timeout": "timeout_s",
     "options": "provider_options",
+    "max_cost": "max_cost_usd",
 }
 PATH_FIELDS = ("training_file", "validation_file", "eval_file")
 # FineTuneSpec field -> the flag (without "--") that sets it
 _FLAGS = {"provider": "provider", "base_model": "model", "training_file": "train", "validation_file": "validation",
           "validation_split": "validation_split", "method": "method", "suffix": "suffix", "seed": "seed",
           "eval_file": "eval", "cleanup": "cleanup", "wait": "wait", "cancel_on_interrupt": "cancel_on_interrupt",
-          "timeout_s": "timeout"}
+          "timeout_s": "timeout", "max_cost_usd": "max_cost"}
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -162,6 +163,7 @@ def build_spec(args: Any) -> Any:
         "wait": args.wait,
         "cancel_on_interrupt": args.cancel_on_interrupt,
         "timeout_s": parse_duration(args.timeout) if args.timeout else None,
+        "max_cost_usd": getattr(args, "max_cost", None),
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.validation:

@@ -23,6 +23,7 @@ from cloudtune.cleanup import (
     run_cleanup,
     undone_by_cleanup,
 )
+from cloudtune.costs import before_upload
 from cloudtune.ledger import Ledger
 from cloudtune.provider import Provider
 from cloudtune.types import (
@@ -196,6 +197,7 @@ class Pipeline(UploadSteps):
                 count = report.problem_counts.get(code, 1)
                 where = f"line {problem.line}" + (f" and {count - 1} more" if count > 1 else "")
                 self.reporter.warn(f"{problem.message} [{code}] ({where})")
+        before_upload(run, self.provider, self.reporter, report)  # provider refusals, estimate, --max-cost (exit 4)
         self._advance(run, Step.VALIDATED)
 
 

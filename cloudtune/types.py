@@ -240,6 +240,7 @@ class FineTuneSpec(_Model):
     cancel_on_interrupt: bool = False
     provider_options: dict[str, Any] = Field(default_factory=dict)  # endpoint, region, workspace... never secrets
     prices: dict[str, float] = Field(default_factory=dict)  # per-model price overrides (USD per 1M training tokens)
+    max_cost_usd: float | None = Field(default=None, ge=0)  # refuse before upload above this estimate (cloudtune.costs)
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> "FineTuneSpec":

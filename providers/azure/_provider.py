@@ -36,6 +36,7 @@ from cloudtune.types import (
     JobEvent,
     JobState,
 )
+from cloudtune.service_facts import azure_openai as rules
 from providers.azure import _capabilities as caps
 from providers.azure._settings import Settings
 from providers.azure._translate import translate_error
@@ -164,6 +165,14 @@ class AzureProvider(Provider):
         """Before anything is uploaded: refuse what the service would refuse (exit 4) and return
         the lines the user should read first (resolved model id, training type, region)."""
         return self._route(caps.route_for_model(spec.base_model) or self.route_name()).plan(spec.base_model)
+
+    def hosting_note(self, spec: FineTuneSpec) -> str | None:
+        """The hourly cost of the deployment the run will make (printed before upload)."""
+        route = self._route(caps.route_for_model(spec.base_model) or self.route_name())
+        if route.name == "serverless":
+            return "a serverless endpoint is billed per token by the model's Marketplace offer (no SKU to choose)"
+        sku, why = route.choose_sku(spec.base_model, spec.deploy, self.options.get("deployment_sku"))
+        return f"{rules.hosting_note(sku)}; {why}. {rules.LIFETIME_RULES}"
 
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
         return self._for().upload_file(Path(path), progress)

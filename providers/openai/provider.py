@@ -214,6 +214,11 @@ class OpenAIProvider(Provider):
                          f"(source: {source}).")
         return notes
 
+    def hosting_note(self, spec: FineTuneSpec) -> str | None:
+        stops, _ = self.shutdown_date(spec.base_model)
+        return ("no hourly hosting fee: OpenAI serves fine-tuned models per token"
+                + (f", until {stops}" if stops else ""))
+
     # -------------------------------------------------------------- files
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
         path = Path(path)

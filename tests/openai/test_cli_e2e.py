@@ -242,3 +242,25 @@ def test_one_file_with_a_bom_validates_with_a_note_and_runs_on_openai(session: S
     assert result.returncode == 0, result.stderr[-3000:]
     assert _doc(result)["status"] == "succeeded"
     assert train.read_bytes() == original  # the user's file is never modified
+
+
+def test_the_estimate_is_printed_before_upload_and_max_cost_refuses_with_exit_4(session: Session) -> None:
+    refused = session("run", "--provider", "openai", "--model", "gpt-4o-mini", "--train", "train.jsonl",
+                      "--max-cost", "0.00001")
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    output = refused.stdout + refused.stderr
+    assert "ESTIMATE" in output and "billed training tokens" in output and "price as of" in output
+    assert "above --max-cost" in output and "Nothing was uploaded" in output
+    assert session.state()["files"] == 0 and session.state()["jobs"] == 0
+    ran = session("run", "--provider", "openai", "--model", "gpt-4o-mini", "--train", "train.jsonl",
+                  "--max-cost", "50", "--no-deploy")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    printed = ran.stdout + ran.stderr
+    assert "stops serving on 2027-01-14" in printed and "ESTIMATE" in printed
+
+
+def test_a_shut_down_base_is_refused_with_exit_4_before_upload(session: Session) -> None:
+    result = session("run", "--provider", "openai", "--model", "gpt-4.1-nano", "--train", "train.jsonl")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "2026-10-23" in result.stderr and "--provider azure --model gpt-4.1-nano-2025-04-14" in result.stderr
+    assert session.state()["files"] == 0
