@@ -63,7 +63,7 @@ class _Worker:
             config = TrainConfig.from_dict(spec["train_config"])
             trainer = self.make_trainer(config)
             trainer.setup()
-            stop = self.stop_requested()
+            stop = trainer.parallel.agree(self.stop_requested())  # every rank of a distributed job decides alike
             if stop:
                 raise Stopped(stop)
             self.job.write_status(status="running", total_steps=trainer.total_steps, truncated=trainer.encode_stats.truncated)

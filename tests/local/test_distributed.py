@@ -1,6 +1,7 @@
 """Training on two processes under torchrun (gloo, CPU): the adapter equals the one-process
-adapter with the same global batch, and a killed rank fails the attempt resumably, after
-which `resume` finishes the job from the last checkpoint."""
+adapter with the same global batch; a killed rank fails the attempt resumably, pause stops
+both ranks, kill -9 of the job's worker takes its ranks with it, and `resume` finishes the
+job from the last checkpoint."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def test_a_killed_rank_fails_the_attempt_and_resume_finishes(provider, local_hom
                              hidden_size=256, intermediate_size=768, layers=4)
     train = write_training_file(tmp_path / "train.jsonl", count=16)
     spec = FineTuneSpec(provider="local", base_model=str(model), training_file=train, seed=3,
-                        hyperparameters=fast_hyperparameters(epochs=6, checkpoint_every=2))
+                        hyperparameters=fast_hyperparameters(epochs=12, checkpoint_every=2))  # 48 steps: time to kill one
     two = LocalProvider({"num_processes": "2"})
     job = two.create_job(spec, training_file_id=two.upload_file(train), validation_file_id=None, run_id="run-kill")
     job_dir = two._jobdir(job.id).path
@@ -93,6 +94,41 @@ def test_a_killed_rank_fails_the_attempt_and_resume_finishes(provider, local_hom
     assert failed.state == JobState.FAILED and failed.error.code == "worker_died"
     assert not pid_alive(rank_pids[0])  # all ranks stopped together
     assert two.can_restart(failed)
+
+    def fresh_ranks() -> dict[int, int]:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                pids = {rank: int((job_dir / f"rank-{rank}.pid").read_text()) for rank in (0, 1)}
+                if not set(pids.values()) & set(rank_pids.values()) and two.get_job(job.id).provider_status == "running":
+                    return pids
+            except (FileNotFoundError, ValueError):
+                pass
+            assert time.monotonic() < deadline, (two._jobdir(job.id).raw_status(), (job_dir / "worker.log").read_text()[-2000:])
+            time.sleep(0.2)
+
+    def gone(pids) -> bool:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 30
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not any(pid_alive(p) for p in pids)
+
+    # pause stops both ranks at one step boundary, resumable
+    two.resume_job(job.id)
+    rank_pids = fresh_ranks()
+    two.pause_job(job.id)
+    deadline = time.monotonic() + 120
+    while two.get_job(job.id).state != JobState.PAUSED or two._jobdir(job.id).worker_holds_lock():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert gone(rank_pids.values())
+
+    # kill -9 of the job's worker takes its ranks with it
+    two.resume_job(job.id)
+    rank_pids = fresh_ranks()
+    os.kill(two._jobdir(job.id).worker_pid(), signal.SIGKILL)
+    assert gone(rank_pids.values())
+    assert poller.wait_for_job(two, job.id, timeout_s=120, sleep=time.sleep, clock=time.monotonic).error.code == "worker_died"
 
     two.resume_job(job.id)
     done = poller.wait_for_job(two, job.id, timeout_s=300, sleep=time.sleep, clock=time.monotonic)
