@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("deploy", "deploy a run's fine-tuned model and smoke-test it", "cloudtune.commands:cmd_deploy")
     p.add_argument("run_id")
     p.add_argument("--name", help="deploy under this name (another deployment beside any the run has)")
-    p.add_argument("--sku")
+    p.add_argument("--sku", help="Azure OpenAI: Standard | GlobalStandard | DeveloperTier | ProvisionedManaged")
+    p.add_argument("--checkpoint", metavar="ID",
+                   help="deploy one of the job's checkpoints instead of the final model (`cloudtune status` lists them)")
     p.add_argument("--json", action="store_true")
     _add_wait_lock(p)
 

@@ -277,12 +277,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         reporter = make_reporter(choose_mode(args.json))
         with provider_for(run) as provider, interruptible():
             pipeline = Pipeline(ledger, provider, reporter)
-            name = pipeline.deploy(run, name=args.name, model=getattr(args, "checkpoint_model", None))
+            model = _checkpoint_model(provider, run, args.checkpoint) if getattr(args, "checkpoint", None) else None
+            name = pipeline.deploy(run, name=args.name, model=model)
             pipeline._advance(run, Step.DEPLOYED)
             run.smoke_test = None
             pipeline._smoke_test(run)
             reporter.step(run, f"Deployment {name} is ready")
         return _finish(args, run, reporter)
+
+
+def _checkpoint_model(provider: Any, run: Any, wanted: str) -> str:
+    """The deployable id of the run's checkpoint ``wanted`` (its id or its model id)."""
+    checkpoints = provider.list_checkpoints(run.job_id) if run.job_id else []
+    for checkpoint in checkpoints:
+        if wanted in (checkpoint.id, checkpoint.model):
+            return checkpoint.model or checkpoint.id
+    known = ", ".join(c.id for c in checkpoints) or "none"
+    raise errors.InvalidInput(f"Job {run.job_id} has no checkpoint {wanted} (its checkpoints: {known}).")
 
 
 def cmd_undeploy(args: argparse.Namespace) -> int:

@@ -332,6 +332,8 @@ class Pipeline(UploadSteps):
         resource.note = None
         self.ledger.save(run)
         self.reporter.step(run, f"Deploying {model} as {deployment.name}")
+        for note in deployment.details.get("notes") or ():  # SKU and why, hosting cost, lifetime rules
+            self.reporter.step(run, str(note))
         ready = poller.wait_for_deployment(
             self.provider,
             deployment.name,

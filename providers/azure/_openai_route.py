@@ -311,8 +311,9 @@ class OpenAIRoute:
         out = []
         for raw in self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
             metrics = {k: float(v) for k, v in dict(_get(raw, "metrics") or {}).items() if isinstance(v, (int, float))}
+            # the ftchkpt- id is what a deployment names (openai/includes/fine-tuning-oai-sdk.md)
             out.append(Checkpoint(id=raw.id, job_id=job_id, step=_get(raw, "step_number"), created_at=when(raw.created_at),
-                                  model=_get(raw, "fine_tuned_model_checkpoint"), metrics=metrics))
+                                  model=raw.id, metrics=metrics))
         return out
 
     def to_job(self, raw: Any) -> Job:

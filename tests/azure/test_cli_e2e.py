@@ -222,3 +222,26 @@ def test_sigterm_while_the_endpoint_is_created_then_resume_and_cleanup(cli: Cli,
     cleaned = cli("cleanup", run["run_id"], "--json")
     assert cleaned.returncode == 0, (cleaned.stdout[-2000:], cleaned.stderr[-3000:])
     assert _leftovers(emulator.state(), resumed_run) == []
+
+
+def test_run_prints_training_type_sku_reason_and_lifetimes_then_a_checkpoint_deploys(cli: Cli, emulator: Emulator) -> None:
+    import re
+
+    result = cli("run", "--provider", "azure", "--model", "gpt-4.1-mini", "--train", str(cli.data), "--cleanup", "never")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "resolved to gpt-4.1-mini-2025-04-14" in output
+    assert "training type GlobalStandard in swedencentral" in output
+    assert "ESTIMATE" in output and "price as of" in output
+    assert "Deployment SKU Standard" in output and "$1.70/hour" in output
+    assert "24 hours" in output and "15 days" in output
+    run_id = re.search(r"\[(\d{8}-\d{6}-[0-9a-f]+)\]", output).group(1)
+    status = _json(cli("status", run_id, "--json"))
+    checkpoints = [c["id"] for c in status.get("checkpoints") or []]
+    assert checkpoints and all(c.startswith("ftchkpt-") for c in checkpoints), status
+    deployed = cli("deploy", run_id, "--checkpoint", checkpoints[0], "--name", f"ckpt-{run_id[-6:]}", "--json")
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    state = emulator.state()
+    assert any(f"ckpt-{run_id[-6:]}" in item for item in state["cognitive_deployments"])
+    cleaned = cli("cleanup", run_id, "--json")
+    assert cleaned.returncode == 0, (cleaned.stdout[-2000:], cleaned.stderr[-3000:])

@@ -116,3 +116,24 @@ def test_finding_a_runs_job_stops_at_jobs_older_than_the_run(
     assert provider.find_jobs(run_id) == []
     listings = [line for line in emulated.app.request_log[before:] if line.startswith("GET /v1/fine_tuning/jobs")]
     assert 1 <= len(listings) <= 2, listings
+
+
+def test_a_checkpoint_deploys_like_the_model_and_says_when_it_stops_serving(
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudtune import poller
+    from cloudtune.types import JobState
+
+    monkeypatch.setenv("CLOUDTUNE_TODAY", "2026-11-25")
+    file_id = provider.upload_file(training_file)
+    job = provider.create_job(_spec(BASE_MODEL, training_file), training_file_id=file_id, validation_file_id=None,
+                              run_id=new_run_id())
+    final = poller.wait_for_job(provider, job.id, timeout_s=3600, sleep=emulated.sleep, clock=emulated.clock.now)
+    assert final.state == JobState.SUCCEEDED
+    checkpoint = provider.list_checkpoints(job.id)[0]
+    assert checkpoint.model and ":ckpt-step-" in checkpoint.model
+    deployed = provider.deploy(checkpoint.model, name="ckpt-" + uuid.uuid4().hex[:6])
+    assert deployed.model == checkpoint.model
+    assert any("stops serving on 2027-01-14" in note for note in deployed.details["notes"])
+    assert provider.chat(deployed.name, [{"role": "user", "content": "What is the capital of country 1?"}]).content
+    with pytest.raises(errors.NotFound):
+        provider.deploy(checkpoint.model.replace("ckpt-step-", "ckpt-step-999"), name="nope")

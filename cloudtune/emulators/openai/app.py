@@ -181,9 +181,22 @@ class OpenAIEmulator(FilesRoutes, JobRoutes, EmulatorApp):
         self.models[model_id] = {"id": model_id, "object": "model", "created": int(when),
                                  "owned_by": self.settings.organization, "job_id": job.id}
 
+    def _checkpoint_model(self, model_id: str) -> dict[str, Any] | None:
+        """A checkpoint's model id (``ft:...:ckpt-step-N``) is served like a model while its job's model
+        exists (https://platform.openai.com/docs/guides/fine-tuning, checkpoints)."""
+        if ":ckpt-step-" not in model_id:
+            return None
+        final = model_id.rsplit(":ckpt-step-", 1)[0]
+        record = self.models.get(final)
+        job = self.jobs.get(record["job_id"]) if record else None
+        if job is None or not any(c["fine_tuned_model_checkpoint"] == model_id for c in job.checkpoints):
+            return None
+        return {**record, "id": model_id}
+
     def _model_json(self, model_id: str) -> dict[str, Any] | None:
-        if model_id in self.models:
-            found = {k: v for k, v in self.models[model_id].items() if k != "job_id"}
+        checkpoint = self._checkpoint_model(model_id)
+        if model_id in self.models or checkpoint is not None:
+            found = {k: v for k, v in (checkpoint or self.models[model_id]).items() if k != "job_id"}
         elif model_id in self.fine_tunable:
             found = {"id": model_id, "object": "model", "created": BASE_MODEL_CREATED, "owned_by": "system"}
         else:
@@ -259,7 +272,7 @@ class OpenAIEmulator(FilesRoutes, JobRoutes, EmulatorApp):
 
     def _learned_answers(self, model_id: str) -> dict[str, str]:
         """What a fine-tuned model "learned": last user message -> assistant reply of its training data."""
-        record = self.models.get(model_id)
+        record = self.models.get(model_id) or self._checkpoint_model(model_id)
         job = self.jobs.get(record["job_id"]) if record else None
         stored = self.files.get(job.training_file) if job else None
         if stored is None:
