@@ -186,15 +186,12 @@ _AZURE_OPENAI = [
 # Context is the model's context window from its model card; serverless
 # fine-tuning is billed per token by the Marketplace offer, which varies by
 # region, so no price is recorded: pass one via ``prices`` to get a cost.
+# Phi-3 / Phi-3.5 serverless models were retired on 2025-08-30 (cloudtune.service_facts.azure_serverless):
+# the provider refuses them before upload, so they are not listed here.
 _AZURE_PHI = [
-    ("Phi-4", ["phi-4"], 16_384),
-    ("Phi-4-mini-instruct", ["phi-4-mini-instruct"], 131_072),
-    ("Phi-3.5-mini-instruct", ["phi-3.5-mini-instruct"], 131_072),
-    ("Phi-3.5-MoE-instruct", ["phi-3.5-moe-instruct"], 131_072),
-    ("Phi-3-mini-4k-instruct", ["phi-3-mini-4k-instruct"], 4_096),
-    ("Phi-3-mini-128k-instruct", ["phi-3-mini-128k-instruct"], 131_072),
-    ("Phi-3-medium-4k-instruct", ["phi-3-medium-4k-instruct"], 4_096),
-    ("Phi-3-medium-128k-instruct", ["phi-3-medium-128k-instruct"], 131_072),
+    ("Phi-4", [], 16_384),
+    ("Phi-4-mini-instruct", [], 131_072),
+    ("Phi-4-multimodal-instruct", [], 131_072),
 ]
 
 # Small open models the local QLoRA backend trains. Context from each model's

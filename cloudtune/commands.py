@@ -407,6 +407,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def cmd_providers(args: argparse.Namespace) -> int:
     from cloudtune import registry
+    from cloudtune.service_facts.table import model_rows
+    from cloudtune.service_facts.table import render as render_models
 
     rows = []
     for name, entry in sorted(registry.known_providers().items()):
@@ -421,6 +423,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
             row.update({"sdk_installed": False, "credentials_found": False, "ok": False, "problems": [str(exc)]})
         except errors.CloudtuneError as exc:
             row.update({"sdk_installed": True, "ok": False, "problems": [str(exc)]})
+        row["fine_tunable_models"] = model_rows(name)  # dated: job creation ends, serving ends, retirements
         rows.append(row)
     if args.json:
         emit_json({"providers": rows})
@@ -432,7 +435,10 @@ def cmd_providers(args: argparse.Namespace) -> int:
         for problem in row.get("problems") or []:
             say(f"      - {problem}", sys.stdout)
         for key, value in (row.get("details") or {}).items():
-            say(f"      {key}: {value}", sys.stdout)
+            if not isinstance(value, (list, dict)):  # tables and lists: the model table below, or --json
+                say(f"      {key}: {value}", sys.stdout)
+        for line in render_models(row["fine_tunable_models"]):
+            say(line, sys.stdout)
         if not row.get("sdk_installed"):
             say(f"      install: {row['install']}", sys.stdout)
     return 0
