@@ -209,7 +209,9 @@ class OpenAIRoute:
     def upload_file(self, path: Path, progress: Callable[[int, int], None] | None) -> str:
         size = path.stat().st_size
         with path.open("rb") as handle:
-            created = self.client.files.create(file=(path.name, handle), purpose="fine-tune")
+            # no SDK retries: a retried POST can store a second copy; the pipeline finds the run-tagged
+            # name after an unknown outcome and decides (issue 9)
+            created = self.client.with_options(max_retries=0).files.create(file=(path.name, handle), purpose="fine-tune")
         # Azure imports the file before a job may use it: wait for ``processed``.
         status, waited = created.status, 0.0
         while status not in ("processed", "error", "deleted") and waited < 600:

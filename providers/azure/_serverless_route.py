@@ -236,6 +236,8 @@ class ServerlessRoute:
         if learning_rate is not None:
             hyper["learning_rate"] = f"{float(learning_rate):g}"
         short = re.sub(r"[^a-z0-9]", "", run_id.lower())[-12:] or uuid.uuid4().hex[:12]
+        # a fixed name per attempt: a PUT the SDK retries after an unknown outcome meets the job it made
+        # (409), never creates a second one; the pipeline's find_jobs decides between attempts (issue 9)
         job_name = f"ctft-{short}-{uuid.uuid4().hex[:8]}"
         prefix = re.sub(r"[^A-Za-z0-9-]", "-", f"{model_name(spec.base_model)}-{spec.suffix or 'ft'}-{short}")[:60]
         job = create_finetuning_job(
