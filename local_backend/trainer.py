@@ -17,7 +17,6 @@ batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from local_backend.losses import (
     select_positions,
 )
 from local_backend.sources import load_tokenizer, resolve_source
+from local_backend.train_state import rng_state, seed_everything, set_rng_state
 
 EventSink = Callable[[str, str, dict[str, Any]], None]  # (level, message, data)
 StopCheck = Callable[[], str | None]  # -> None | "cancel" | "pause"
@@ -115,47 +115,6 @@ def _pick_device(config: TrainConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy
-
-        numpy.random.seed(seed % 2**32)
-    except ImportError:
-        pass
-
-
-def _rng_state() -> dict[str, Any]:
-    import torch
-
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy
-
-        state["numpy"] = numpy.random.get_state()
-    except ImportError:
-        pass
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        import numpy
-
-        numpy.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def lr_lambda_factory(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Linear warmup, then cosine decay to zero."""
 
@@ -204,7 +163,7 @@ class Trainer:
         self.loss_impl = config.loss_impl
         if self.loss_impl == "auto":
             self.loss_impl = ("liger" if liger_available(self.device) else "chunked") if on_cuda else "plain"
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         source = resolve_source(config.base_model)
         self._emit(f"Loading {source.describe()}", stage="loading")
         self.tokenizer = load_tokenizer(source)
@@ -363,7 +322,7 @@ class Trainer:
                 **state,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
             },
             tmp / "trainer_state.pt",
         )
@@ -385,7 +344,7 @@ class Trainer:
         set_peft_model_state_dict(self.model, weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self._emit(f"Resumed from {checkpoint.name}", step=state["global_step"], checkpoint=checkpoint.name)
         return state
 
