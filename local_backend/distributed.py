@@ -252,6 +252,19 @@ def supervise(job: JobDir, layout: Mapping[str, Any]) -> int:
     return 1
 
 
+def join(job_dir: Path, node_rank: int) -> int:
+    """Run this machine's ranks of a multi-node job whose directory is on shared storage
+    (``python -m local_backend.worker JOB_DIR --node-rank K``). Node 0's worker records the job."""
+    layout = dict(json.loads((job_dir / "spec.json").read_text()).get("distributed") or {})
+    if int(layout.get("nnodes") or 1) < 2 or not 0 < node_rank < int(layout["nnodes"]):
+        print(f"{job_dir.name} is not a multi-node job with a node {node_rank}", file=sys.stderr)
+        return 2
+    layout["node_rank"] = node_rank
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return subprocess.call(torchrun_command(job_dir, layout), env=env, cwd=str(job_dir), preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--rank":

@@ -112,8 +112,13 @@ class _Worker:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[1] == "--node-rank":
+        # Another machine of a multi-node job (job directory on shared storage): its ranks only.
+        from local_backend.distributed import join
+
+        return join(Path(argv[0]), int(argv[2]))
     if len(argv) != 1:
-        print("usage: python -m local_backend.worker JOB_DIR", file=sys.stderr)
+        print("usage: python -m local_backend.worker JOB_DIR [--node-rank K]", file=sys.stderr)
         return 2
     job_dir = Path(argv[0])
     # One worker per job, whatever happens above us: a second one (a restart racing a worker that

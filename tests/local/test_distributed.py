@@ -66,6 +66,29 @@ def test_two_processes_train_the_same_adapter_as_one(provider, local_home: Path,
     assert sum(m.startswith("Training started") for m in messages) == 1
     assert single.trained_tokens == pair.trained_tokens
 
+    # Two "machines" (here both on loopback) sharing the job directory: node 0 is the provider's
+    # worker, node 1 joins with `python -m local_backend.worker JOB_DIR --node-rank 1`.
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    node0 = LocalProvider({"nnodes": "2", "node_rank": "0", "rdzv_endpoint": f"127.0.0.1:{port}"})
+    nodes_job = node0.create_job(spec, training_file_id=node0.upload_file(train), validation_file_id=None, run_id="run-nodes")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    node1 = subprocess.Popen([sys.executable, "-m", "local_backend.worker", str(node0._jobdir(nodes_job.id).path), "--node-rank", "1"], env=env)
+    try:
+        nodes = poller.wait_for_job(node0, nodes_job.id, timeout_s=300, sleep=time.sleep, clock=time.monotonic)
+        assert node1.wait(timeout=120) == 0
+    finally:
+        if node1.poll() is None:
+            node1.kill()
+    assert nodes.state == JobState.SUCCEEDED
+    for name, tensor in one_state.items():
+        torch.testing.assert_close(_adapter(node0, nodes_job.id)[name], tensor, rtol=0, atol=STATE_TOLERANCE)
+
 
 def test_a_killed_rank_fails_the_attempt_and_resume_finishes(provider, local_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import json
