@@ -278,15 +278,13 @@ class RequestHandler(BaseHTTPRequestHandler):
                 response = self._fault_response(app, fault)
         if fault is not None and fault.kind == "latency":
             time.sleep(fault.latency_s)
-            try:
-                self._send(response)
-            except OSError:  # the client gave up waiting, which is what a late answer tests
-                self.close_connection = True
-            return
         if fault is not None and fault.kind == "drop":
             self._reset()
             return
-        self._send(response)
+        try:
+            self._send(response)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (its read timeout)
+            self.close_connection = True
 
     def _read_body(self, length: int) -> bytes:
         if length:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,8 +75,16 @@ class Bystanders:
         self.targets = targets
         self.workdir = workdir
         self.homes: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
 
     def ensure(self, target: Target) -> list[Path]:
+        with self._lock:
+            lock = self._locks.setdefault(target.name, threading.Lock())
+        with lock:  # one bystander per target; targets of the other lane do not wait
+            return self._ensure(target)
+
+    def _ensure(self, target: Target) -> list[Path]:
         if target.name in self.homes or target.name == "local":
             return [self.homes[target.name]] if target.name in self.homes else []
         ctx = Ctx(target, Path(tempfile.mkdtemp(prefix=f"bystander-{target.name}-", dir=self.workdir)))
@@ -131,6 +140,34 @@ def stop_local_workers(ctx: Ctx) -> None:
                 continue
             if pid_alive(pid, expect=str(pid_file.parent)):
                 os.kill(pid, signal.SIGKILL)
+
+
+def lane_of(row: Scenario) -> str:
+    """Rows on different emulators share nothing (faults, clocks and records are per emulator),
+    so the Azure rows run beside the OpenAI and local ones: two lanes, one per core."""
+    return "azure" if row.target.startswith("azure") else "main"
+
+
+def run_rows(targets: Targets, bystanders: Bystanders, rows: list[Scenario], workdir: Path,
+             report: Callable[[Scenario, bool, str], None] | None = None) -> dict[str, tuple[bool, str]]:
+    """Every row's (passed, reason), rows of a lane in table order, the two lanes in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: dict[str, tuple[bool, str]] = {}
+    lanes: dict[str, list[Scenario]] = {}
+    for row in rows:
+        lanes.setdefault(lane_of(row), []).append(row)
+
+    def run_lane(lane: list[Scenario]) -> None:
+        for row in lane:
+            results[row.id] = outcome(targets, bystanders, row, workdir)
+            if report is not None:
+                report(row, *results[row.id])
+
+    with ThreadPoolExecutor(max_workers=max(len(lanes), 1), thread_name_prefix="fault-lane") as pool:
+        for future in [pool.submit(run_lane, lane) for lane in lanes.values()]:
+            future.result()
+    return results
 
 
 def outcome(targets: Targets, bystanders: Bystanders, row: Scenario, workdir: Path) -> tuple[bool, str]:

@@ -123,8 +123,8 @@ def local_snapshot(homes: list[Path]) -> Snapshot:
             snap["job"][job_dir.parent.name] = {"run": run, "status": status.get("status")}
             if (job_dir.parent / "adapter" / "adapter_config.json").is_file():
                 snap["model"][f"local:{job_dir.parent.name}"] = {"run": run}
-        for path in sorted((root / "files").glob("*")):
-            snap["file"][path.name] = {"run": run_of_name(path.name), "name": path.name}
+        for path in sorted((root / "files").glob("*.jsonl")):  # <file id>.jsonl
+            snap["file"][path.stem] = {"run": run_of_name(path.name), "name": path.name}
         for path in sorted((root / "deployments").glob("*")):
             if path.is_dir():
                 snap["deployment"][path.name] = {"run": None}

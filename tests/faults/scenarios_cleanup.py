@@ -38,16 +38,16 @@ def smoke_failure_then_resume(ctx: Ctx) -> None:
 
 @scenario("ctrl-c-in-wait-on-failure-then-resume", "openai", "azure-openai", issue="2")
 def ctrl_c_in_wait_then_resume(ctx: Ctx) -> None:
+    ctx.target.hold_jobs()
     process = ctx.start_run("--cleanup", "on-failure")
-    job = ctx.wait_new_job(ctx.baseline, process)
-    ctx.target.force_job_status(job, "running")
+    ctx.wait_new_job(ctx.baseline, process, status="running")
     uploads = files_of_run(ctx)
     stopped = ctx.signal(process, signal.SIGINT)
     expect(stopped.rc == 130, f"Ctrl-C should exit 130: {stopped.brief()}")
     run_id = stopped.doc.get("run_id") or ctx.latest_run_id()
     ctx.track(run_id)
     expect(uploads <= files_of_run(ctx), "Ctrl-C with on-failure deleted the training file of a running job")
-    ctx.target.force_job_status(job, None)
+    ctx.target.release_jobs()
     resumed = ctx.cli("resume", run_id, "--json")
     expect(resumed.rc == 0, f"resume after Ctrl-C failed: {resumed.brief()}")
     expect(resumed.doc.get("fine_tuned_model"), "resume finished with no model recorded (the job's model is orphaned)")
@@ -55,7 +55,7 @@ def ctrl_c_in_wait_then_resume(ctx: Ctx) -> None:
 
 @scenario("no-wait-then-cleanup-refuses-active-job", "openai", "azure-serverless", issue="2")
 def no_wait_then_cleanup(ctx: Ctx) -> None:
-    ctx.target.set_timings(**({"run_s": 100000.0} if ctx.target.name == "openai" else {"running_s": 100000.0}))
+    ctx.target.hold_jobs()
     result = ctx.run("--no-wait", "--cleanup", "never")
     expect(result.rc == 0, f"run --no-wait failed: {result.brief()}")
     run_id = result.doc["run_id"]
@@ -72,7 +72,7 @@ def no_wait_then_cleanup(ctx: Ctx) -> None:
 
 @scenario("older-than-skips-active-runs", "openai", issue="2")
 def older_than_skips_active(ctx: Ctx) -> None:
-    ctx.target.set_timings(**({"run_s": 100000.0} if ctx.target.name == "openai" else {"running_s": 100000.0}))
+    ctx.target.hold_jobs()
     result = ctx.run("--no-wait", "--cleanup", "never")
     expect(result.rc == 0, f"run --no-wait failed: {result.brief()}")
     run_id = result.doc["run_id"]

@@ -113,9 +113,9 @@ def two_concurrent_resumes(ctx: Ctx) -> None:
 
 @scenario("cleanup-from-another-shell-during-run", "openai", "azure-openai", issue="3")
 def cleanup_during_run(ctx: Ctx) -> None:
+    ctx.target.hold_jobs()  # the job stays running while the second shell acts
     process = ctx.start_run("--cleanup", "never")
-    job = ctx.wait_new_job(ctx.baseline, process)
-    ctx.target.force_job_status(job, "running")  # the job stays running while the second shell acts
+    ctx.wait_new_job(ctx.baseline, process)
     run_id = ctx.latest_run_id()
     ctx.track(run_id)
     files_before = {k for k, i in ctx.snapshot()["file"].items() if k not in ctx.baseline["file"]}
@@ -123,7 +123,7 @@ def cleanup_during_run(ctx: Ctx) -> None:
     expect(other.rc != 0, f"cleanup from a second shell went ahead on a run being driven: {other.brief()}")
     files_now = {k for k, i in ctx.snapshot()["file"].items() if k not in ctx.baseline["file"]}
     expect(files_before <= files_now, f"the second shell deleted the running job's file(s) {files_before - files_now}")
-    ctx.target.force_job_status(job, None)
+    ctx.target.release_jobs()
     result = ctx.finish_process(process)
     expect(result.rc == 0, f"the driving run did not finish: {result.brief()}")
     expect(result.doc.get("status") == "succeeded", f"driving run status {result.doc.get('status')!r}")
@@ -168,9 +168,9 @@ def shared_data_assets(ctx: Ctx) -> None:
 
 @scenario("cleanup-wait-lock-waits-for-the-driver", "openai", issue="3")
 def cleanup_waits_for_lock(ctx: Ctx) -> None:
+    ctx.target.hold_jobs()
     process = ctx.start_run("--cleanup", "never")
-    job = ctx.wait_new_job(ctx.baseline, process)
-    ctx.target.force_job_status(job, "running")
+    ctx.wait_new_job(ctx.baseline, process)
     run_id = ctx.latest_run_id()
     ctx.track(run_id)
     mine = {k for k in ctx.snapshot()["file"] if k not in ctx.baseline["file"]}
@@ -184,8 +184,21 @@ def cleanup_waits_for_lock(ctx: Ctx) -> None:
     if waiter.poll() is not None:
         raise ScenarioFailed(f"`cleanup --wait-lock` returned while the run was driven: "
                              f"{ctx.finish_process(waiter).brief()}")
-    ctx.target.force_job_status(job, None)
+    ctx.target.release_jobs()
     result = ctx.finish_process(process)
     expect(result.rc == 0, f"the driving run did not finish: {result.brief()}")
     waited = ctx.finish_process(waiter)
     expect(waited.rc == 0, f"`cleanup --wait-lock` failed once the lock was free: {waited.brief()}")
+
+
+@scenario("resume-on-an-empty-home-rebuilds-from-the-provider", "openai", "azure-openai", issue="survives")
+def resume_on_empty_home(ctx: Ctx) -> None:
+    # a CI runner is gone with its ledger: the run is found again by its tags on the service
+    started = ctx.cli(*ctx.run_args("--no-wait", "--cleanup", "never"), home="gone")
+    expect(started.rc == 0, f"run --no-wait failed: {started.brief()}")
+    run_id = started.doc["run_id"]
+    ctx.track(run_id, "fresh")  # the new machine drives it from now on (the old home is never used again)
+    spec = ctx.run_args()[1:]  # the same flags as the original run, without the leading "run"
+    resumed = ctx.cli("resume", run_id, *[a for a in spec if a != "--json"], "--json", home="fresh")
+    expect(resumed.rc == 0, f"resume on an empty home failed: {resumed.brief()}")
+    expect(resumed.doc.get("job_id") == started.doc.get("job_id"), "resume on an empty home did not find the job")

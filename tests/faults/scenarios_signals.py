@@ -43,9 +43,8 @@ def hold_create(ctx: Ctx, process: subprocess.Popen[str]) -> Callable[[], None]:
 
 
 def hold_wait(ctx: Ctx, process: subprocess.Popen[str]) -> Callable[[], None]:
-    job = ctx.wait_new_job(ctx.baseline, process)
-    ctx.target.force_job_status(job, "running")
-    return lambda: ctx.target.force_job_status(job, None)
+    ctx.wait_new_job(ctx.baseline, process)  # training is held (armed before the run)
+    return ctx.target.release_jobs
 
 
 def hold_deploy(ctx: Ctx, process: subprocess.Popen[str]) -> Callable[[], None]:
@@ -79,7 +78,7 @@ STEPS: dict[str, tuple[Callable[[Ctx], None], Callable[[Ctx, subprocess.Popen[st
     "file-processing": (lambda ctx: ctx.target.set_timings(file_processing_s=100000.0), hold_file_processing, ()),
     "create": (lambda ctx: ctx.target.faults({"route": route(CREATE, ctx), "kind": "latency", "after": True,
                                                 "latency_s": HOLD_S}), hold_create, ()),
-    "wait": (lambda ctx: None, hold_wait, ()),
+    "wait": (lambda ctx: ctx.target.hold_jobs(), hold_wait, ()),
     "deploy": (lambda ctx: ctx.target.set_timings(deploy_s=100000.0), hold_deploy, ()),
     "smoke-test": (lambda ctx: ctx.target.faults({"route": route(CHAT, ctx), "kind": "latency",
                                                     "latency_s": HOLD_S}), hold_smoke, ()),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,19 +89,22 @@ class Target:
     def set_rules(self, **rules: Any) -> None:
         post(self.control_url, "/_emulator/config", {"rules": rules})
 
-    def force_job_status(self, job_id: str, status: str | None) -> None:
-        """Pin the raw status the service reports for a job (None releases it)."""
+    def hold_jobs(self) -> None:
+        """Jobs created from now on keep training until ``release_jobs`` (status, events and the
+        model stay consistent, as on the service: nothing is masked)."""
         if self.service == "openai":
-            post(self.control_url, f"/_emulator/openai/jobs/{job_id}/status", {"status": status})
-        else:
-            if "/" in job_id and status:  # an AzureML job (workspace/name): statuses are capitalised
-                status = status[:1].upper() + status[1:]
-            with self.app.lock:
-                key = job_id.split("/", 1)[-1]
-                if status is None:
-                    self.app.store.forced_status.pop(key, None)
-                else:
-                    self.app.store.forced_status[key] = status
+            self.set_timings(run_s=100000.0)
+        elif self.service == "azure":
+            self.set_timings(running_s=100000.0)
+
+    def release_jobs(self) -> None:
+        """Let held jobs finish: the OpenAI emulator's clock jumps past their training (every
+        other job there is already finished); Azure jobs follow the restored timeline."""
+        if self.service == "openai":
+            self.set_timings(**OPENAI_TIMINGS)
+            post(self.control_url, "/_emulator/advance", {"seconds": 100000.0})
+        elif self.service == "azure":
+            self.set_timings(running_s=AZURE_TIMELINE["running_s"])
 
     def fail_job(self, job_key: str, message: str, code: str = "invalidTrainingFile") -> None:
         """Make an Azure job fail now, as the service would (terminal, with an error; no model)."""
@@ -153,11 +157,13 @@ class Targets:
         self.workdir = workdir
         self._made: dict[str, Target] = {}
         self._stops: list[Any] = []
+        self._lock = threading.RLock()
 
     def get(self, name: str) -> Target:
-        if name not in self._made:
-            self._made[name] = getattr(self, "_start_" + name.replace("-", "_"))()
-        return self._made[name]
+        with self._lock:
+            if name not in self._made:
+                self._made[name] = getattr(self, "_start_" + name.replace("-", "_"))()
+            return self._made[name]
 
     def _start_openai(self) -> Target:
         from cloudtune.emulators._http import EmulatorClock
