@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
 
-    p = command("cancel", "cancel a run's job", "cloudtune.commands:cmd_cancel")
+    p = command("cancel", "cancel a run's job", "cloudtune.teardown_commands:cmd_cancel")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     _add_wait_lock(p)
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_wait_lock(p)
 
-    p = command("undeploy", "delete a run's deployments and wait until they are gone", "cloudtune.commands:cmd_undeploy")
+    p = command("undeploy", "delete a run's deployments and wait until they are gone", "cloudtune.teardown_commands:cmd_undeploy")
     p.add_argument("run_id")
     p.add_argument("--name", help="only this deployment of the run's")
     p.add_argument("--json", action="store_true")
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "delete-model",
         "delete a fine-tuned model: its deployments first (waiting until each is gone), then the model",
-        "cloudtune.commands:cmd_delete_model",
+        "cloudtune.teardown_commands:cmd_delete_model",
     )
     p.add_argument("model", help="fine-tuned model id, or a run id")
     p.add_argument("--provider")
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "cleanup",
         "delete everything a run created: deployments, then models, then files",
-        "cloudtune.commands:cmd_cleanup",
+        "cloudtune.teardown_commands:cmd_cleanup",
     )
     p.add_argument("run_id", nargs="?")
     p.add_argument("--older-than", help="every run older than this (e.g. 24h)")

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
-from cloudtune.cleanup import delete_model_safely, job_is_active, run_cleanup
-from cloudtune.config import build_spec, parse_duration, parse_options
+from cloudtune.config import build_spec, parse_duration
 from cloudtune.ledger import Ledger, cloudtune_home
 from cloudtune.locks import RunLock, is_locked_elsewhere
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
@@ -222,52 +221,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    _, listed = _load(args.run_id)
-    if getattr(args, "wait_lock", None) is None and is_locked_elsewhere(listed.run_id):
-        return _cancel_driven_elsewhere(args, listed)
-    with _locked_run(args, listed.run_id) as (ledger, run), provider_for(run) as provider:
-        if not run.job_id:
-            raise errors.InvalidInput(f"Run {run.run_id} has no job to cancel.")
-        current = provider.get_job(run.job_id)
-        if current.is_terminal:
-            # nothing to cancel: the run keeps the state it has
-            message = f"job {current.id} already ended {current.state}; nothing was cancelled"
-            if args.json:
-                emit_json(run_document(run, message=message))
-            else:
-                say(message, sys.stdout)
-            return 0
-        job = Pipeline(ledger, provider).job_call(run, "cancel_job")
-        run.status = "cancelled"
-        ledger.save(run)
-    if args.json:
-        emit_json(run_document(run))
-    else:
-        say(f"job {job.id}: {job.state}", sys.stdout)
-    return 0
-
-
-def _cancel_driven_elsewhere(args: argparse.Namespace, run: Run) -> int:
-    """Stopping a job that another process is waiting on is what ``cancel`` is for, so the cancel
-    is sent to the provider; the run's record is left to the process that drives it (it sees the
-    job end and records it), so the one-writer rule holds."""
-    if not run.job_id:
-        raise errors.RunLocked(f"Run {run.run_id} is being driven by another process and has no job yet.",
-                               hint="Let it create the job, or interrupt that process (Ctrl-C).")
-    holder = RunLock(run.run_id).holder()
-    with provider_for(run) as provider:
-        current = provider.get_job(run.job_id)
-        job = current if current.is_terminal else provider.cancel_job(run.job_id)
-    message = (f"job {job.id}: {job.state}; run {run.run_id} is driven by {holder}, which records the outcome"
-               if not current.is_terminal else f"job {current.id} already ended {current.state}; nothing was cancelled")
-    if args.json:
-        emit_json({**run_document(run), "state": str(job.state), "message": message})
-    else:
-        say(message, sys.stdout)
-    return 0
-
-
 def cmd_deploy(args: argparse.Namespace) -> int:
     with _locked_run(args) as (ledger, run):
         if args.sku:
@@ -294,115 +247,6 @@ def _checkpoint_model(provider: Any, run: Any, wanted: str) -> str:
             return checkpoint.model or checkpoint.id
     known = ", ".join(c.id for c in checkpoints) or "none"
     raise errors.InvalidInput(f"Job {run.job_id} has no checkpoint {wanted} (its checkpoints: {known}).")
-
-
-def cmd_undeploy(args: argparse.Namespace) -> int:
-    with _locked_run(args) as (ledger, run):
-        reporter = make_reporter(choose_mode(args.json))
-        names = [args.name] if getattr(args, "name", None) else list(run.deployments)
-        if not names or not set(names) & set(run.deployments):
-            reporter.close()
-            message = (f"run {run.run_id} owns no deployment named {args.name}" if getattr(args, "name", None)
-                       else f"run {run.run_id} has no deployment of its own") + "; nothing was deleted"
-            if args.json:
-                emit_json(run_document(run, message=message))
-            else:
-                say(message, sys.stdout)
-            return 0
-        with provider_for(run) as provider, interruptible():
-            run_cleanup(Pipeline(ledger, provider, reporter), run, reason="cloudtune undeploy", models=False,
-                        files=False, only=set(names))
-        return _finish(args, run, reporter)
-
-
-def cmd_delete_model(args: argparse.Namespace) -> int:
-    from cloudtune import registry
-
-    model, provider_name, options = args.model, args.provider, parse_options(args.option)
-    run = None
-    if not provider_name:
-        try:
-            _, run = _load(args.model)
-        except errors.InvalidInput:
-            run = None
-        if run is None and not os.environ.get("CLOUDTUNE_PROVIDER"):
-            # deletes are idempotent, so guessing the provider would "succeed" on the wrong one
-            raise errors.InvalidInput(
-                f"{args.model!r} is not a run id; say which provider holds this model.",
-                hint=f"cloudtune delete-model {args.model} --provider openai|azure|local",
-            )
-    if run is not None:
-        with _locked_run(args, run.run_id) as (ledger, run), provider_for(run) as provider, interruptible():
-            if not run.fine_tuned_model:
-                raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model.")
-            model = run.fine_tuned_model
-            deleted = Pipeline(ledger, provider).cleanup(run, files=False, reason="cloudtune delete-model")
-    else:
-        with registry.get_provider(provider_name, options) as provider, interruptible():
-            try:
-                deleted = delete_model_safely(
-                    provider, model, reporter=lambda m: None if args.json else say(m),
-                    include_unmanaged=args.include_unmanaged, missing_ok=False,
-                )
-            except errors.NotFound as exc:  # the id the user typed names nothing: invalid input (exit 2)
-                raise errors.InvalidInput(
-                    f"There is no model {model!r} to delete on {provider.name}: {exc}", provider=provider.name,
-                    hint="Check the id: `cloudtune list` shows the models your runs made.",
-                ) from exc
-    if args.json:
-        emit_json({"model": model, "deleted": deleted, "run_id": run.run_id if run else None})
-    else:
-        say("deleted " + (", ".join(deleted) or "nothing"), sys.stdout)
-    return 0
-
-
-def cmd_cleanup(args: argparse.Namespace) -> int:
-    ledger = Ledger()
-    selected_by_age = bool(args.older_than)
-    if selected_by_age:
-        runs = ledger.list_runs(limit=10_000, older_than_s=parse_duration(args.older_than))
-    elif args.run_id or ledger.latest_run_id():
-        runs = [ledger.get_run(args.run_id or ledger.latest_run_id())]  # type: ignore[arg-type]
-    else:
-        runs = []
-    reporter = make_reporter(choose_mode(args.json))
-    results, code = [], 0
-    for listed in runs:
-        try:
-            with RunLock(listed.run_id, wait_s=_wait_lock(args)):
-                run = ledger.get_run(listed.run_id)
-                if selected_by_age and job_is_active(run) and not args.cancel:
-                    results.append({"run_id": run.run_id, "ok": True, "deleted": [],
-                                    "skipped": f"job {run.job_id} still {run.job_state}"})
-                    continue
-                with provider_for(run) as provider, interruptible():
-                    record = run_cleanup(Pipeline(ledger, provider, reporter), run, reason="cloudtune cleanup",
-                                         models=not args.keep_model, cancel=args.cancel)
-            results.append({"run_id": run.run_id, "deleted": record.deleted, "gone": record.gone,
-                            "left_alone": record.skipped, "ok": True})
-        except errors.CloudtuneError as exc:
-            if isinstance(exc, errors.Interrupted) or (not selected_by_age and isinstance(exc, errors.RunLocked)):
-                raise
-            code = code or errors.exit_code_for(exc)
-            results.append({"run_id": listed.run_id, "ok": False, "error": exc.to_dict()})
-            reporter.warn(f"{listed.run_id}: {exc}" + (f" ({exc.hint})" if exc.hint else ""))
-    reporter.close()
-    if args.json:
-        emit_json({"runs": results, "run_id": runs[0].run_id if len(runs) == 1 else None})
-    else:
-        for r in results:
-            if not r["ok"]:
-                text = f"not cleaned up: {r['error']['message']}"
-            elif r.get("skipped"):
-                text = f"skipped: {r['skipped']} (`cloudtune cleanup {r['run_id']} --cancel` stops it first)"
-            else:
-                text = ", ".join(r["deleted"]) or "nothing left to delete"
-                if r.get("left_alone"):
-                    text += "; left alone (not this run's): " + ", ".join(r["left_alone"])
-            say(f"{r['run_id']}: {text}", sys.stdout)
-        if not results:
-            say("no runs to clean up", sys.stdout)
-    return code
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
