@@ -63,6 +63,7 @@ class ServerlessRoute:
         self._ml: Any = None
         self._arm: ArmClient | None = None
         self._preflight_done: set[str] = set()
+        self._versioned: dict[str, str] = {}  # registry uri -> its latest versioned id
 
     # ---------------------------------------------------------------- clients
     @property
@@ -241,13 +242,28 @@ class ServerlessRoute:
         job_name = f"ctft-{short}-{uuid.uuid4().hex[:8]}"
         prefix = re.sub(r"[^A-Za-z0-9-]", "-", f"{model_name(spec.base_model)}-{spec.suffix or 'ft'}-{short}")[:60]
         job = create_finetuning_job(
-            model=catalog_model_uri(spec.base_model), task="ChatCompletion", training_data=training_file_id,
+            model=self.versioned_model_id(spec.base_model), task="ChatCompletion", training_data=training_file_id,
             # The SDK (and service) need validation data; without a split, the training data stands in.
             validation_data=validation_file_id or training_file_id, output_model_name_prefix=prefix,
             hyperparameters=hyper or None, name=job_name, experiment_name="cloudtune",
             tags={**spec.metadata, RUN_TAG: run_id, CLOUDTUNE_TAG[0]: CLOUDTUNE_TAG[1]},
             display_name=f"cloudtune {model_name(spec.base_model)} {short}")
         return self.to_job(self.ml.jobs.create_or_update(job))
+
+    def versioned_model_id(self, base_model: str) -> str:
+        """The catalog model's latest *versioned* registry id, which the docs create the job from
+        (``registry_ml_client.models.get(name, label="latest").id``, how-to/fine-tune-serverless.md,
+        01/28/2026): ``azureml://registries/azureml/models/Phi-4-mini-instruct/versions/<n>``."""
+        uri = catalog_model_uri(base_model)
+        if "/versions/" in uri:
+            return uri
+        if uri not in self._versioned:
+            from azure.ai.ml import MLClient
+
+            registry = uri.split("/registries/", 1)[1].split("/", 1)[0]
+            client = MLClient(self.settings.credential(), registry_name=registry, show_progress=False)
+            self._versioned[uri] = client.models.get(model_name(uri), label="latest").id
+        return self._versioned[uri]
 
     def find_jobs(self, run_id: str) -> list[Job]:
         found = [self.to_job(raw) for raw in self.ml.jobs.list() if (getattr(raw, "tags", None) or {}).get(RUN_TAG) == run_id]

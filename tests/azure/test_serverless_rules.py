@@ -80,6 +80,11 @@ def test_documented_deploy_shape_one_deployment_per_model_and_v1_chat(
     file_id = provider.upload_file(training_file)
     job = provider.create_job(_spec("Phi-4-mini-instruct", training_file), training_file_id=file_id,
                               validation_file_id=file_id, run_id=uuid.uuid4().hex)
+    from cloudtune.emulators.azure._arm_ml_jobs import _base_model_of
+
+    with azure_emulator.app.lock:  # created from the versioned registry id, resolved through the registry
+        body = next(j for (_, n), j in azure_emulator.app.store.ml_jobs.items() if n == job.id)["body"]
+    assert _base_model_of(body) == "azureml://registries/azureml/models/Phi-4-mini-instruct/versions/3"
     final = poller.wait_for_job(provider, job.id, timeout_s=3600, sleep=time.sleep, clock=time.clock)
     assert final.state == JobState.SUCCEEDED and final.fine_tuned_model
     first, second = "ep-" + uuid.uuid4().hex[:8], "ep-" + uuid.uuid4().hex[:8]

@@ -9,6 +9,7 @@ login.microsoftonline.com              Entra ID token endpoint (``_hosts``)
 <account>.cognitiveservices.azure.com
 <storage>.blob.core.windows.net        Blob storage the SDK uploads data to (``_hosts``)
 <endpoint>.<region>.models.ai.azure.com  serverless endpoint chat (``_hosts``)
+<region>.api.azureml.ms                Azure ML registries: catalog model versions (``_registry``)
 =====================================  =============================================
 
 Unknown routes answer 404 naming the path and are remembered in
@@ -38,6 +39,8 @@ def classify_host(host: str) -> tuple[str, str]:
         return "blob", label
     if host.endswith(".models.ai.azure.com") or host.endswith(".inference.ai.azure.com"):
         return "inference", label
+    if host.endswith(".api.azureml.ms"):
+        return "registry", label
     return "unknown", label
 
 
@@ -46,13 +49,15 @@ class AzureEmulatorApp(EmulatorApp):
                  timeline: Timeline | None = None) -> None:
         super().__init__(clock=clock)
         self.store = Store(seed or Seed(), rules or Rules(), timeline or Timeline())
-        self.routers: dict[str, Router] = {kind: Router() for kind in ("arm", "login", "aoai", "blob", "inference")}
-        from cloudtune.emulators.azure import _aoai, _arm_cs, _arm_ml, _hosts
+        self.routers: dict[str, Router] = {kind: Router() for kind in ("arm", "login", "aoai", "blob", "inference",
+                                                                       "registry")}
+        from cloudtune.emulators.azure import _aoai, _arm_cs, _arm_ml, _hosts, _registry
 
         _arm_ml.register(self, self.routers["arm"])
         _arm_cs.register(self, self.routers["arm"])
         _aoai.register(self, self.routers["aoai"])
         _hosts.register(self, self.routers)
+        _registry.register(self, self.routers["registry"])
 
     @property
     def now(self) -> float:

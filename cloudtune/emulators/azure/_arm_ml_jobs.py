@@ -58,6 +58,9 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             if ws["kind"] != "Project":
                 raise arm_error(400, "UserError", "Serverless fine-tuning needs a hub-based Azure AI Foundry project; "
                                 f"workspace '{ws_name}' is not one.")
+            if "/versions/" not in base_model:  # how-to/fine-tune-serverless.md: the versioned registry id
+                raise arm_error(400, "UserError", f"The model to fine-tune must be a versioned registry asset "
+                                f"(azureml://registries/<registry>/models/<name>/versions/<n>), not {base_model}.")
             refusal = azure_serverless.refusal(base_model, ws["region"])  # retired, not fine-tunable, region
             if refusal is not None:
                 code = "ModelRetired" if azure_serverless.retirement(base_model) else "UserError"
