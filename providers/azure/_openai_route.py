@@ -298,8 +298,18 @@ class OpenAIRoute:
         return self.to_job(self.client.fine_tuning.jobs.pause(job_id))
 
     def resume_job(self, job_id: str) -> Job:
+        """Resume a job its user paused. A developerTier job the service paused is resumed by the
+        service itself (fine-tuning-cost-management.md): asking is refused, and that is no failure."""
+        import openai
+
         self._require_pause_api()
-        return self.to_job(self.client.fine_tuning.jobs.resume(job_id))
+        try:
+            return self.to_job(self.client.fine_tuning.jobs.resume(job_id))
+        except openai.BadRequestError:
+            raw = self.client.fine_tuning.jobs.retrieve(job_id)
+            if _get(raw, "trainingType") == "developerTier" and raw.status in ("pausing", "paused", "resuming"):
+                return self.to_job(raw)
+            raise
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> list[JobEvent]:
         # Same paging as OpenAI's; retries are the AzureOpenAI client's own (max_retries=3).

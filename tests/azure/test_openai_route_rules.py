@@ -114,6 +114,9 @@ def test_a_system_pause_of_a_developer_tier_job_is_progress(
     file_id = _upload(provider, tmp_path, training_file, run_id)
     spec = FineTuneSpec(provider="azure", base_model="gpt-4.1-nano", training_file=training_file)
     job = provider.create_job(spec, training_file_id=file_id, validation_file_id=None, run_id=run_id)
+    time.sleep(4.0 + 6.0 * 5 / 11 + 1.0)  # validating + queued + half the steps: inside the service's pause
+    assert provider.get_job(job.id).provider_status == "paused"
+    assert provider.resume_job(job.id).state == JobState.PAUSED  # the service resumes it; asking is no failure
     seen: list[str] = []
     final = poller.wait_for_job(provider, job.id, timeout_s=3600, sleep=time.sleep, clock=time.clock,
                                 on_job=lambda j: seen.append(str(j.provider_status)))
