@@ -33,6 +33,8 @@ class Difference:
 
     def statement(self, target: str, baseline: str) -> str:
         span = f"{self.difference:+.3f} (95% CI {self.low:+.3f} to {self.high:+.3f}, n={self.examples})"
+        if self.low == self.high == 0.0:
+            return f"{self.metric}: {target} and {baseline} score the same on every example"
         if self.within_noise:
             return f"{self.metric}: {target} vs {baseline} {span}: within noise, no real difference shown"
         better = "better" if self.difference > 0 else "worse"

@@ -87,3 +87,9 @@ def test_bootstrap_says_within_noise_when_the_interval_holds_zero() -> None:
 def test_bootstrap_refuses_unpaired_samples() -> None:
     with pytest.raises(ValueError):
         paired_bootstrap("x", [1.0], [1.0, 0.0])
+
+
+def test_identical_scores_are_called_the_same_not_noise() -> None:
+    result = paired_bootstrap("exact_match", [1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
+    assert (result.low, result.high) == (0.0, 0.0)
+    assert result.statement("ft", "base") == "exact_match: ft and base score the same on every example"
