@@ -120,11 +120,15 @@ class Ctx:
         return env
 
     def cli(self, *args: str, home: str = "a", timeout: float = 180, **env: str) -> Result:
+        began = time.monotonic()
         try:
             done = subprocess.run([*CLI, *args], cwd=self.tmp, env=self.env(home, **env), capture_output=True,
                                   text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise ScenarioFailed(f"`{' '.join(args[:2])}` did not finish in {timeout:.0f}s") from exc
+        if os.environ.get("CLOUDTUNE_FAULTS_TRACE"):  # where a slow row spends its time
+            print(f"    {time.monotonic() - began:5.1f}s {self.target.name} {' '.join(args[:3])} -> {done.returncode}",
+                  file=sys.stderr, flush=True)
         return Result(args, done.returncode, done.stdout, done.stderr)
 
     def start(self, *args: str, home: str = "a", **env: str) -> subprocess.Popen[str]:

@@ -93,8 +93,8 @@ def stop_then_resume(ctx: Ctx, step: str, sig: int) -> None:
     process = ctx.start_run(*(flags or ("--cleanup", "never")))
     release = reach(ctx, process)
     stopped = ctx.signal(process, sig)
-    if sig == signal.SIGTERM:
-        expect(stopped.rc == 130, f"SIGTERM at {step} should exit 130: {stopped.brief()}")
+    if sig != signal.SIGKILL:
+        expect(stopped.rc == 130, f"{signal.Signals(sig).name} at {step} should exit 130: {stopped.brief()}")
         expect("internal error" not in stopped.text.lower(), f"SIGTERM at {step}: {stopped.brief()}")
     run_id = stopped.doc.get("run_id") or ctx.latest_run_id()
     expect(run_id, f"the run stopped at {step} left no ledger record")
@@ -113,13 +113,14 @@ def stop_then_resume(ctx: Ctx, step: str, sig: int) -> None:
 
 
 def _register(step: str, sig: int, *targets: str) -> None:
-    name = f"{'kill-9' if sig == signal.SIGKILL else 'sigterm'}-at-{step}-then-resume"
+    name = {signal.SIGKILL: "kill-9", signal.SIGTERM: "sigterm", signal.SIGINT: "ctrl-c"}[sig] + f"-at-{step}-then-resume"
     scenario(name, *targets, issue="signals")(lambda ctx: stop_then_resume(ctx, step, sig))
 
 
 for _step in ("upload", "file-processing", "create", "wait", "smoke-test", "cleanup"):
     for _sig in (signal.SIGKILL, signal.SIGTERM):
         _register(_step, _sig, "openai")
+_register("file-processing", signal.SIGINT, "openai")  # issue 9 point 5: Ctrl-C while the file processes
 _register("create", signal.SIGKILL, "azure-openai")
 _register("deploy", signal.SIGKILL, "azure-openai")
 _register("upload", signal.SIGTERM, "azure-openai")
