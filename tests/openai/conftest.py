@@ -14,6 +14,9 @@ from cloudtune.emulators._http import EmulatorClock, EmulatorServer
 from cloudtune.emulators.openai import EmulatorSettings, OpenAIEmulator, serve
 
 BASE_MODEL = "gpt-4o-mini-2024-07-18"
+# The day the rules these tests encode were read (OpenAI's deprecations page): gpt-4o-mini fine-tuning
+# ends on 2027-01-06, so the suite pins "today" (cloudtune.service_facts.openai_lifecycle) to stay green.
+DOCUMENTED_DAY = "2026-11-25"
 KEY_ENV = "CLOUDTUNE_TEST_OPENAI_KEY"
 TEST_KEY = "sk-test-emulator-key-0123456789"
 
@@ -48,6 +51,11 @@ class Emulated:
     def options(self, tmp_path: Path, **extra: object) -> dict:
         return {"base_url": self.base_url, "api_key_env": KEY_ENV,
                 "deployments_file": str(tmp_path / "deployments.json"), **extra}
+
+
+@pytest.fixture(autouse=True)
+def documented_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDTUNE_TODAY", DOCUMENTED_DAY)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.openai.conftest import write_training_file
+from tests.openai.conftest import DOCUMENTED_DAY, write_training_file
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-e2e-emulator-key-555"
@@ -33,6 +33,7 @@ class Session:
         env.update(
             CLOUDTUNE_HOME=str(self.tmp / "home"), OPENAI_API_KEY=KEY, OPENAI_BASE_URL=self.url + "/v1",
             CLOUDTUNE_POLL_INTERVAL="0.2", CLOUDTUNE_POLL_MAX="0.5", PYTHONPATH=str(ROOT), CI="1",
+            CLOUDTUNE_TODAY=DOCUMENTED_DAY,
         )
         env.update(extra)
         return env
@@ -91,6 +92,7 @@ def session(tmp_path: Path) -> Iterator[Session]:
     write_training_file(tmp_path / "train.jsonl", 12)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
     env["PYTHONPATH"] = str(ROOT)
+    env["CLOUDTUNE_TODAY"] = DOCUMENTED_DAY
     emulator = subprocess.Popen(
         [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1.5",
          "--api-key", KEY],

@@ -22,10 +22,9 @@ def _spec(model: str, training: Path) -> FineTuneSpec:
 
 
 def test_shut_down_bases_are_refused_before_upload_with_both_ways_forward(
-        provider: OpenAIProvider, emulated: Emulated, training_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path) -> None:
     import openai
 
-    monkeypatch.setenv("CLOUDTUNE_TODAY", "2026-11-25")
     for model in ("gpt-4.1-nano-2025-04-14", "gpt-3.5-turbo-0125"):
         with pytest.raises(errors.CapabilityError) as caught:
             provider.plan(_spec(model, training_file))
@@ -41,9 +40,8 @@ def test_shut_down_bases_are_refused_before_upload_with_both_ways_forward(
 
 
 def test_the_date_a_fine_tune_stops_serving_comes_from_the_models_api_then_the_table(
-        provider: OpenAIProvider, emulated: Emulated, training_file: Path, monkeypatch: pytest.MonkeyPatch,
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path,
         tmp_path: Path) -> None:
-    monkeypatch.setenv("CLOUDTUNE_TODAY", "2026-11-25")
     notes = provider.plan(_spec(BASE_MODEL, training_file))
     assert any("stops serving on 2027-01-14" in n and "GET /v1/models" in n for n in notes), notes
     assert any("2027-01-06" in n for n in notes)
@@ -64,8 +62,7 @@ def test_after_the_wind_down_job_creation_is_refused(provider: OpenAIProvider, t
 
 
 def test_403_training_not_available_exits_4_naming_the_azure_and_local_commands(
-        provider: OpenAIProvider, emulated: Emulated, training_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLOUDTUNE_TODAY", "2026-11-25")
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path) -> None:
     file_id = provider.upload_file(training_file)
     emulated.app.settings.training_available = False
     with pytest.raises(errors.CapabilityError) as caught:
@@ -78,9 +75,7 @@ def test_403_training_not_available_exits_4_naming_the_azure_and_local_commands(
 
 
 def test_a_job_is_created_on_a_file_still_processing_and_an_errored_file_fails_fast(
-        provider: OpenAIProvider, emulated: Emulated, training_file: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLOUDTUNE_TODAY", "2026-11-25")
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path, tmp_path: Path) -> None:
     emulated.app.settings.file_processing_s = 3600.0  # "processing" for an hour
     started = emulated.clock.now()
     file_id = provider.upload_file(training_file)
@@ -99,8 +94,7 @@ def test_a_job_is_created_on_a_file_still_processing_and_an_errored_file_fails_f
 
 
 def test_finding_a_runs_job_stops_at_jobs_older_than_the_run(
-        provider: OpenAIProvider, emulated: Emulated, training_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLOUDTUNE_TODAY", "2026-11-25")
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path) -> None:
     emulated.app.settings.file_processing_s = 0.0
     file_id = provider.upload_file(training_file)
     for _ in range(250):  # a user with many older jobs (created before the run)
@@ -119,11 +113,10 @@ def test_finding_a_runs_job_stops_at_jobs_older_than_the_run(
 
 
 def test_a_checkpoint_deploys_like_the_model_and_says_when_it_stops_serving(
-        provider: OpenAIProvider, emulated: Emulated, training_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        provider: OpenAIProvider, emulated: Emulated, training_file: Path) -> None:
     from cloudtune import poller
     from cloudtune.types import JobState
 
-    monkeypatch.setenv("CLOUDTUNE_TODAY", "2026-11-25")
     file_id = provider.upload_file(training_file)
     job = provider.create_job(_spec(BASE_MODEL, training_file), training_file_id=file_id, validation_file_id=None,
                               run_id=new_run_id())
