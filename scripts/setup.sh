@@ -10,7 +10,9 @@ TORCH_VERSION="${CLOUDTUNE_TORCH:-2.13.0}"
 # Skipped when it is already installed and starts; apt-get needs root (as on CI).
 if ! /usr/bin/chromium --version >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+        # not fatal: without it only the browser test fails, and says why
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+            || echo "setup: could not install Debian chromium (tests/compare's browser test will fail)" >&2
     else
         echo "setup: tests/compare need Debian chromium: sudo apt-get install -y chromium" >&2
     fi
