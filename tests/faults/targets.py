@@ -14,6 +14,7 @@ dry run uses. Emulator clocks run fast (real time x speed) so a whole job takes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -206,10 +207,8 @@ class Targets:
 
     def close(self) -> None:
         for stop in reversed(self._stops):
-            try:
+            with contextlib.suppress(Exception):  # a stop failing must not hide the matrix result
                 stop()
-            except Exception:  # noqa: BLE001 - a stop failing must not hide the matrix result
-                pass
 
 
 def example(i: int) -> dict[str, Any]:

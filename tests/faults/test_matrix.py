@@ -17,8 +17,8 @@ ROWS = all_scenarios()
 @pytest.fixture(scope="session")
 def fault_outcomes(request: pytest.FixtureRequest,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[bool, str]]]:
-    selected = [item.callspec.params["row"] for item in request.session.items
-                if getattr(item, "callspec", None) is not None and "row" in item.callspec.params]
+    params = [getattr(item, "callspec", None) for item in request.session.items]
+    selected = [p.params["row"] for p in params if p is not None and isinstance(p.params.get("row"), Scenario)]
     workdir = tmp_path_factory.mktemp("faults")
     targets = Targets(workdir)
     try:
