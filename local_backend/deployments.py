@@ -34,7 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from local_backend import procs
-from local_backend._files import deployments_dir, local_root, read_json, write_json_atomic
+from local_backend._files import (
+    deployments_dir,
+    local_root,
+    read_json,
+    write_json_atomic,
+)
 
 SERVER_MODULE = "local_backend.server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -66,7 +71,7 @@ class ServerGroup:
         self.path = path or servers_dir() / group_id
 
     @classmethod
-    def for_base(cls, base_model: str, backend: str, host: str | None = None) -> "ServerGroup":
+    def for_base(cls, base_model: str, backend: str, host: str | None = None) -> ServerGroup:
         identity = base_model if not host else f"{base_model}@{host}"
         return cls(f"{backend}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}")
 
@@ -106,7 +111,7 @@ class ServerGroup:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def members(self) -> list["DeploymentDir"]:
+    def members(self) -> list[DeploymentDir]:
         """Deployment records naming this group (read from this group's own tree)."""
         root = self.deployments_root
         if not root.is_dir():
@@ -162,7 +167,7 @@ class DeploymentDir:
         self.path = path or deployments_dir() / name
 
     @classmethod
-    def all(cls) -> list["DeploymentDir"]:
+    def all(cls) -> list[DeploymentDir]:
         if not deployments_dir().is_dir():
             return []
         return [cls(p.name) for p in sorted(deployments_dir().iterdir()) if (p / "deployment.json").is_file()]

@@ -181,7 +181,7 @@ def rank_main(job_dir: Path) -> int:
     (job_dir / f"rank-{parallel.rank}.pid").write_text(str(os.getpid()))
 
     class RankWorker(_Worker):
-        def make_trainer(self, config, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        def make_trainer(self, config, **kwargs):
             return super().make_trainer(config, parallel=parallel, **kwargs)
 
         def record_failure(self, exc: BaseException) -> None:
@@ -211,7 +211,7 @@ def supervise(job: JobDir, layout: Mapping[str, Any]) -> int:
     for stale in list(job.path.glob("rank-*.error")) + list(job.path.glob("rank-*.pid")):
         stale.unlink(missing_ok=True)
 
-    def polite_stop(signum, frame) -> None:  # noqa: ANN001 - signal handler signature
+    def polite_stop(signum, frame) -> None:
         # `kill PID` on the job's worker: the ranks save and stop together, resumable.
         if not job.stop_path.exists():
             job.request_stop("pause")
@@ -262,7 +262,7 @@ def join(job_dir: Path, node_rank: int) -> int:
     layout["node_rank"] = node_rank
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    return subprocess.call(torchrun_command(job_dir, layout), env=env, cwd=str(job_dir), preexec_fn=_die_with_parent)  # noqa: PLW1509
+    return subprocess.call(torchrun_command(job_dir, layout), env=env, cwd=str(job_dir), preexec_fn=_die_with_parent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,7 @@ class Generation:
             close()
 
 
-def _tensor_bytes(parameters) -> int:  # noqa: ANN001 - iterable of tensors
+def _tensor_bytes(parameters) -> int:
     return sum(p.numel() * p.element_size() for p in parameters)
 
 
@@ -172,7 +172,7 @@ class ChatModel:
         generation._pieces = self._pieces(generation, ids, chosen, limit, temperature, top_p, seed, [s for s in stop if s])
         return generation
 
-    def _pieces(self, generation, ids, adapter, limit, temperature, top_p, seed, stop) -> Iterator[str]:  # noqa: ANN001, PLR0913
+    def _pieces(self, generation, ids, adapter, limit, temperature, top_p, seed, stop) -> Iterator[str]:
         import torch
 
         sample = temperature is not None and temperature > 0
@@ -219,14 +219,14 @@ class ChatModel:
         return generation.result
 
 
-def _cache_of(output) -> dict[str, Any]:  # noqa: ANN001 - a model output
+def _cache_of(output) -> dict[str, Any]:
     """The key/value cache to pass back: transformers 5 calls it ``cache`` (``past_key_values`` before)."""
     if getattr(output, "cache", None) is not None:
         return {"cache": output.cache}
     return {"past_key_values": output.past_key_values}
 
 
-def _pick(logits, temperature: float, top_p: float, rng) -> int:  # noqa: ANN001 - tensors
+def _pick(logits, temperature: float, top_p: float, rng) -> int:
     import torch
 
     probs = torch.softmax(logits / float(temperature), dim=-1)

@@ -28,7 +28,12 @@ from typing import Any
 
 from local_backend._files import write_json_atomic
 from local_backend.deployments import ServerGroup
-from local_backend.openai_api import ChunkWriter, RequestError, completion_body, parse_chat_request
+from local_backend.openai_api import (
+    ChunkWriter,
+    RequestError,
+    completion_body,
+    parse_chat_request,
+)
 
 LOOPBACK = "127.0.0.1"
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -49,7 +54,7 @@ def adapter_id(deployment_name: str) -> str:
 class ChatApp:
     """Deployment names -> adapters of one loaded model; answers the OpenAI routes."""
 
-    def __init__(self, chat_model, key: str) -> None:  # noqa: ANN001 - inference.ChatModel
+    def __init__(self, chat_model, key: str) -> None:
         self.chat_model = chat_model
         self.key = key
         self.served: dict[str, dict[str, Any]] = {}  # name -> {"adapter": id | None, "model": ..., "created": ...}
@@ -62,7 +67,7 @@ class ChatApp:
         ]
         return 200, {"object": "list", "data": data, "memory": self.chat_model.memory()}
 
-    def prepare(self, body: dict[str, Any]):  # noqa: ANN201 - (request, generation)
+    def prepare(self, body: dict[str, Any]):
         request = parse_chat_request(body)
         info = self.served.get(request.model)
         if info is None:
@@ -115,9 +120,9 @@ class ChatApp:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         # Request lines only; headers (and so the key) are never logged.
         sys.stderr.write("%s %s\n" % (self.log_date_time_string(), format % args))
 
@@ -191,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
             generation.close()
             return self._refuse(RequestError(500, f"generation failed: {type(exc).__name__}: {exc}", code="server_error", kind="server_error"))
 
-    def _stream(self, request, generation) -> None:  # noqa: ANN001
+    def _stream(self, request, generation) -> None:
         chunks = ChunkWriter(request.model, request.include_usage)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -219,10 +224,10 @@ class _Handler(BaseHTTPRequestHandler):
             event(chunks.usage(result.prompt_tokens, result.completion_tokens))
         event("[DONE]")
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
 
@@ -249,7 +254,7 @@ def serve_builtin(group: ServerGroup) -> int:
         app = ChatApp(ChatModel(config["base_model"]), group.key())
         app.sync(group)
         server = _Server(app, host)
-    except BaseException as exc:  # noqa: BLE001 - recorded for get_deployment
+    except BaseException as exc:
         _write_state(group, state="failed", pid=None, error=f"{type(exc).__name__}: {exc}")
         raise
     stopping = threading.Event()
@@ -271,7 +276,7 @@ def serve_builtin(group: ServerGroup) -> int:
     return 0
 
 
-def watch_membership(group: ServerGroup, stopping: threading.Event, sync, publish) -> None:  # noqa: ANN001
+def watch_membership(group: ServerGroup, stopping: threading.Event, sync, publish) -> None:
     """Follow the group's deployment records until stopped or the last one is gone."""
     while not stopping.wait(_SYNC_INTERVAL_S):
         if sync():
@@ -296,7 +301,7 @@ def watch_membership(group: ServerGroup, stopping: threading.Event, sync, publis
 
 
 def _on_stop_signals(stopping: threading.Event) -> None:
-    def on_term(signum, frame) -> None:  # noqa: ANN001 - signal handler signature
+    def on_term(signum, frame) -> None:
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_term)

@@ -106,8 +106,13 @@ def _call(url: str, key: str, payload: dict[str, Any] | None = None, timeout: fl
         return exc.code
 
 
-def serve_vllm(group) -> int:  # noqa: ANN001 - deployments.ServerGroup
-    from local_backend.server import LOOPBACK, _on_stop_signals, _write_state, watch_membership
+def serve_vllm(group) -> int:
+    from local_backend.server import (
+        LOOPBACK,
+        _on_stop_signals,
+        _write_state,
+        watch_membership,
+    )
     from local_backend.sources import local_path, resolve_source
 
     config = group.config()

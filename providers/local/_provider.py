@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -28,7 +26,6 @@ from cloudtune.types import (
     Checkpoint,
     CheckResult,
     Deployment,
-    DeploymentState,
     DeployOptions,
     FineTuneSpec,
     Job,
@@ -38,7 +35,14 @@ from cloudtune.types import (
 )
 from local_backend._files import files_dir
 from local_backend.deployments import DeploymentDir, valid_name
-from local_backend.jobs import ACTIVE_STATUSES, RESUMABLE_ERRORS, JobDir, new_job_id, now_iso
+from local_backend.jobs import (
+    ACTIVE_STATUSES,
+    RESUMABLE_ERRORS,
+    JobDir,
+    new_job_id,
+    now_iso,
+)
+from providers.local._serving import chat_completion, deployment_view, http_error
 
 MODEL_PREFIX = "local:"
 
@@ -105,7 +109,7 @@ class LocalProvider(Provider):
     # ------------------------------------------------------------------ errors
     def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
         if isinstance(exc, urllib.error.HTTPError):
-            return _http_error(exc)
+            return http_error(exc)
         if isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError)):
             return errors.TransientError(f"local chat server unreachable: {exc}", provider=self.name)
         if isinstance(exc, KeyError):
@@ -382,28 +386,7 @@ class LocalProvider(Provider):
     def _deployment(self, deployment: DeploymentDir) -> Deployment:
         if not deployment.exists():
             raise errors.NotFound(f"local deployment {deployment.name} does not exist", provider=self.name)
-        status = deployment.status()
-        details: dict[str, Any] = {"pid": status.pid, "port": status.port, **status.details}
-        # How to call it, without reading cloudtune's files: the base URL for the openai client
-        # and a command that prints the bearer key (the key itself is never in any output).
-        details["key_command"] = f"cat {deployment.path / 'key'}"
-        if status.endpoint_url:
-            details["base_url"] = status.endpoint_url
-        if status.error:
-            details["error"] = status.error
-        fields: dict[str, Any] = {}
-        if "run_id" in Deployment.model_fields:  # the field arrives with issue 9's core change
-            fields["run_id"] = status.run_id
-        return Deployment(
-            name=status.name,
-            model=status.model,
-            state=DeploymentState(status.state),
-            endpoint_url=status.endpoint_url,
-            provider_status=status.state,
-            managed_by_cloudtune=True,
-            details=details,
-            **fields,
-        )
+        return deployment_view(deployment)
 
     def _deploydir(self, name: str) -> DeploymentDir:
         try:
@@ -453,33 +436,8 @@ class LocalProvider(Provider):
     # -------------------------------------------------------------------- chat
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
         target = self._deploydir(deployment)
-        info = self._deployment(target)
-        if info.state != DeploymentState.READY:
-            raise errors.TransientError(
-                f"local deployment {deployment} is {info.state}" + (f": {info.details['error']}" if "error" in info.details else ""),
-                provider=self.name,
-            )
         timeout = float(params.pop("timeout", self.options.get("chat_timeout_s", 600)))
-        body = {"model": deployment, "messages": [dict(m) for m in messages], **params}
-        request = urllib.request.Request(
-            f"{info.endpoint_url}/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key()}"},
-            method="POST",
-        )
-        started = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            payload = json.loads(response.read())
-        choice = payload["choices"][0]
-        usage = payload.get("usage") or {}
-        return ChatResult(
-            content=choice["message"].get("content") or "",
-            model=payload.get("model"),
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            latency_s=time.perf_counter() - started,
-        )
+        return chat_completion(self._deployment(target), target.key(), messages, params, timeout)
 
 
 def _resumable(status: dict[str, Any]) -> bool:
@@ -488,24 +446,3 @@ def _resumable(status: dict[str, Any]) -> bool:
 
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def _http_error(exc: urllib.error.HTTPError) -> errors.CloudtuneError:
-    try:
-        message = json.loads(exc.read()).get("error", {}).get("message") or str(exc)
-    except (ValueError, AttributeError):
-        message = str(exc)
-    status = exc.code
-    kind: type[errors.CloudtuneError] = errors.ProviderError
-    if status == 401 or status == 403:
-        kind = errors.AuthError
-    elif status == 404:
-        kind = errors.NotFound
-    elif status == 409:
-        kind = errors.Conflict
-    elif status == 400:
-        kind = errors.InvalidInput
-    elif status == 429 or status >= 500:
-        kind = errors.TransientError
-    return kind(f"local chat server: {message}", provider="local", status_code=status)
-
