@@ -193,7 +193,7 @@ def print_table(report: dict[str, Any]) -> None:
           f"x {report['rounds']} rounds")
     for kind, entry in report["datasets"].items():
         print(f"\n{kind} length (mean {entry['mean_example_tokens']:.0f} tokens/example)")
-        print("  recipe   tokens/s   alloc GiB  reserved GiB  device GiB   MFU    layout")
+        print("  recipe   tokens/s   alloc GiB  reserved GiB  device GiB   MFU    layout   (CPU: device = peak RSS)")
         for name, r in entry["results"].items():
             mfu_text = "-" if r.get("mfu") is None else f"{r['mfu']:.1%}"
             print(f"  {name:7s} {r['tokens_per_s']:10.1f}  {_gib(r['max_allocated_gib']):>9s}  "

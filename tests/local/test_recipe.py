@@ -43,3 +43,17 @@ def test_auto_hyperparameters_on_cuda_use_no_lora_dropout_and_refuse_what_cannot
     for extra, device in (({"quantize": "4bit"}, "cpu"), ({"optimizer": "sgd"}, "cuda"), ({"loss_impl": "x"}, "cpu")):
         with pytest.raises(errors.ConfigError):
             build_train_config(**common, extra=extra, device=device)
+
+
+def test_cuda_optimizer_is_torch_fused_adamw_and_steps() -> None:
+    """The CUDA recipe's optimiser, built here on CPU tensors (torch's fused AdamW runs on
+    CPU too): one fused kernel for all LoRA tensors, not bitsandbytes' paged 8-bit."""
+    import torch
+
+    config = _config(learning_rate=0.1)
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = recipe.build_optimizer(recipe.choose(config, "cuda"), [parameter], config)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True
+    parameter.grad = torch.ones(3)
+    optimizer.step()
+    assert torch.all(parameter < 1)
