@@ -21,6 +21,9 @@ from local_backend.chat_format import ensure_chat_template, prompt_ids, stop_tok
 from local_backend.sources import load_model, load_tokenizer, resolve_source
 
 DEFAULT_ADAPTER = "default"
+# Without max_tokens a request may use the rest of the context, but a model that never says
+# its end-of-turn token would then hold the (single) model for minutes on a CPU: cap it.
+DEFAULT_MAX_TOKENS = 1024
 
 
 class ContextOverflow(ValueError):
@@ -150,7 +153,7 @@ class ChatModel:
                 f"{asked} tokens ({prompt_length} in the messages, {max_tokens or 0} in the completion). "
                 "Please reduce the length of the messages or completion."
             )
-        return room if max_tokens is None else max_tokens
+        return min(room, DEFAULT_MAX_TOKENS) if max_tokens is None else max_tokens
 
     def generate(
         self,

@@ -140,6 +140,10 @@ def serve_vllm(group) -> int:
         except OSError:
             pass
         time.sleep(1)
+    if stopping.is_set():  # asked to stop while vLLM was still starting
+        _stop_child(child)
+        _write_state(group, state="stopped", pid=None)
+        return 0
     served = dict(loras)
 
     def sync() -> bool:
