@@ -142,10 +142,12 @@ class OpenAIRoute:
     def region(self) -> str | None:
         """The resource's region (ARM), or None when ARM is not configured (key-only use)."""
         if self._region is None:
+            from azure.core.exceptions import ClientAuthenticationError
+
             try:
                 account = self.arm.request("GET", self._account_path(), CS_API_VERSION) or {}
-            except errors.ConfigError:
-                return None  # no subscription / resource group configured: the region is not checked
+            except (errors.ConfigError, ClientAuthenticationError):
+                return None  # ARM not configured (key-only use): the region is not checked, the service decides
             self._region = rules.normalise_region(account.get("location"))
         return self._region or None
 

@@ -164,7 +164,12 @@ class AzureProvider(Provider):
     def plan(self, spec: FineTuneSpec) -> list[str]:
         """Before anything is uploaded: refuse what the service would refuse (exit 4) and return
         the lines the user should read first (resolved model id, training type, region)."""
-        return self._route(caps.route_for_model(spec.base_model) or self.route_name()).plan(spec.base_model)
+        try:
+            return self._route(caps.route_for_model(spec.base_model) or self.route_name()).plan(spec.base_model)
+        except errors.CloudtuneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not an interface method: translated here, once
+            raise translate_error(exc) from exc
 
     def hosting_note(self, spec: FineTuneSpec) -> str | None:
         """The hourly cost of the deployment the run will make (printed before upload)."""
