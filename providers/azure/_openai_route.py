@@ -197,6 +197,9 @@ class OpenAIRoute:
         notes.append(f"Azure OpenAI training type {training_type}" + (f" in {region}" if region else "")
                      + (": runs on spare capacity; the service may pause and resume it on its own."
                         if training_type == "developerTier" else "."))
+        if training_type != "GlobalStandard":
+            notes.append(f"The estimate below uses Azure's Global training price; {training_type} training is priced "
+                         f"{'higher' if training_type == 'Standard' else 'lower'} (see the Azure OpenAI pricing page).")
         return notes
 
     # ----------------------------------------------------------------- files
