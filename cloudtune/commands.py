@@ -302,6 +302,9 @@ def describe_run(run: Run) -> list[str]:
         lines.append(f"  model:      {run.fine_tuned_model}")
     if run.deployments:
         lines.append(f"  deployment: {', '.join(run.deployments)}")
+    for name, how in run.endpoints().items():
+        key = f" (key: `{how['key_command']}`)" if how.get("key_command") else ""
+        lines.append(f"  endpoint:   {name} at {how['endpoint_url']}{key}")
     if run.smoke_test:
         lines.append(f"  smoke test: {run.smoke_test.strip()[:200]!r}")
     if run.evaluation:

@@ -285,6 +285,8 @@ def run_document(run: Any, **extra: Any) -> dict[str, Any]:
         "fine_tuned_model": run.fine_tuned_model,
         "deployment": run.deployments[-1] if run.deployments else None,
         "deployments": list(run.deployments),
+        "endpoint_url": (run.endpoints().get(run.live_deployment() or "") or {}).get("endpoint_url"),
+        "endpoints": run.endpoints(),
         "training_file_id": run.training_file_id,
         "validation_file_id": run.validation_file_id,
         "smoke_test": run.smoke_test,

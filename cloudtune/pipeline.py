@@ -344,6 +344,10 @@ class Pipeline(UploadSteps):
             on_update=lambda d: self.reporter.deployment(run, d),
         )
         assert ready is not None
+        # how to call it, kept with the record so status and --json can say it without the provider
+        resource.endpoint_url = ready.endpoint_url
+        resource.key_command = (ready.details or {}).get("key_command")
+        self.ledger.save(run)
         return deployment.name
 
     def _refuse_deployment_name(self, run: Run, name: str, serves: str | None, detail: str | None = None) -> None:

@@ -319,6 +319,8 @@ class Resource(_Model):
     state: ResourceState = ResourceState.INTENDED
     provider: str | None = None
     note: str | None = None     # why foreign, how it went
+    endpoint_url: str | None = None   # deployments: the base URL an OpenAI client points at
+    key_command: str | None = None    # deployments: a command that prints the key (never the key)
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -439,6 +441,12 @@ class Run(_Model):
     @property
     def foreign(self) -> list[str]:
         return [f"{r.ref} ({r.note})" if r.note else r.ref for r in self.resources if r.state == ResourceState.FOREIGN]
+
+    def endpoints(self) -> dict[str, dict[str, str | None]]:
+        """Each live deployment's base URL and the command that prints its key, where known."""
+        return {r.id or r.name or "": {"endpoint_url": r.endpoint_url, "key_command": r.key_command}
+                for r in self.resources if r.kind == ResourceKind.DEPLOYMENT and r.state == ResourceState.OWNED
+                and r.endpoint_url}
 
     def live_deployment(self) -> str | None:
         """The deployment to talk to (smoke test, evaluation, compare): the newest owned one."""

@@ -56,5 +56,25 @@ def test_resume_restarts_a_killed_worker_and_finishes_the_run(tmp_path: Path) ->
         assert final["fine_tuned_model"] == f"local:{doc['job_id']}"
         assert "restarting it from its latest checkpoint" in resumed.stderr
         assert len(list((home / "local" / "jobs").iterdir())) == 1
+
+        # the deployment says how to call it: base URL in --json and status, the key by a command
+        deployed = _cli(home, "deploy", doc["run_id"], "--json")
+        assert deployed.returncode == 0, deployed.stderr
+        url = json.loads(deployed.stdout)["endpoint_url"]
+        assert url and url.startswith("http://127.0.0.1:")
+        shown = _cli(home, "status", doc["run_id"], "--offline").stdout
+        endpoint_line = next(line for line in shown.splitlines() if line.strip().startswith("endpoint:"))
+        assert url in endpoint_line
+        key_command = endpoint_line.split("(key: `", 1)[1].rstrip(")`")
+        key = subprocess.run(key_command, shell=True, capture_output=True, text=True, check=True).stdout.strip()
+        assert key and key not in shown + deployed.stdout + deployed.stderr
+        import openai
+
+        client = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
+        name = json.loads(deployed.stdout)["deployment"]
+        answer = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=4)
+        assert answer.choices[0].message.content is not None
+        assert _cli(home, "cleanup", doc["run_id"]).returncode == 0
     finally:
         stop_recorded_processes(home)
