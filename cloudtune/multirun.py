@@ -88,16 +88,16 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
     from cloudtune.cli import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     out: list[str] = []
-    for action in sub.choices["run"]._actions:  # noqa: SLF001
+    for action in sub.choices["run"]._actions:
         if not action.option_strings or action.dest in _OWN_FLAGS:
             continue
         value = getattr(args, action.dest, None)
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # noqa: SLF001
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             if value is not None and value == action.const and value != action.default:
                 out.append(action.option_strings[-1] if len(action.option_strings) > 1 else action.option_strings[0])
-        elif isinstance(action, argparse._AppendAction):  # noqa: SLF001
+        elif isinstance(action, argparse._AppendAction):
             for item in value or []:
                 out += [action.option_strings[0], str(item)]
         elif value is not None and value != action.default:

@@ -11,7 +11,13 @@ prompts), :mod:`~cloudtune.compare.runner` (asking targets), :mod:`~cloudtune.co
 """
 
 from cloudtune.compare.evalset import EvalExample, load_eval_file
-from cloudtune.compare.runner import Answer, Target, TargetReport, evaluate_deployment, evaluate_target
+from cloudtune.compare.runner import (
+           Answer,
+           Target,
+           TargetReport,
+           evaluate_deployment,
+           evaluate_target,
+)
 
 __all__ = ["Answer", "EvalExample", "Target", "TargetReport", "evaluate_deployment", "evaluate_target",
            "load_eval_file"]

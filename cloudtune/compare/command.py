@@ -13,7 +13,7 @@ import argparse
 import hashlib
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,12 @@ from cloudtune.compare.judge import JUDGE_DECODING, judge_pair
 from cloudtune.compare.metrics import ROUGE_VARIANT
 from cloudtune.compare.report import Comparison, render_terminal
 from cloudtune.compare.runfacts import live_deployment, run_facts
-from cloudtune.compare.runner import DECODING, Target, default_concurrency, evaluate_target
+from cloudtune.compare.runner import (
+    DECODING,
+    Target,
+    default_concurrency,
+    evaluate_target,
+)
 from cloudtune.output import emit_json, say
 
 if TYPE_CHECKING:
@@ -36,9 +41,9 @@ if TYPE_CHECKING:
 class BaseDeployments:
     """Base-model deployments made for this comparison; removed when it ends."""
 
-    made: list[tuple["Provider", str]] = field(default_factory=list)
+    made: list[tuple[Provider, str]] = field(default_factory=list)
 
-    def name_for(self, run: "Run", provider: "Provider") -> str:
+    def name_for(self, run: Run, provider: Provider) -> str:
         from cloudtune.poller import wait_for_deployment
         from cloudtune.types import DeploymentState
 
@@ -69,7 +74,7 @@ class BaseDeployments:
                 say(f"cloudtune: could not remove the comparison's base deployment {name}: {exc}")
 
 
-def _price(run: "Run", *, fine_tuned: bool) -> tuple[tuple[float, float] | None, str]:
+def _price(run: Run, *, fine_tuned: bool) -> tuple[tuple[float, float] | None, str]:
     from cloudtune.catalog import inference_price_for
 
     if run.provider == "local":
@@ -80,12 +85,12 @@ def _price(run: "Run", *, fine_tuned: bool) -> tuple[tuple[float, float] | None,
     return (found[0], found[1]), f"USD {found[0]}/{found[1]} per 1M in/out tokens ({found[2]}, {found[3]})"
 
 
-def _prefixes(runs: list["Run"]) -> list[str]:
+def _prefixes(runs: list[Run]) -> list[str]:
     providers = [r.provider for r in runs]
     return [r.provider if providers.count(r.provider) == 1 else f"{r.provider}-{r.run_id[-4:]}" for r in runs]
 
 
-def _judge_target(spec: str, ledger: Any, opened: list["Provider"]) -> Target:
+def _judge_target(spec: str, ledger: Any, opened: list[Provider]) -> Target:
     """``--judge RUN`` (that run's deployment) or ``--judge PROVIDER:DEPLOYMENT``."""
     from cloudtune import registry
     from cloudtune.pipeline import provider_for
@@ -173,7 +178,7 @@ def build_comparison(args: argparse.Namespace) -> Comparison:
         "few_shot": {"k": few_shot, "seed": FEW_SHOT_SEED} if few_shot else None,
         "baseline": "base" if with_base else None,
         "judge": {"target": args.judge, "decoding": JUDGE_DECODING} if getattr(args, "judge", None) else None,
-        "concurrency": args.concurrency, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "concurrency": args.concurrency, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return comparison
 

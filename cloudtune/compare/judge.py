@@ -87,7 +87,7 @@ def judge_pair(judge: Target, examples: list[EvalExample], target: TargetReport,
             first, second = (mine.text, theirs.text) if target_first else (theirs.text, mine.text)
             prompt = judge_prompt(examples[index], first or "", second or "")
             try:
-                reply = call_with_retries(lambda: judge.provider.chat(judge.deployment, prompt, **JUDGE_DECODING),
+                reply = call_with_retries(lambda p=prompt: judge.provider.chat(judge.deployment, p, **JUDGE_DECODING),
                                           sleep=sleep, translate=judge.provider.translate_error)
                 verdict = parse_verdict(reply.content)
             except Exception:  # noqa: BLE001 - counted as a failed judgement, the report goes on

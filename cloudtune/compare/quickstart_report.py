@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from cloudtune.types import Run
 
 
-def compare_base_and_fine_tuned(run: "Run", provider: "Provider", base_deployment: str,
+def compare_base_and_fine_tuned(run: Run, provider: Provider, base_deployment: str,
                                 **chat_params: Any) -> tuple[Comparison, Path]:
     """Ask the base and the fine-tuned deployment the run's eval questions; write the report
     under CLOUDTUNE_HOME/reports/<run id>/ and return it with its report.html path."""

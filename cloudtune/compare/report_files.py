@@ -159,8 +159,8 @@ def _failure_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 def _sections(comparison: Comparison) -> list[tuple[str, tuple[list[str], list[list[str]]] | list[str]]]:
     settings = comparison.settings
-    notes = [f"Eval file: {settings.get('eval_file')} ({settings.get('examples')} examples, "
-             f"sha256 {str(settings.get('eval_sha256'))[:12]})",
+    notes = [(f"Eval file: {settings.get('eval_file')} ({settings.get('examples')} examples, "
+              f"sha256 {str(settings.get('eval_sha256'))[:12]})"),
              f"Decoding (every target): {json.dumps(settings.get('decoding'))}",
              f"ROUGE-L: {metrics.ROUGE_VARIANT}",
              f"Intervals: {settings.get('bootstrap')}; a difference whose interval holds 0 is within noise.",

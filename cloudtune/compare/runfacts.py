@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 EVENT_PAGES = 200  # at most 20,000 events read per run
 
 
-def live_deployment(run: "Run") -> str | None:
+def live_deployment(run: Run) -> str | None:
     """The run's current deployment name, for both shapes of run records: the typed
     ``resources`` list (issue 9) and the older ``deployments`` list of names."""
     accessor = getattr(run, "live_deployment", None)
@@ -52,7 +52,7 @@ class RunFacts:
         return asdict(self)
 
 
-def _events(provider: "Provider", job_id: str) -> list[Any]:
+def _events(provider: Provider, job_id: str) -> list[Any]:
     out: list[Any] = []
     cursor = None
     for _ in range(EVENT_PAGES):
@@ -81,7 +81,7 @@ def _curves(events: list[Any]) -> tuple[list[tuple[float, float]], list[tuple[fl
     return sorted(train.items()), sorted(valid.items())
 
 
-def run_facts(run: "Run", provider: "Provider") -> RunFacts:
+def run_facts(run: Run, provider: Provider) -> RunFacts:
     """Figures of ``run``; anything the provider cannot tell is left None and noted."""
     from cloudtune.catalog import lookup_model, price_for
 

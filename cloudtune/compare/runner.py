@@ -29,7 +29,7 @@ def default_concurrency(provider_name: str) -> int:
 @dataclass
 class Target:
     label: str
-    provider: "Provider"
+    provider: Provider
     deployment: str
     kind: str = "fine-tuned"  # fine-tuned | base | few-shot | deployment
     provider_name: str = ""
@@ -133,7 +133,7 @@ def evaluate_target(target: Target, examples: list[EvalExample], *, concurrency:
     return TargetReport(target.label, answers, target)
 
 
-def evaluate_deployment(provider: "Provider", deployment: str, eval_file: Path, **chat_params: Any) -> TargetReport:
+def evaluate_deployment(provider: Provider, deployment: str, eval_file: Path, **chat_params: Any) -> TargetReport:
     """What ``cloudtune run`` with ``eval`` records: one deployment on one eval file."""
     target = Target(deployment, provider, deployment, provider_name=getattr(provider, "name", ""))
     return evaluate_target(target, load_eval_file(eval_file), **chat_params)

@@ -47,7 +47,7 @@ class OpenAISession:
         return env
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.env(),
+        return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.env(), check=False,
                               capture_output=True, text=True, timeout=timeout)
 
     def control(self, path: str, body: Any = None) -> Any:

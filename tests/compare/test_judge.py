@@ -21,7 +21,7 @@ RIGHT = TargetReport("fine-tuned", [Answer(i, f"City {i}.", 0.1, scores={}) for 
 WRONG = TargetReport("base", [Answer(i, "I do not know.", 0.1, scores={}) for i in range(5)])
 
 
-def _judge(provider, emulated: Emulated, tmp_path: Path, verdict) -> Target:  # type: ignore[no-untyped-def]
+def _judge(provider, emulated: Emulated, tmp_path: Path, verdict) -> Target:  # type: ignore[no-untyped-def]  # noqa: F811
     """A fine-tune on the OpenAI emulator that answers each judge prompt with ``verdict(target_first)``."""
     rows = []
     for example, right, wrong in zip(EXAMPLES, RIGHT.answers, WRONG.answers):

@@ -8,7 +8,14 @@ import pytest
 
 from cloudtune.catalog import inference_price_for
 from cloudtune.compare.bootstrap import paired_bootstrap
-from cloudtune.compare.metrics import exact_match, inference_cost, normalise, percentile, rouge_l, token_f1
+from cloudtune.compare.metrics import (
+    exact_match,
+    inference_cost,
+    normalise,
+    percentile,
+    rouge_l,
+    token_f1,
+)
 
 
 def test_rouge_l_matches_lin_2004_worked_example() -> None:

@@ -50,7 +50,7 @@ def _cli(hosts: dict[str, Any], home: Path, *args: str, timeout: float = 600) ->
     env = hosts["openai"].env(CLOUDTUNE_HOME=str(home), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env = {k: v for k, v in env.items() if not k.startswith("AZURE_")}
     env.update(hosts["azure"].env)
-    return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=hosts["tmp"], env=env,
+    return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=hosts["tmp"], env=env, check=False,
                           capture_output=True, text=True, timeout=timeout)
 
 
