@@ -436,7 +436,10 @@ class Run(_Model):
 
     @property
     def deleted(self) -> list[str]:
-        return [r.ref for r in self.resources if r.state == ResourceState.DELETED]
+        """What this run's cleanups deleted, in the order they deleted it."""
+        ordered = [ref for record in self.cleanups for ref in record.deleted]
+        gone = [r.ref for r in self.resources if r.state == ResourceState.DELETED and r.ref not in ordered]
+        return list(dict.fromkeys(ordered)) + gone
 
     @property
     def foreign(self) -> list[str]:
