@@ -25,6 +25,7 @@ from cloudtune.types import (
     ResourceKind,
     ResourceState,
     Run,
+    Step,
 )
 
 if TYPE_CHECKING:
@@ -231,10 +232,14 @@ def delete_model_safely(
 
 
 def undone_by_cleanup(run: Run) -> str | None:
-    """Why ``resume`` cannot finish ``run`` (its model was deleted by a cleanup), or ``None``."""
+    """Why ``resume`` cannot report ``run`` as finished - its model was deleted by a cleanup - or
+    ``None``. A finished run whose own ``--cleanup always`` policy deleted the model did what it was
+    asked; a model deleted by a later ``cloudtune cleanup`` (or a failed run's policy) was undone."""
     model = run.resource(ResourceKind.MODEL, id=run.fine_tuned_model) if run.fine_tuned_model else None
-    if model is not None and model.state == ResourceState.DELETED:
-        when = next((c for c in reversed(run.cleanups) if model.ref in c.deleted or model.ref in c.gone), None)
-        how = f" by a cleanup ({when.reason}, {when.at:%Y-%m-%d %H:%M} UTC)" if when else ""
-        return f"its model {run.fine_tuned_model} was deleted{how}"
-    return None
+    if model is None or model.state != ResourceState.DELETED:
+        return None
+    when = next((c for c in reversed(run.cleanups) if model.ref in c.deleted or model.ref in c.gone), None)
+    if run.step == Step.DONE and when is not None and when.reason == "policy always":
+        return None
+    how = f" by a cleanup ({when.reason}, {when.at:%Y-%m-%d %H:%M} UTC)" if when else ""
+    return f"its model {run.fine_tuned_model} was deleted{how}"

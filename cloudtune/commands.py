@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
+from cloudtune.cleanup import undone_by_cleanup
 from cloudtune.config import build_spec, parse_duration
 from cloudtune.ledger import Ledger, cloudtune_home
 from cloudtune.locks import RunLock, is_locked_elsewhere
@@ -134,7 +135,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if args.cleanup:
             run.spec.cleanup = CleanupPolicy(args.cleanup)
         run.spec.wait = True
-        if run.step == Step.DONE and run.status == "succeeded":
+        if run.step == Step.DONE and run.status == "succeeded" and not undone_by_cleanup(run):
             return _finish(args, run, make_reporter("plain"))
         run.status = "active"
         return _drive(args, ledger, run, unpause=True)

@@ -108,7 +108,7 @@ class Pipeline(UploadSteps):
         (status ``failed``), not an exception. Raises for everything else (timeouts included),
         with the ledger up to date. The first error keeps its message and exit code; a cleanup
         that fails after it is reported beside it."""
-        undone = undone_by_cleanup(run) if run.step != Step.DONE else None
+        undone = undone_by_cleanup(run)
         if undone:
             raise errors.WorkUndone(
                 f"Run {run.run_id} cannot be finished: {undone}. Deleted so far: "

@@ -165,3 +165,19 @@ def test_resume_on_a_machine_that_never_saw_the_run_rebuilds_it_from_the_provide
     assert doc["status"] == "succeeded" and doc["job_id"] == started["job_id"]
     assert doc["training_file_id"] == started["training_file_id"]
     assert len(_jobs_of(cli, started["run_id"])) == 1 and len(cli.state()["files"]) == 1
+
+
+def test_resume_after_a_later_cleanup_of_a_finished_run_is_not_success(cli: CLI) -> None:
+    done = _doc(cli.run_memory("--json"))
+    assert cli("cleanup", done["run_id"]).returncode == 0
+    resumed = cli("resume", done["run_id"], "--json")
+    assert resumed.returncode == 1, resumed.stderr
+    assert "was deleted" in resumed.stderr and f"model:{done['fine_tuned_model']}" in resumed.stderr
+
+
+def test_resume_of_a_run_whose_own_policy_cleaned_up_says_so_and_succeeds(cli: CLI) -> None:
+    done = _doc(cli.run_memory("--cleanup", "always", "--json"))
+    assert cli.state()["models"] == [] and cli.state()["files"] == {}
+    resumed = cli("resume", done["run_id"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "cleanup:" in resumed.stdout and "policy always" in resumed.stdout
