@@ -27,14 +27,10 @@ def hold_upload(ctx: Ctx, process: subprocess.Popen[str]) -> Callable[[], None]:
 
 
 def hold_file_processing(ctx: Ctx, process: subprocess.Popen[str]) -> Callable[[], None]:
-    new = ctx.wait_for("the upload to be stored (still processing)", lambda: _new(ctx, "file"), process=process)
-
-    def processed() -> None:
-        with ctx.target.app.lock:
-            for file_id in new:
-                if file_id in ctx.target.app.files:
-                    ctx.target.app.files[file_id].ready_at = 0.0
-    return processed
+    # the upload was stored and answered; the run's look at the file (is it processing / in
+    # error?) is held, so the signal lands after the upload and before the job exists
+    ctx.wait_hit("latency:GET /v1/files/", process)
+    return lambda: None
 
 
 def hold_create(ctx: Ctx, process: subprocess.Popen[str]) -> Callable[[], None]:
@@ -75,7 +71,8 @@ def hold_cleanup(ctx: Ctx, process: subprocess.Popen[str]) -> Callable[[], None]
 STEPS: dict[str, tuple[Callable[[Ctx], None], Callable[[Ctx, subprocess.Popen[str]], Callable[[], None]], tuple]] = {
     "upload": (lambda ctx: ctx.target.faults({"route": route(UPLOAD, ctx), "kind": "latency", "after": True,
                                                 "latency_s": HOLD_S}), hold_upload, ()),
-    "file-processing": (lambda ctx: ctx.target.set_timings(file_processing_s=100000.0), hold_file_processing, ()),
+    "file-processing": (lambda ctx: ctx.target.set_timings(file_processing_s=100000.0) or ctx.target.faults(
+        {"route": r"GET /v1/files/[^/]+$", "kind": "latency", "latency_s": HOLD_S}), hold_file_processing, ()),
     "create": (lambda ctx: ctx.target.faults({"route": route(CREATE, ctx), "kind": "latency", "after": True,
                                                 "latency_s": HOLD_S}), hold_create, ()),
     "wait": (lambda ctx: ctx.target.hold_jobs(), hold_wait, ()),

@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,13 @@ class Target:
         with self.app.lock:
             store = self.app.store
             if job_key in store.ft_jobs:
-                store.ft_jobs[job_key].update(status="failed", finished_at=int(self.app.now),
-                                              error={"code": code, "message": message, "param": "training_file"})
+                job = store.ft_jobs[job_key]
+                job.update(status="failed", finished_at=int(self.app.now),
+                           error={"code": code, "message": message, "param": "training_file"})
+                # the service says so in the job's events too (pollers follow the events)
+                job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{uuid.uuid4().hex}",
+                                      "created_at": int(self.app.now), "level": "error", "message": message,
+                                      "type": "message", "data": None})
             else:
                 store.forced_status[job_key.split("/", 1)[-1]] = "Failed"
 
