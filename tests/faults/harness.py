@@ -142,8 +142,12 @@ class Ctx:
             out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             process.kill()
-            process.communicate()
-            raise ScenarioFailed(f"`{' '.join(map(str, process.args[1:3]))}` did not end in {timeout:.0f}s") from exc
+            out, err = process.communicate()
+            said = [line.strip() for line in (err + out).splitlines() if line.strip()][-2:]
+            if os.environ.get("CLOUDTUNE_FAULTS_TRACE"):
+                print(err[-4000:], file=sys.stderr, flush=True)
+            raise ScenarioFailed(f"`{' '.join(map(str, process.args[len(CLI):len(CLI) + 2]))}` did not end in "
+                                 f"{timeout:.0f}s; its last words: {' | '.join(said)[-300:]}") from exc
         return Result(tuple(map(str, process.args[len(CLI):])), process.returncode, out, err)
 
     def signal(self, process: subprocess.Popen[str], sig: int) -> Result:
