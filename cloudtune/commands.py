@@ -21,22 +21,47 @@ from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.types import CleanupPolicy, JobState, Run, Step
 
 
+class Signalled(KeyboardInterrupt):
+    """What the signal handler raises. A ``KeyboardInterrupt`` (not an ``Exception``) on purpose:
+    the signal can land inside SDK code whose ``except Exception`` would otherwise swallow it (and
+    retry), leaving a SIGTERMed process waiting on. :func:`interruptible` turns it into
+    :class:`errors.Interrupted` once it has unwound to our code."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal_name = signal.Signals(signum).name
+
+    def as_error(self) -> errors.Interrupted:
+        return errors.Interrupted(f"Interrupted by {self.signal_name}.",
+                                  hint="`cloudtune resume RUN` continues where it stopped.")
+
+
+def as_interrupted(exc: BaseException) -> errors.Interrupted:
+    if isinstance(exc, errors.Interrupted):
+        return exc
+    if isinstance(exc, Signalled):
+        return exc.as_error()
+    return errors.Interrupted("Interrupted.", hint="`cloudtune resume RUN` continues where it stopped.")
+
+
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """First SIGINT/SIGTERM raises :class:`Interrupted` (the run records it and applies its
-    cleanup policy); a second one exits at once - the ledger is consistent at any instant."""
+    """First SIGINT/SIGTERM interrupts the command (the run records it and applies its cleanup
+    policy) as :class:`errors.Interrupted`; a second one exits at once - the ledger is consistent
+    at any instant."""
     count = {"n": 0}
 
     def handler(signum: int, frame: Any) -> None:
         count["n"] += 1
         if count["n"] > 1:
             os._exit(errors.EXIT_INTERRUPTED)
-        raise errors.Interrupted(f"Interrupted by {signal.Signals(signum).name}.",
-                                 hint="`cloudtune resume RUN` continues where it stopped.")
+        raise Signalled(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except Signalled as exc:
+        raise exc.as_error() from None
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -66,10 +91,11 @@ def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool 
         with interruptible():
             try:
                 pipeline.run(run)
-            except errors.Interrupted as exc:
-                reporter.warn(str(exc))
+            except (errors.Interrupted, KeyboardInterrupt) as exc:
+                interrupted = as_interrupted(exc)
+                reporter.warn(str(interrupted))
                 _on_interrupt(pipeline, run, reporter)
-                raise
+                raise interrupted from None
     except errors.CloudtuneError as exc:
         reporter.close()
         if args.json:
