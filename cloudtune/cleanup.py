@@ -85,14 +85,7 @@ def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = T
 
 
 def _report(pipeline: "Pipeline", run: Run, record: CleanupRecord) -> None:
-    parts = []
-    if record.deleted:
-        parts.append("deleted " + ", ".join(record.deleted))
-    if record.gone:
-        parts.append("already gone " + ", ".join(record.gone))
-    if record.skipped:
-        parts.append("left alone " + ", ".join(record.skipped))
-    pipeline.reporter.step(run, "Cleanup: " + ("; ".join(parts) if parts else "nothing of this run to delete"))
+    pipeline.reporter.step(run, "Cleanup: " + record.summary())
 
 
 def _delete_one(pipeline: "Pipeline", run: Run, resource: Resource, record: CleanupRecord) -> None:

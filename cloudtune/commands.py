@@ -320,6 +320,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     return compare_runs(args)
 
+
 def describe_run(run: Run) -> list[str]:
     """The plain-text summary every run-level command prints."""
     lines = [f"run {run.run_id}: {run.status} (step {run.step})"]
@@ -338,14 +339,7 @@ def describe_run(run: Run) -> list[str]:
         e = run.evaluation
         lines.append(f"  evaluation: exact match {e['exact_match']:.0%}, token F1 {e['token_f1']:.2f} on {e['examples']}")
     for record in run.cleanups:
-        parts = [f"deleted {', '.join(record.deleted)}" if record.deleted else "deleted nothing"]
-        if record.gone:
-            parts.append(f"already gone {', '.join(record.gone)}")
-        if record.skipped:
-            parts.append(f"left alone {', '.join(record.skipped)}")
-        if record.errors:
-            parts.append(f"failed {'; '.join(record.errors)}")
-        lines.append(f"  cleanup:    {record.at:%Y-%m-%d %H:%M} ({record.reason}): {'; '.join(parts)}")
+        lines.append(f"  cleanup:    {record.at:%Y-%m-%d %H:%M} ({record.reason}): {record.summary()}")
     if run.foreign:
         lines.append(f"  not ours:   {', '.join(run.foreign)} (never deleted by this run)")
     if run.error:

@@ -33,6 +33,7 @@ def _sample(name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from cloudtune.commands import interruptible
+    from cloudtune.locks import RunLock
     from cloudtune.compare.quickstart_report import compare_base_and_fine_tuned
     from cloudtune.ledger import Ledger
     from cloudtune.pipeline import Pipeline, provider_for
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     reporter = make_reporter(mode)
     ledger = Ledger()
     run_ = ledger.create_run(spec)
+    lock = RunLock(run_.run_id).acquire()  # one driver per run: the ledger is written under its lock
     say(f"quickstart run {run_.run_id}: fine-tuning {BASE_MODEL} on {spec.training_file} (CPU, offline)")
     provider = provider_for(run_)
     pipeline = Pipeline(ledger, provider, reporter)
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             provider.undeploy(base_name)
             pipeline.cleanup(run_)
         provider.close()
+        lock.release()
     elapsed = time.monotonic() - started
     if args.json:
         emit_json({"run_id": run_.run_id, "provider": "local", "job_id": run_.job_id, "state": str(run_.job_state),

@@ -338,6 +338,17 @@ class CleanupRecord(_Model):
     skipped: list[str] = Field(default_factory=list)   # "kind:id (why)": foreign, job still active...
     errors: list[str] = Field(default_factory=list)
 
+    def summary(self) -> str:
+        """One line: what was deleted, already gone, left alone (not this run's) and what failed."""
+        parts = [f"deleted {', '.join(self.deleted)}"] if self.deleted else []
+        if self.gone:
+            parts.append(f"already gone {', '.join(self.gone)}")
+        if self.skipped:
+            parts.append(f"left alone {', '.join(self.skipped)}")
+        if self.errors:
+            parts.append(f"failed {'; '.join(self.errors)}")
+        return "; ".join(parts) or "nothing of this run to delete"
+
 
 class RemoteFile(_Model):
     id: str
