@@ -258,8 +258,9 @@ def wait_for_deployment(
             if deployment.state == DeploymentState.READY:
                 return deployment
             if deployment.state in (DeploymentState.FAILED, DeploymentState.DELETED, DeploymentState.DELETING):
+                detail = deployment.details.get("error") or deployment.provider_status or "no detail"
                 raise errors.ProviderError(
-                    f"Deployment {name} is {deployment.state} ({deployment.provider_status or 'no detail'}).",
+                    f"Deployment {name} is {deployment.state} ({detail}).",
                     hint="Check the provider's portal for the reason; `cloudtune undeploy RUN` removes it.",
                     provider=provider.name,
                 )

@@ -61,6 +61,16 @@ def _write_secret(path: Path, value: str) -> None:
         handle.write(value)
 
 
+def _log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a server's log (it holds no headers and no key), for the error a
+    user sees when the server is gone: why it went is usually there."""
+    try:
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; {path} ends: " + " | ".join(line.strip() for line in tail) if tail else ""
+
+
 class ServerGroup:
     """One server process: a base model and a backend (``builtin`` or ``vllm``)."""
 
@@ -233,6 +243,8 @@ class DeploymentDir:
         elif server.get("state") == "failed" or not alive:
             state = "failed"
             error = server.get("error") or "the chat server process is not running"
+            if group:
+                error += _log_tail(group.path / "server.log")
         details: dict[str, Any] = {"server_group": record.get("group"), "backend": record.get("backend", "builtin")}
         if server.get("memory"):
             details["memory"] = server["memory"]

@@ -25,9 +25,6 @@ def deployment_view(deployment: DeploymentDir) -> Deployment:
         details["base_url"] = status.endpoint_url
     if status.error:
         details["error"] = status.error
-    fields: dict[str, Any] = {}
-    if "run_id" in Deployment.model_fields:  # the field arrives with issue 9's core change
-        fields["run_id"] = status.run_id
     return Deployment(
         name=status.name,
         model=status.model,
@@ -36,7 +33,7 @@ def deployment_view(deployment: DeploymentDir) -> Deployment:
         provider_status=status.state,
         managed_by_cloudtune=True,
         details=details,
-        **fields,
+        run_id=status.run_id,
     )
 
 

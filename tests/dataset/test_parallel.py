@@ -213,17 +213,26 @@ def _range_result(lines: int, *, fatal: str | None = None):
     return RangeResult(sink=ProblemSink(), stats=FileStats(), facts=facts, fingerprints=table)
 
 
-def test_run_ranges_collects_every_child_and_reaps_it():
+def test_run_ranges_collects_every_child_and_reaps_it(tmp_path):
     import os
 
     from cloudtune.dataset._parallel import run_ranges
 
+    def scan_range(start, end):
+        (tmp_path / f"pid-{start}").write_text(str(os.getpid()))
+        return _range_result(start + 5)
+
     ranges = [(0, 10), (10, 20), (20, 30)]
-    results = run_ranges(ranges, lambda start, end: _range_result(start + 5))
+    results = run_ranges(ranges, scan_range)
     assert [r.facts.lines for r in results] == [5, 15, 25]
     assert [len(r.fingerprints[0]) for r in results[1:]] == [15, 25]  # entries arrived intact
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # no child left behind
+    # The ranges after the first ran in children, and each was reaped. Asked pid by pid:
+    # a long pytest session has other children (servers started by other tests).
+    children = [int((tmp_path / f"pid-{start}").read_text()) for start, _ in ranges[1:]]
+    assert os.getpid() not in children and len(set(children)) == 2
+    for pid in children:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # not a child any more: already reaped
 
 
 @pytest.mark.parametrize("failure", ["raises", "dies", "fatal"])
