@@ -3,8 +3,9 @@
 
 Each provider gets its own ``cloudtune run`` child process, so each run keeps its own id,
 lock and ledger record exactly as if started alone, and a crash of one cannot touch the
-others. At most ``--max-parallel`` children run at once. Their progress lines are shown
-side by side, prefixed with the provider. A provider that refuses the spec (a model it
+others. At most ``--max-parallel`` children run at once. On a terminal their progress is one
+live table, a row per provider (``multirun_view``); in CI logs their lines are printed
+prefixed with the provider. A provider that refuses the spec (a model it
 does not offer, a retired base) is reported and the others go on. When the spec has an
 eval file, the runs that succeeded are compared at the end (``cloudtune compare``).
 
@@ -15,6 +16,7 @@ in the order the providers were given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
-from cloudtune.output import emit_json, say
+from cloudtune.output import choose_mode, emit_json, say
 
 MAX_PARALLEL = 4
 _RUN_LINE = re.compile(r"^run (\S+): ")
@@ -118,8 +120,15 @@ class Child:
         return self.code not in (0, None) and self.run_id is None
 
 
-def _drive_child(child: Child, lock: threading.Lock, quiet: bool) -> Child:
+def _drive_child(child: Child, lock: threading.Lock, quiet: bool, board: Any = None) -> Child:
+    """Run one child to its end. Its lines go to the live board (a terminal), or are printed
+    prefixed with its provider (CI logs), or nowhere (``--json``: the result says it all)."""
+    from cloudtune.multirun_view import PROGRESS_ENV
+
     env = {**os.environ, "CLOUDTUNE_PLAIN": "1"}
+    env.pop(PROGRESS_ENV, None)
+    if board is not None:
+        env[PROGRESS_ENV] = "jsonl"
     process = subprocess.Popen(child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                bufsize=1)
     assert process.stdout is not None
@@ -129,10 +138,15 @@ def _drive_child(child: Child, lock: threading.Lock, quiet: bool) -> Child:
         if match and child.run_id is None:
             child.run_id = match.group(1)
         child.last_lines = [*child.last_lines[-19:], line]
-        if not quiet:
+        if board is not None:
+            board.line(child.provider, line)
+        elif not quiet:
             with lock:
                 say(f"[{child.provider:<7}] {line}")
     child.code = process.wait()
+    if board is not None:
+        child.run_id = child.run_id or board.board.views[child.provider].run_id
+        board.finished(child.provider, child.code)
     return child
 
 
@@ -158,8 +172,16 @@ def run_many(args: argparse.Namespace) -> int:
         say(f"Starting {len(children)} runs ({', '.join(providers)}), at most "
             f"{args.max_parallel or MAX_PARALLEL} at a time")
     lock = threading.Lock()
-    with ThreadPoolExecutor(max_workers=max(1, args.max_parallel or MAX_PARALLEL)) as pool:
-        list(pool.map(lambda c: _drive_child(c, lock, args.json), children))
+    board = None
+    if choose_mode(args.json) == "rich":  # a terminal: the runs side by side in one live table
+        from cloudtune.multirun_view import Board, LiveBoard
+
+        board = LiveBoard(Board(providers))
+    with contextlib.ExitStack() as stack:
+        if board is not None:
+            stack.enter_context(board)
+        with ThreadPoolExecutor(max_workers=max(1, args.max_parallel or MAX_PARALLEL)) as pool:
+            list(pool.map(lambda c: _drive_child(c, lock, args.json, board), children))
     return _finish(args, children, Ledger())
 
 

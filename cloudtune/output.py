@@ -266,6 +266,10 @@ def how_to_call(deployment: Any) -> str:
 
 
 def make_reporter(mode: str, *, lines: bool = False) -> PlainReporter:
+    if mode == "plain" and os.environ.get("CLOUDTUNE_PROGRESS") == "jsonl":
+        # a child of a multi-provider run whose parent draws the side-by-side board
+        # (cloudtune/multirun_view.py): progress as JSON lines, everything else unchanged
+        return JsonReporter(lines=True)
     if mode == "json":
         return JsonReporter(lines=lines)
     if mode == "rich":

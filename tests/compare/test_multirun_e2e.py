@@ -161,3 +161,55 @@ def test_model_map_without_this_provider_is_exit_2(hosts: dict[str, Any], data: 
     config.write_text(f"model: {{openai: gpt-4o-mini}}\ntrain: {data['train']}\n")
     done = _cli(hosts, tmp_path / "home", "run", str(config), "--provider", "local")
     assert done.returncode == 2 and "no model for provider local" in done.stderr
+
+
+def test_on_a_terminal_the_runs_are_one_live_table_a_row_per_provider(hosts: dict[str, Any], data: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    import pty
+    import re
+    import select
+
+    config = tmp_path / "two.yaml"
+    config.write_text(f"providers: [azure, openai]\nmodel: {{azure: gpt-4o-mini-2024-07-18, openai: gpt-4o-mini}}\n"
+                      f"train: {data['train']}\n")
+    env = hosts["openai"].env(CLOUDTUNE_HOME=str(tmp_path / "home"), COLUMNS="200", TERM="xterm")
+    env = {k: v for k, v in env.items() if not k.startswith("AZURE_") and k not in ("CI", "CLOUDTUNE_PLAIN")}
+    env.update(hosts["azure"].env)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "cloudtune", "run", str(config), "--no-deploy"], cwd=hosts["tmp"],
+                               env=env, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    screen = b""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if select.select([controller], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif process.poll() is not None:
+            break
+    os.close(controller)
+    assert process.wait(timeout=30) == 0, screen[-3000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+
+    from cloudtune.ledger import Ledger
+
+    os.environ["CLOUDTUNE_HOME"] = str(tmp_path / "home")
+    try:
+        runs = {run.provider: run for run in Ledger().list_runs()}
+    finally:
+        del os.environ["CLOUDTUNE_HOME"]
+    assert sorted(runs) == ["azure", "openai"]
+    # The last drawing of the table: a header, then one row per provider with its run id,
+    # its outcome and its progress (steps done out of the total the job reported).
+    header = max(i for i, line in enumerate(text.splitlines()) if "provider" in line and "train loss" in line)
+    rows = text.splitlines()[header + 1:]
+    for provider, run in runs.items():
+        row = next(line for line in rows if f" {provider} " in line and run.run_id in line)
+        assert "succeeded" in row, row
+        assert re.search(r"\b(\d+)/\1\b", row), row  # step N/N
+    assert not any(line.lstrip().startswith('{"type"') for line in text.splitlines())  # the feed is not shown
