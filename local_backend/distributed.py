@@ -15,6 +15,11 @@ normalisation is by the global token count, which makes N processes step exactly
 with the same global batch. Clipping, optimiser and scheduler then run on identical gradients,
 so the ranks' adapters stay identical.
 
+``-o fsdp=true`` (with two or more processes) is for a base that does not fit one device: each
+rank also shards the frozen base weights with FSDP2 (local_backend/fsdp.py), holding 1/N of
+them and gathering one layer at a time. The LoRA parameters are left out of the sharding, so
+everything above (gradient sum, clipping, optimiser, checkpoints, the adapter) is unchanged.
+
 Rank 0 writes status, events, checkpoints and the adapter; the others write nothing. Every step
 the ranks agree on stopping (cancel / pause / SIGTERM seen by any rank), so all stop at the same
 step boundary after rank 0's checkpoint. A rank that dies makes torchrun stop the others; the
@@ -43,7 +48,9 @@ OPTIONS = {
     "nnodes": "local: machines taking part in a multi-node training run",
     "node_rank": "local: this machine's index (0 = the one that runs cloudtune)",
     "rdzv_endpoint": "local: HOST:PORT of node 0 that every node connects to (multi-node)",
+    "fsdp": "local: true = shard the frozen base across the processes (FSDP2), for a base too big for one device",
 }
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,9 +69,14 @@ def distributed_spec(options: Mapping[str, Any]) -> dict[str, Any] | None:
         raise errors.InvalidInput(f"Invalid distributed layout: num_processes={processes}, nnodes={nnodes}, node_rank={node_rank}")
     if nnodes > 1 and not (isinstance(endpoint, str) and ":" in endpoint):
         raise errors.InvalidInput("A multi-node run needs -o rdzv_endpoint=HOST:PORT (node 0's address, reachable by every node)")
+    fsdp = str(options.get("fsdp") if options.get("fsdp") is not None else "").strip().lower()
+    if fsdp not in _TRUE + _FALSE:
+        raise errors.InvalidInput(f"-o fsdp must be true or false, not {options.get('fsdp')!r}")
     if processes == 1 and nnodes == 1:
+        if fsdp in _TRUE:
+            raise errors.InvalidInput("-o fsdp=true shards the base across processes: it needs -o num_processes=N with N >= 2 (or several nodes)")
         return None
-    return {"num_processes": processes, "nnodes": nnodes, "node_rank": node_rank, "rdzv_endpoint": endpoint}
+    return {"num_processes": processes, "nnodes": nnodes, "node_rank": node_rank, "rdzv_endpoint": endpoint, "fsdp": fsdp in _TRUE}
 
 
 def torchrun_command(job_dir: Path, layout: Mapping[str, Any], *, python: str = sys.executable) -> list[str]:
@@ -84,6 +96,12 @@ class SingleProcess:
     rank = 0
     world_size = 1
     is_main = True
+    lockstep = False  # True: every rank must run every forward (FSDP gathers weights together)
+    shards_base = False  # True: the frozen base is sharded across the ranks (local_backend/fsdp.py)
+
+    def prepare_model(self, model: Any, *, device: str, emit: Any) -> Any:
+        """The model as this rank trains it (sharded with ``-o fsdp=true``)."""
+        return model
 
     def shard(self, rows: Sequence) -> Sequence:
         return rows
@@ -177,7 +195,13 @@ def rank_main(job_dir: Path) -> int:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    parallel = DataParallel()
+    layout = json.loads((job_dir / "spec.json").read_text()).get("distributed") or {}
+    if layout.get("fsdp"):
+        from local_backend.fsdp import ShardedDataParallel
+
+        parallel: DataParallel = ShardedDataParallel()
+    else:
+        parallel = DataParallel()
     (job_dir / f"rank-{parallel.rank}.pid").write_text(str(os.getpid()))
 
     class RankWorker(_Worker):

@@ -66,17 +66,24 @@ def choose(config: Any, device: str) -> Recipe:
     return Recipe(device, use_4bit, bool(checkpointing), optimizer, description)
 
 
-def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool):  # type: ignore[no-untyped-def]
-    """The PEFT model, ready to train on ``recipe.device``."""
+def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool, shard_base: bool = False):  # type: ignore[no-untyped-def]
+    """The PEFT model, ready to train on ``recipe.device`` (``shard_base``: about to be sharded
+    by FSDP, local_backend/fsdp.py)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from local_backend import attention
     from local_backend.sources import load_model
 
-    if recipe.device == "cuda":
+    if recipe.device == "cuda" and shard_base and not recipe.use_4bit:
+        # bf16 LoRA under FSDP: loaded in host memory, then sharded onto the GPU layer by layer.
+        model = load_model(source, dtype=torch.bfloat16)
+    elif recipe.device == "cuda":
         device_map = {"": torch.cuda.current_device()}
-        model = load_model(source, quantize_4bit=recipe.use_4bit, dtype=torch.bfloat16, device_map=device_map)
+        # QLoRA under FSDP: 4-bit weights in bf16 storage, which FSDP can shard. The whole
+        # 4-bit base is loaded on each GPU first (a quarter of its bf16 size), then sharded.
+        quant_storage = torch.bfloat16 if shard_base else None
+        model = load_model(source, quantize_4bit=recipe.use_4bit, dtype=torch.bfloat16, device_map=device_map, quant_storage=quant_storage)
     else:
         model = load_model(source, dtype=torch.float32)
         model.to(recipe.device)

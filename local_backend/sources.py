@@ -203,21 +203,31 @@ def load_tokenizer(source: ModelSource):
         raise ModelUnavailable(f"Cannot load the tokenizer of {source.describe()}: {exc}") from exc
 
 
-def load_model(source: ModelSource, *, quantize_4bit: bool = False, dtype=None, device_map=None):
+def bnb_4bit_config(*, quant_storage=None):  # type: ignore[no-untyped-def]
+    """NF4 + double quantisation, bf16 compute. ``quant_storage=torch.bfloat16`` stores the
+    packed 4-bit weights in a float dtype so FSDP can shard them (bitsandbytes' FSDP-QLoRA
+    guide, https://huggingface.co/docs/bitsandbytes/fsdp_qlora, read 2026-11-25)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    extra = {} if quant_storage is None else {"bnb_4bit_quant_storage": quant_storage}
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        **extra,
+    )
+
+
+def load_model(source: ModelSource, *, quantize_4bit: bool = False, dtype=None, device_map=None, quant_storage=None):
     """Load the causal LM; ``quantize_4bit`` = NF4 + double quantisation, bf16 compute (CUDA only)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {}
     if quantize_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+        kwargs["quantization_config"] = bnb_4bit_config(quant_storage=quant_storage)
         kwargs["dtype"] = torch.bfloat16
         kwargs["device_map"] = device_map or {"": torch.cuda.current_device()}
     else:

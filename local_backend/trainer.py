@@ -171,7 +171,9 @@ class Trainer:
         if self.tokenizer.pad_token_id is None:
             # Padding is never labelled (labels come from the assistant mask), so EOS is safe here.
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = recipe_mod.build_model(self.recipe, source, config, padding_free=self.padding_free)
+        self.model = recipe_mod.build_model(
+            self.recipe, source, config, padding_free=self.padding_free, shard_base=self.parallel.shards_base
+        )
         self._emit(self.recipe.description, level="warning" if self.device == "cpu" else "info")
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
@@ -184,6 +186,7 @@ class Trainer:
             total_params=total,
             device=self.device,
         )
+        self.model = self.parallel.prepare_model(self.model, device=self.device, emit=self._emit)  # FSDP: shards the base
         self._prepare_data()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = recipe_mod.build_optimizer(self.recipe, params, config)
@@ -386,10 +389,15 @@ class Trainer:
                 group = batches[micro : micro + config.grad_accum]
                 weight = max(1, sum(self.objective.weight(chunk) for chunk in group))
                 for chunk in map(self.parallel.shard, group):
-                    if not chunk:
-                        continue  # this rank's share of a short micro-batch is empty
+                    idle = not chunk  # this rank's share of a short micro-batch is empty
+                    if idle and not self.parallel.lockstep:
+                        continue
+                    if idle:  # FSDP ranks gather weights together: run a row that counts for nothing
+                        chunk = group[0][:1]
                     loss_sum, extras = self.objective.loss_sum(chunk, padding_free=self.padding_free)
-                    (loss_sum / weight).backward()
+                    ((loss_sum * 0.0 if idle else loss_sum) / weight).backward()
+                    if idle:
+                        continue
                     for name, value in {"loss": loss_sum.detach(), **extras}.items():
                         window[name] = window[name] + value if name in window else value
                 tokens = sum(self.objective.tokens(chunk) for chunk in group)
