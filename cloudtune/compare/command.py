@@ -115,10 +115,29 @@ def _judge_target(spec: str, ledger: Any, opened: list[Provider]) -> Target:
     return Target(spec, provider, deployment, kind="judge", provider_name=provider_name)
 
 
+def require_compare_extra(*, charts: bool) -> None:
+    """compare computes with numpy (the bootstrap) and rouge-score, and draws the report's charts
+    with matplotlib: all checked before a single question is asked, so a missing extra costs no
+    requests and says how to install it instead of ending in a traceback halfway."""
+    needed = [("numpy", "numpy"), ("rouge_score", "rouge-score")] + ([("matplotlib", "matplotlib")] if charts else [])
+    missing = []
+    for module, package in needed:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise errors.ProviderUnavailable(
+            f"cloudtune compare needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed.",
+            hint="pip install 'cloudtune[compare]'",
+        )
+
+
 def build_comparison(args: argparse.Namespace) -> Comparison:
     from cloudtune.ledger import Ledger
     from cloudtune.pipeline import provider_for
 
+    require_compare_extra(charts=bool(getattr(args, "report", None)))
     eval_path = Path(args.eval)
     examples = load_eval_file(eval_path, limit=getattr(args, "limit", None))
     ledger = Ledger()

@@ -1,5 +1,10 @@
 """``--report DIR``: report.md, a self-contained report.html (charts inlined as base64 PNG,
-no script, no external URL), loss_curves.png, metrics.png and examples.jsonl."""
+no script, no external URL), loss_curves.png, metrics.png and examples.jsonl.
+
+The report holds the eval questions, the models' answers and the errors of failed requests:
+like everything else cloudtune writes, its files are the owner's only (0600 in a 0700 folder
+cloudtune made) and its text passes through the same secret scrubber as the terminal output,
+since an error message or an answer can echo a key."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from typing import Any
 
 from cloudtune.compare import metrics
 from cloudtune.compare.report import METRIC_LABELS, Comparison
+from cloudtune.fsperm import open_private, private_dir, write_private
+from cloudtune.secrets import scrub
 
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -48,7 +55,8 @@ def loss_curves_png(comparison: Comparison, path: Path) -> Path:
     if drawn:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with open_private(path) as out:
+        fig.savefig(out, format="png")
     plt.close(fig)
     return path
 
@@ -84,7 +92,8 @@ def metrics_png(comparison: Comparison, path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with open_private(path) as out:
+        fig.savefig(out, format="png")
     plt.close(fig)
     return path
 
@@ -220,15 +229,12 @@ def _html(comparison: Comparison, charts: dict[str, Path]) -> str:
 
 
 def write_report(comparison: Comparison, directory: Path) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)  # a folder of the user's that already holds other files keeps its mode
     charts = {"metrics.png": metrics_png(comparison, directory / "metrics.png"),
               "loss_curves.png": loss_curves_png(comparison, directory / "loss_curves.png")}
     examples = directory / "examples.jsonl"
-    with examples.open("w", encoding="utf-8") as out:
-        for row in comparison.example_rows():
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    markdown = directory / "report.md"
-    markdown.write_text(_markdown(comparison), encoding="utf-8")
-    page = directory / "report.html"
-    page.write_text(_html(comparison, charts), encoding="utf-8")
+    rows = (json.dumps(row, ensure_ascii=False) for row in comparison.example_rows())
+    write_private(examples, "".join(scrub(row) + "\n" for row in rows))
+    markdown = write_private(directory / "report.md", scrub(_markdown(comparison)))
+    page = write_private(directory / "report.html", scrub(_html(comparison, charts)))
     return {"report.md": markdown, "report.html": page, "examples.jsonl": examples, **charts}

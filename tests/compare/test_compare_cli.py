@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.compare.conftest import OpenAISession, last_json, write_jsonl
+from tests.compare.conftest import KEY, OpenAISession, last_json, write_jsonl
 
 FT, BASE, SHOT = "openai fine-tuned", "openai base", "openai 2-shot"
 CHROMIUM = "/usr/bin/chromium"
@@ -151,3 +152,60 @@ def test_broken_eval_file_is_refused_by_line_before_any_request(openai_session: 
     assert done.returncode == 2, done.stderr
     assert "bad.jsonl:2" in done.stderr
     assert openai_session.control("/_emulator/state")["chat_requests"] == before
+
+
+# Runs the CLI in an interpreter where the named modules cannot be imported, as on a machine
+# installed without the compare extra.
+_WITHOUT = """
+import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, _NotInstalled())
+from cloudtune.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+# (matplotlib needs numpy: without numpy both are missing)
+@pytest.mark.parametrize(("blocked", "named"), [({"numpy"}, "numpy, matplotlib"), ({"matplotlib"}, "matplotlib"),
+                                                ({"rouge_score"}, "rouge-score")])
+def test_a_missing_compare_extra_is_an_install_hint_before_any_request(openai_session: OpenAISession,
+                                                                       openai_run: str, blocked: set[str],
+                                                                       named: str) -> None:
+    before = openai_session.control("/_emulator/state")["chat_requests"]
+    code = f"BLOCKED = {sorted(blocked)!r}\n" + _WITHOUT
+    done = subprocess.run([sys.executable, "-c", code, "compare", openai_run, "--eval", "eval.jsonl", "--report",
+                           "no-report"], cwd=openai_session.tmp, env=openai_session.env(), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"needs {named}, which" in done.stderr and "pip install 'cloudtune[compare]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert openai_session.control("/_emulator/state")["chat_requests"] == before
+    assert not (openai_session.tmp / "no-report").exists()
+
+
+def test_report_files_are_private_and_hold_no_secret(openai_session: OpenAISession, openai_run: str) -> None:
+    import stat
+
+    # a failed request whose error message echoes the API key and a token-shaped secret
+    planted = "sk-proj-PlantedSecretValue123456"
+    openai_session.control("/_emulator/faults", [
+        {"route": "POST /v1/chat/completions$", "status": 400, "times": 1,
+         "message": f"bad request from key {KEY}, also saw {planted}"},
+    ])
+    done = openai_session("compare", openai_run, "--eval", "eval.jsonl", "--report", "private-report", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert last_json(done)["targets"][0]["failed_requests"] == 1
+    folder = openai_session.tmp / "private-report"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files = sorted(folder.iterdir())
+    assert {f.name for f in files} == {"report.md", "report.html", "examples.jsonl", "metrics.png", "loss_curves.png"}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        content = path.read_bytes()
+        assert KEY.encode() not in content and planted.encode() not in content, path
+    listed = (folder / "report.md").read_text()
+    assert "bad request from key" in listed  # the failure is still listed, its secrets masked
+    assert KEY not in done.stdout + done.stderr and planted not in done.stdout + done.stderr
