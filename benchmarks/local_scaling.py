@@ -3,6 +3,7 @@
     python benchmarks/local_scaling.py                  # 1..(GPUs, or CPU cores) processes
     python benchmarks/local_scaling.py --processes 1 2  # chosen counts
     python benchmarks/local_scaling.py --model DIR      # a real model instead of the random one
+    python benchmarks/local_scaling.py --fsdp           # N > 1 processes also shard the base (-o fsdp=true)
 
 Each count trains the same job through the local provider (the code path users run): the same
 model, data, global batch (``--batch-size`` rows per optimiser step, split across processes),
@@ -57,6 +58,8 @@ def _measure(model: str, train: Path, processes: int, args: argparse.Namespace, 
     options = {"torch_threads": str(args.threads)}
     if processes > 1:
         options["num_processes"] = str(processes)
+        if args.fsdp:
+            options["fsdp"] = "true"  # one process has nothing to shard with: it stays the plain baseline
     provider = LocalProvider(options)
     spec = FineTuneSpec(
         provider="local", base_model=model, training_file=train, seed=1,
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process on CPU")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--fsdp", action="store_true", help="shard the frozen base across the processes (FSDP2) when N > 1")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -121,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         row["efficiency"] = row["speedup"] / row["processes"]
     report = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "device": device, "devices_available": available,
               "model": args.model or f"random Llama hidden {args.hidden} x {args.layers} layers", "global_batch": args.batch_size,
-              "seq_len": args.seq_len, "threads_per_process": args.threads if device == "cpu" else None,
+              "seq_len": args.seq_len, "fsdp": args.fsdp, "threads_per_process": args.threads if device == "cpu" else None,
               "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "results": results}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{device}, {available} available; {report['model']}; global batch {args.batch_size}, seq {args.seq_len}; "
+    print(f"{device}, {available} available; {report['model']}{' (FSDP when N > 1)' if args.fsdp else ''}; global batch {args.batch_size}, seq {args.seq_len}; "
           f"load average {report['load_average']:.1f}")
     print(f"{'processes':>9} {'tokens/s':>10} {'speedup':>8} {'efficiency':>10} {'wall s':>7}")
     for row in results:
