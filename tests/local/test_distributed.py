@@ -191,7 +191,9 @@ def test_fsdp_shards_the_base_and_trains_the_same_adapter_as_one(provider, local
     # it must still run a (zero-weight) forward with rank 0, which gathers weights with it.
     train = write_training_file(tmp_path / "train.jsonl", count=9)
     spec = FineTuneSpec(provider="local", base_model=str(tiny_model_dir), training_file=train, seed=7,
-                        hyperparameters=fast_hyperparameters(epochs=4, checkpoint_every=2))  # 12 steps
+                        # the chunked loss (CUDA's default) calls the decoder, the sharded root, and reads
+                        # the output head's weight directly: that path is the one checked here
+                        hyperparameters=fast_hyperparameters(epochs=4, checkpoint_every=2, loss_impl="chunked"))  # 12 steps
     single_job, single = _train(provider, spec, "run-one")
     sharded = LocalProvider({"num_processes": "2", "fsdp": "true"})
     fsdp_job = sharded.create_job(spec, training_file_id=sharded.upload_file(train), validation_file_id=None, run_id="run-fsdp")
@@ -208,7 +210,9 @@ def test_fsdp_shards_the_base_and_trains_the_same_adapter_as_one(provider, local
     sharded.resume_job(fsdp_job.id)
     done = poller.wait_for_job(sharded, fsdp_job.id, timeout_s=300, sleep=time.sleep, clock=time.monotonic)
     assert single.state == done.state == JobState.SUCCEEDED, log.read_text()[-3000:]
-    assert any(m.startswith("Resumed from step-") for m in (e.message for e in sharded.list_events(fsdp_job.id, limit=1000)))
+    messages = [e.message for e in sharded.list_events(fsdp_job.id, limit=1000)]
+    assert any(m.startswith("Resumed from step-") for m in messages)
+    assert any(m.endswith("loss chunked") for m in messages)
     assert sharded._jobdir(fsdp_job.id).spec()["distributed"]["fsdp"] is True
 
     one_state, fsdp_state = _adapter(provider, single_job.id), _adapter(sharded, fsdp_job.id)
