@@ -66,6 +66,22 @@ def choose(config: Any, device: str) -> Recipe:
     return Recipe(device, use_4bit, bool(checkpointing), optimizer, description)
 
 
+def load_options(recipe: Recipe, *, shard_base: bool = False) -> dict[str, Any]:
+    """How the base is loaded: ``load_model`` arguments, and ``onto_gpu`` (straight onto this
+    process's GPU, else into host memory)."""
+    import torch
+
+    if recipe.device != "cuda":
+        return {"dtype": torch.float32, "onto_gpu": False}
+    if shard_base and not recipe.use_4bit:
+        # bf16 LoRA under FSDP: read into host memory, then sharded onto the GPU layer by layer.
+        return {"dtype": torch.bfloat16, "onto_gpu": False}
+    # QLoRA under FSDP: 4-bit weights in bf16 storage, which FSDP can shard (the default uint8
+    # cannot be). The whole 4-bit base is loaded on each GPU first (a quarter of its bf16 size).
+    quant_storage = torch.bfloat16 if shard_base and recipe.use_4bit else None
+    return {"dtype": torch.bfloat16, "quantize_4bit": recipe.use_4bit, "quant_storage": quant_storage, "onto_gpu": True}
+
+
 def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool, shard_base: bool = False):  # type: ignore[no-untyped-def]
     """The PEFT model, ready to train on ``recipe.device`` (``shard_base``: about to be sharded
     by FSDP, local_backend/fsdp.py)."""
@@ -75,18 +91,14 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool,
     from local_backend import attention
     from local_backend.sources import load_model
 
-    if recipe.device == "cuda" and shard_base and not recipe.use_4bit:
-        # bf16 LoRA under FSDP: loaded in host memory, then sharded onto the GPU layer by layer.
-        model = load_model(source, dtype=torch.bfloat16)
-    elif recipe.device == "cuda":
-        device_map = {"": torch.cuda.current_device()}
-        # QLoRA under FSDP: 4-bit weights in bf16 storage, which FSDP can shard. The whole
-        # 4-bit base is loaded on each GPU first (a quarter of its bf16 size), then sharded.
-        quant_storage = torch.bfloat16 if shard_base else None
-        model = load_model(source, quantize_4bit=recipe.use_4bit, dtype=torch.bfloat16, device_map=device_map, quant_storage=quant_storage)
+    options = load_options(recipe, shard_base=shard_base)
+    onto_gpu = options.pop("onto_gpu")
+    if onto_gpu:
+        model = load_model(source, device_map={"": torch.cuda.current_device()}, **options)
     else:
-        model = load_model(source, dtype=torch.float32)
-        model.to(recipe.device)
+        model = load_model(source, **options)
+        if not shard_base:  # a sharded base is moved layer by layer by FSDP (local_backend/fsdp.py)
+            model.to(recipe.device)
     if padding_free:
         model.set_attn_implementation(attention.register())
     if recipe.gradient_checkpointing:

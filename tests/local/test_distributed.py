@@ -248,11 +248,20 @@ def test_fsdp_option_is_checked_before_a_job_exists(provider, tiny_model_dir: Pa
 
 
 def test_qlora_under_fsdp_stores_4bit_weights_in_bf16() -> None:
-    """The config the CUDA QLoRA + FSDP path loads with (local_backend/recipe.py); loading it
-    needs a GPU, which CI does not have, so only the config is checked here."""
+    """How the CUDA paths load a base that FSDP will shard (local_backend/recipe.py), and the
+    4-bit config QLoRA + FSDP loads with; loading needs a GPU, which CI does not have, so the
+    choices and the config are checked here, not a run."""
     import torch
 
+    from local_backend.recipe import Recipe, load_options
     from local_backend.sources import bnb_4bit_config
+
+    qlora = Recipe("cuda", use_4bit=True, gradient_checkpointing=True, optimizer="adamw_fused", description="")
+    lora = Recipe("cuda", use_4bit=False, gradient_checkpointing=True, optimizer="adamw_fused", description="")
+    assert load_options(qlora, shard_base=True) == {"dtype": torch.bfloat16, "quantize_4bit": True, "quant_storage": torch.bfloat16, "onto_gpu": True}
+    assert load_options(qlora, shard_base=False)["quant_storage"] is None  # one GPU: bitsandbytes' default packing
+    assert load_options(lora, shard_base=True) == {"dtype": torch.bfloat16, "onto_gpu": False}  # host memory, FSDP moves the shards
+    assert load_options(lora, shard_base=False)["onto_gpu"] is True
 
     sharded = bnb_4bit_config(quant_storage=torch.bfloat16)
     assert sharded.bnb_4bit_quant_storage == torch.bfloat16  # a float dtype FSDP can shard
