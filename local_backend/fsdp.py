@@ -22,8 +22,11 @@ forward. A rank whose share of a micro-batch is empty runs one row with weight z
 4-bit (QLoRA, CUDA only): FSDP shards floating-point storage only, so the NF4 weights are
 loaded with ``bnb_4bit_quant_storage=torch.bfloat16`` (local_backend/sources.py,
 ``bnb_4bit_config``), the way bitsandbytes documents for FSDP-QLoRA
-(https://huggingface.co/docs/bitsandbytes/fsdp_qlora, read 2026-11-25). That path has not run
-here (no GPU on the development machine); see README.md.
+(https://huggingface.co/docs/bitsandbytes/fsdp_qlora, read 2026-11-25; chosen in
+local_backend/recipe.py, ``load_options``). That guide runs FSDP through accelerate (FSDP1);
+under FSDP2 the gathered weight is a plain tensor and bitsandbytes' ``Linear4bit`` has to find
+its quantisation state on the module. That path has not run here (no GPU on the development
+machine): it is unverified; see README.md.
 """
 
 from __future__ import annotations
