@@ -92,6 +92,7 @@ class LocalProvider(Provider):
         "nnodes": "machines in a multi-node training run (default 1)",
         "node_rank": "this machine's index in a multi-node run (default 0)",
         "rdzv_endpoint": "HOST:PORT of node 0, reachable from every node (multi-node runs)",
+        "fsdp": "true: shard the frozen base across the training processes (FSDP2; needs num_processes >= 2)",
     }
     status_map: ClassVar[Mapping[str, JobState]] = {
         "queued": JobState.QUEUED,

@@ -237,6 +237,8 @@ def test_fsdp_shards_the_base_and_trains_the_same_adapter_as_one(provider, local
 
 
 def test_fsdp_option_is_checked_before_a_job_exists(provider, tiny_model_dir: Path, training_file: Path) -> None:  # type: ignore[no-untyped-def]
+    from cloudtune import registry
+    from local_backend.distributed import distributed_spec
     from providers.local import LocalProvider
 
     spec = FineTuneSpec(provider="local", base_model=str(tiny_model_dir), training_file=training_file)
@@ -245,6 +247,9 @@ def test_fsdp_option_is_checked_before_a_job_exists(provider, tiny_model_dir: Pa
         with pytest.raises(errors.InvalidInput, match="fsdp"):
             bad.create_job(spec, training_file_id=bad.upload_file(training_file), validation_file_id=None, run_id="run-bad")
     assert provider.list_jobs() == []
+    registry.check_options("local", {"num_processes": "2", "fsdp": "true"})  # `-o fsdp=true` is a local option
+    assert distributed_spec({"num_processes": 2, "fsdp": True})["fsdp"] is True  # a YAML boolean reads alike
+    assert distributed_spec({"num_processes": "2"})["fsdp"] is False
 
 
 def test_qlora_under_fsdp_stores_4bit_weights_in_bf16() -> None:
