@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tests.support.testenv import env_without
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY = "tests.support.memory_provider:MemoryProvider"
@@ -27,7 +28,7 @@ class CLI:
         return self.tmp / "provider-state.json"
 
     def base_env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
+        env = env_without("CLOUDTUNE_")
         env.update(
             CLOUDTUNE_HOME=str(self.tmp / "home"),
             CLOUDTUNE_MEMORY_STATE=str(self.state_file),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.testenv import env_without
 from tests.faults import records
 from tests.faults.targets import ROOT, Target, write_training
 
@@ -111,7 +112,7 @@ class Ctx:
         return self.homes[label]
 
     def env(self, home: str = "a", **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "OPENAI_", "AZURE_"))}
+        env = env_without("CLOUDTUNE_", "OPENAI_", "AZURE_")
         env.update(self.target.env)
         env.update(CLOUDTUNE_HOME=str(self.home(home)), CLOUDTUNE_POLL_INTERVAL="0.1", CLOUDTUNE_POLL_MAX="0.3",
                    PYTHONPATH=str(ROOT), CI="1", PYTHONUNBUFFERED="1")

@@ -12,11 +12,9 @@ import pytest
 
 from cloudtune.emulators._http import EmulatorClock, EmulatorServer
 from cloudtune.emulators.openai import EmulatorSettings, OpenAIEmulator, serve
+from tests.support.testenv import DOCUMENTED_DAY  # noqa: F401 - re-exported to the OpenAI tests
 
 BASE_MODEL = "gpt-4o-mini-2024-07-18"
-# The day the rules these tests encode were read (OpenAI's deprecations page): gpt-4o-mini fine-tuning
-# ends on 2027-01-06, so the suite pins "today" (cloudtune.service_facts.openai_lifecycle) to stay green.
-DOCUMENTED_DAY = "2026-11-25"
 KEY_ENV = "CLOUDTUNE_TEST_OPENAI_KEY"
 TEST_KEY = "sk-test-emulator-key-0123456789"
 

@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from tests.support.testenv import env_without
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _providers(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "CLOUDTUNE_"))}
+    env = env_without("AZURE_", "OPENAI_", "CLOUDTUNE_")
     env.update(CLOUDTUNE_HOME=str(tmp_path), PYTHONPATH=str(ROOT), CLOUDTUNE_TODAY="2026-11-25")
     return subprocess.run([sys.executable, "-m", "cloudtune", "providers", *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.testenv import env_without
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "samples" / "ci" / "github-actions.yml"
@@ -118,7 +119,7 @@ def test_the_workflow_dry_run_path_runs_the_whole_pipeline(workspace: Path) -> N
     job = workflow["jobs"]["fine-tune"]
     port = str(_free_port())
     runner = Runner(workspace, event="push")
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "OPENAI_"))}
+    base_env = env_without("CLOUDTUNE_", "OPENAI_")
     base_env.update(PATH=f"{workspace / 'bin'}:{base_env.get('PATH', '')}", PYTHONPATH=str(ROOT),
                     EMULATED_JOB_SECONDS="2", CLOUDTUNE_POLL_INTERVAL="0.2", CLOUDTUNE_POLL_MAX="0.5", CI="1")
     runner.env.update({key: runner.expression(str(value)) for key, value in job["env"].items()})
