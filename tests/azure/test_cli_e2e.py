@@ -9,7 +9,6 @@ unchanged against the emulated hosts.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from typing import Any
 import pytest
 
 from cloudtune.emulators.azure import control
+from tests.support.emulators import EmulatorProcess
+from tests.support.testenv import env_without
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEED = 50.0  # emulated seconds per real second
@@ -33,16 +34,12 @@ def _fetch_state(url: str) -> dict[str, Any]:
         return json.loads(response.read())
 
 
-class Emulator:
+class Emulator(EmulatorProcess):
+    """`cloudtune emulate azure`, fast, keeping its state under ``tmp``."""
+
     def __init__(self, tmp: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cloudtune", "emulate", "azure", "--port", "0", "--json", "--speed", str(SPEED),
-             "--job-seconds", "20", "--deploy-seconds", "10", "--delete-seconds", "5", "--state-dir", str(tmp)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        first = json.loads(self.process.stdout.readline())
-        self.url: str = first["proxy"]
-        self.env: dict[str, str] = first["env"]
+        super().__init__("azure", "--port", "0", "--json", "--speed", str(SPEED), "--job-seconds", "20",
+                         "--deploy-seconds", "10", "--delete-seconds", "5", "--state-dir", str(tmp))
 
     def state(self) -> dict[str, Any]:
         return _fetch_state(self.url)
@@ -50,20 +47,11 @@ class Emulator:
     def configure(self, **body: Any) -> None:
         control(self.url, "/_emulator/config", body)
 
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    running = Emulator(tmp_path_factory.mktemp("azure-emulator"))
-    yield running
-    running.stop()
+    with Emulator(tmp_path_factory.mktemp("azure-emulator")) as running:
+        yield running
 
 
 class Cli:
@@ -73,7 +61,7 @@ class Cli:
         self.data = data
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "CLOUDTUNE_"))}
+        env = env_without("AZURE_", "OPENAI_", "CLOUDTUNE_")
         env.update(self.emulator.env)
         env.update({"CLOUDTUNE_HOME": str(self.home), "PYTHONPATH": str(ROOT)}, **extra)
         return env

@@ -4,8 +4,6 @@ fine-tuning run made once per module so the compare tests only pay for the compa
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -16,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.emulators import EmulatorProcess
+from tests.support.testenv import env_without
 from tests.openai.conftest import chat_example
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-compare-emulator-key-77"
+OPENAI_EMULATOR_ARGS = ("--port", "0", "--job-duration", "1.5", "--api-key", KEY)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -39,7 +40,7 @@ class OpenAISession:
     url: str
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "OPENAI_"))}
+        env = env_without("CLOUDTUNE_", "OPENAI_")
         env.update(CLOUDTUNE_HOME=str(self.tmp / "home"), OPENAI_API_KEY=KEY, OPENAI_BASE_URL=self.url + "/v1",
                    CLOUDTUNE_POLL_INTERVAL="0.2", CLOUDTUNE_POLL_MAX="0.5", PYTHONPATH=str(ROOT), CI="1",
                    MPLBACKEND="Agg")
@@ -65,22 +66,8 @@ def openai_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIS
     # 8 held-out questions: the first 4 were in the training data (the emulated fine-tune learned
     # them word for word), the last 4 were not
     write_jsonl(tmp / "eval.jsonl", [chat_example(i) for i in range(8, 16)])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1.5",
-         "--api-key", KEY], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = emulator.stdout.readline()  # type: ignore[union-attr]
-        assert "listening on http://127.0.0.1:" in first, first
-        yield OpenAISession(tmp, first.split("listening on ", 1)[1].strip().removesuffix("/v1"))
-    finally:
-        emulator.send_signal(signal.SIGTERM)
-        try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
-            emulator.wait()
+    with EmulatorProcess("openai", *OPENAI_EMULATOR_ARGS, cwd=tmp) as emulator:
+        yield OpenAISession(tmp, emulator.url)
 
 
 @pytest.fixture(scope="module")

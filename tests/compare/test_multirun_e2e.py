@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,38 +16,24 @@ from typing import Any
 
 import pytest
 
-from tests.azure.test_cli_e2e import Emulator as AzureEmulatorProcess
-from tests.compare.conftest import KEY, ROOT, OpenAISession, last_json, write_jsonl
+from tests.azure.test_cli_e2e import Emulator as AzureEmulator
+from tests.compare.conftest import OPENAI_EMULATOR_ARGS, OpenAISession, last_json, write_jsonl
 from tests.local.conftest import chat_example, stop_recorded_processes
+from tests.support.emulators import EmulatorProcess
+from tests.support.testenv import env_without
 
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("multirun")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    openai = subprocess.Popen(
-        [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1.5",
-         "--api-key", KEY], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    azure = AzureEmulatorProcess(tmp_path_factory.mktemp("azure-state"))
-    try:
-        first = openai.stdout.readline()  # type: ignore[union-attr]
-        assert "listening on http://127.0.0.1:" in first, first
-        yield {"openai": OpenAISession(tmp, first.split("listening on ", 1)[1].strip().removesuffix("/v1")),
-               "azure": azure, "tmp": tmp}
-    finally:
-        azure.stop()
-        openai.send_signal(signal.SIGTERM)
-        try:
-            openai.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            openai.kill()
-            openai.wait()
+    with EmulatorProcess("openai", *OPENAI_EMULATOR_ARGS, cwd=tmp) as openai, \
+            AzureEmulator(tmp_path_factory.mktemp("azure-state")) as azure:
+        yield {"openai": OpenAISession(tmp, openai.url), "azure": azure, "tmp": tmp}
 
 
 def _cli(hosts: dict[str, Any], home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = hosts["openai"].env(CLOUDTUNE_HOME=str(home), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env = {k: v for k, v in env.items() if not k.startswith("AZURE_")}
+    env = env_without("AZURE_", source=env)
     env.update(hosts["azure"].env)
     return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=hosts["tmp"], env=env, check=False,
                           capture_output=True, text=True, timeout=timeout)

@@ -4,7 +4,6 @@ whole pipeline over real HTTP through the openai SDK, with faults injected over 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.emulators import EmulatorProcess
+from tests.support.testenv import env_without
 from tests.openai.conftest import DOCUMENTED_DAY, write_training_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ class Session:
     url: str  # http://127.0.0.1:PORT
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "OPENAI_"))}
+        env = env_without("CLOUDTUNE_", "OPENAI_")
         env.update(
             CLOUDTUNE_HOME=str(self.tmp / "home"), OPENAI_API_KEY=KEY, OPENAI_BASE_URL=self.url + "/v1",
             CLOUDTUNE_POLL_INTERVAL="0.2", CLOUDTUNE_POLL_MAX="0.5", PYTHONPATH=str(ROOT), CI="1",
@@ -90,25 +91,8 @@ def _doc(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[Session]:
     write_training_file(tmp_path / "train.jsonl", 12)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env["CLOUDTUNE_TODAY"] = DOCUMENTED_DAY
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1.5",
-         "--api-key", KEY],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        first = emulator.stdout.readline()  # "OpenAI emulator listening on http://127.0.0.1:PORT/v1"
-        assert "listening on http://127.0.0.1:" in first, (first, emulator.stderr.read() if emulator.poll() else "")
-        yield Session(tmp_path, first.split("listening on ", 1)[1].strip().removesuffix("/v1"))
-    finally:
-        emulator.send_signal(signal.SIGTERM)
-        try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
-            emulator.wait()
+    with EmulatorProcess("openai", "--port", "0", "--job-duration", "1.5", "--api-key", KEY, cwd=tmp_path) as emulator:
+        yield Session(tmp_path, emulator.url)
 
 
 def test_run_deploys_and_smoke_tests_then_cleanup_leaves_nothing(session: Session) -> None:

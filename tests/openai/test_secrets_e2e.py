@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.emulators import EmulatorProcess
+from tests.support.testenv import env_without
 from tests.openai.conftest import write_training_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,26 +56,13 @@ def _config(path: Path) -> Path:
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cloudtune", "emulate", "openai", "--port", "0", "--job-duration", "1",
-         "--api-key", API_KEY], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = process.stdout.readline()  # type: ignore[union-attr]
-        assert "listening on http://127.0.0.1:" in first, first
-        yield first.split("listening on ", 1)[1].strip().removesuffix("/v1")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with EmulatorProcess("openai", "--port", "0", "--job-duration", "1", "--api-key", API_KEY,
+                         cwd=tmp_path) as process:
+        yield process.url
 
 
 def _cloudtune(tmp: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "OPENAI_", "AZURE_"))}
+    env = env_without("CLOUDTUNE_", "OPENAI_", "AZURE_")
     env.update(CLOUDTUNE_HOME=str(tmp / "home"), OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=url + "/v1",
                AZURE_OPENAI_API_KEY=AZURE_KEY, GITHUB_TOKEN=GITHUB_TOKEN, CLOUDTUNE_POLL_INTERVAL="0.2",
                CLOUDTUNE_POLL_MAX="0.5", PYTHONPATH=str(ROOT), CI="1")
