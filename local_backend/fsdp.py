@@ -19,14 +19,19 @@ Lock-step: a rank gathers weights together with its peers, so every rank must ru
 forward. A rank whose share of a micro-batch is empty runs one row with weight zero
 (``lockstep`` below; the trainer's loop).
 
-4-bit (QLoRA, CUDA only): FSDP shards floating-point storage only, so the NF4 weights are
-loaded with ``bnb_4bit_quant_storage=torch.bfloat16`` (local_backend/sources.py,
-``bnb_4bit_config``), the way bitsandbytes documents for FSDP-QLoRA
-(https://huggingface.co/docs/bitsandbytes/fsdp_qlora, read 2026-11-25; chosen in
-local_backend/recipe.py, ``load_options``). That guide runs FSDP through accelerate (FSDP1);
-under FSDP2 the gathered weight is a plain tensor and bitsandbytes' ``Linear4bit`` has to find
-its quantisation state on the module. That path has not run here (no GPU on the development
-machine): it is unverified; see README.md.
+4-bit (QLoRA, CUDA only): the NF4 weights are loaded with
+``bnb_4bit_quant_storage=torch.bfloat16`` (local_backend/sources.py, ``bnb_4bit_config``),
+the way bitsandbytes documents for FSDP-QLoRA (https://huggingface.co/docs/bitsandbytes/fsdp_qlora,
+read 2026-11-25; chosen in local_backend/recipe.py, ``load_options``). That guide runs FSDP
+through accelerate (FSDP1), which the guide says shards float data only. Under FSDP2 each packed
+weight is sharded on dim 0 like any tensor, the gathered weight is a plain tensor, and
+bitsandbytes' ``Linear4bit`` re-attaches the quantisation state it keeps on the module
+(absmax etc., whole on every rank, about 3% of the 4-bit weights with double quantisation).
+tests/local/test_fsdp_qlora.py checks those mechanics on CPU with two gloo processes (bitsandbytes
+0.50.2, torch 2.13): half of every 4-bit weight per rank, and logits and LoRA gradients equal to
+the unsharded 4-bit model's, bit for bit (2026-11-25; the default uint8 storage sharded and
+computed alike there too). A QLoRA + FSDP training run on GPUs (NCCL, bitsandbytes' CUDA kernels)
+has not run yet; see README.md.
 """
 
 from __future__ import annotations
