@@ -31,8 +31,8 @@ tests/local/test_fsdp_qlora.py checks those mechanics on CPU with two gloo proce
 0.50.2, torch 2.13): half of every 4-bit weight per rank, and logits and LoRA gradients equal to
 the unsharded 4-bit model's, bit for bit (2026-11-25; the default uint8 storage sharded and
 computed alike there too; an eval-mode no-grad forward on an AVX512-BF16 CPU breaks a sharded
-4-bit model, a CPU-only bitsandbytes branch, see that test). A QLoRA + FSDP training run on GPUs (NCCL, bitsandbytes' CUDA kernels)
-has not run yet; see README.md.
+4-bit model, a CPU-only bitsandbytes branch, see that test). A QLoRA + FSDP training run on
+GPUs (NCCL, bitsandbytes' CUDA kernels) has not run yet; see README.md.
 """
 
 from __future__ import annotations
