@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.faults import records
-from tests.faults.harness import CHECKED_KINDS, Ctx, expect
+from tests.faults.harness import CHECKED_KINDS, Ctx, Result, expect
 from tests.faults.matrix import scenario
 
 # Routes of each call, per target ("METHOD /path" regexes the emulator's faults match).
@@ -58,83 +58,46 @@ def left_by(ctx: Ctx, run_id: str) -> list[str]:
 ALL = ("openai", "azure-openai", "azure-serverless")
 
 
-@scenario("429-with-retry-after", "openai", "azure-openai", issue="faults")
-def rate_limited_with_retry_after(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(UPLOAD, ctx), "status": 429, "retry_after": 0.2, "times": 2},
-                      {"route": route(POLL, ctx), "status": 429, "retry_after": 0.2, "times": 3},
-                      {"route": route(CHAT, ctx), "status": 429, "retry_after": 0.2, "times": 1})
-    succeeds(ctx, "--cleanup", "never")
+Fault = tuple[dict[str, str], dict[str, Any]]  # (the call's routes per target, the fault)
 
 
-@scenario("429-without-retry-after", "openai", issue="faults")
-def rate_limited_without_retry_after(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(CREATE, ctx), "status": 429, "times": 1},
-                      {"route": route(POLL, ctx), "status": 429, "times": 1})
-    succeeds(ctx, "--cleanup", "never")
+def on(call: dict[str, str], **fault: Any) -> Fault:
+    return call, fault
 
 
-@scenario("500-burst-on-poll", "openai", "azure-serverless", issue="faults")
-def server_error_burst_on_poll(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(POLL, ctx), "status": 500, "times": 4})
-    succeeds(ctx, "--cleanup", "never")
+def survives(name: str, targets: tuple[str, ...], *faults: Fault, issue: str = "faults", cleanup: str = "never",
+             options: tuple[str, ...] = (), one_upload: bool = False) -> None:
+    """A row whose run gets through the armed ``faults`` to success (one job, a smoke-tested
+    model); with ``one_upload``, it also left at most one upload per data file."""
+
+    def body(ctx: Ctx) -> None:
+        ctx.target.faults(*({"route": route(call, ctx), **fault} for call, fault in faults))
+        doc = succeeds(ctx, "--cleanup", cleanup, *options)
+        if one_upload:
+            one_upload_per_file(ctx, doc["run_id"])
+
+    scenario(name, *targets, issue=issue)(body)
 
 
-@scenario("503-burst-on-create", "azure-openai", issue="faults")
-def unavailable_burst_on_create(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(CREATE, ctx), "status": 503, "times": 2})
-    succeeds(ctx, "--cleanup", "never")
+RESET = {"kind": "drop"}
+RESET_AFTER = {"kind": "drop", "after": True}  # the service did the work, the client saw the reset
 
-
-@scenario("500-after-create-answer-lost", "openai", "azure-openai", issue="faults")
-def server_error_after_create(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(CREATE, ctx), "status": 500, "after": True})
-    succeeds(ctx, "--cleanup", "never")
-
-
-@scenario("502-after-stored-upload", "openai", "azure-openai", issue="5")
-def bad_gateway_after_upload_stored(ctx: Ctx) -> None:
-    # the service stored the file, the client saw a 502: no second copy, nothing left with --cleanup always
-    ctx.target.faults({"route": route(UPLOAD, ctx), "status": 502, "after": True})
-    doc = succeeds(ctx, "--cleanup", "always")
-    one_upload_per_file(ctx, doc["run_id"])
-
-
-@scenario("reset-during-upload", "openai", "azure-serverless", issue="faults")
-def reset_during_upload(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(UPLOAD, ctx), "kind": "drop"})
-    doc = succeeds(ctx, "--cleanup", "never")
-    one_upload_per_file(ctx, doc["run_id"])
-
-
-@scenario("reset-after-upload-stored", "azure-openai", issue="5")
-def reset_after_upload_stored(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(UPLOAD, ctx), "kind": "drop", "after": True})
-    doc = succeeds(ctx, "--cleanup", "never")
-    one_upload_per_file(ctx, doc["run_id"])
-
-
-@scenario("reset-during-create", "azure-serverless", issue="faults")
-def reset_during_create(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(CREATE, ctx), "kind": "drop"})
-    succeeds(ctx, "--cleanup", "never")
-
-
-@scenario("reset-after-create", "openai", issue="faults")
-def reset_after_create(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(CREATE, ctx), "kind": "drop", "after": True})
-    succeeds(ctx, "--cleanup", "never")
-
-
-@scenario("reset-during-poll", "azure-openai", issue="faults")
-def reset_during_poll(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(POLL, ctx), "kind": "drop", "times": 3})
-    succeeds(ctx, "--cleanup", "never")
-
-
-@scenario("reset-during-deploy", "azure-openai", "azure-serverless", issue="faults")
-def reset_during_deploy(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(DEPLOY, ctx), "kind": "drop"})
-    succeeds(ctx, "--cleanup", "never")
+# faults a run gets through: name, targets, the fault armed on each call, then how the run is made
+survives("429-with-retry-after", ("openai", "azure-openai"), on(UPLOAD, status=429, retry_after=0.2, times=2),
+         on(POLL, status=429, retry_after=0.2, times=3), on(CHAT, status=429, retry_after=0.2, times=1))
+survives("429-without-retry-after", ("openai",), on(CREATE, status=429, times=1), on(POLL, status=429, times=1))
+survives("500-burst-on-poll", ("openai", "azure-serverless"), on(POLL, status=500, times=4))
+survives("503-burst-on-create", ("azure-openai",), on(CREATE, status=503, times=2))
+survives("500-after-create-answer-lost", ("openai", "azure-openai"), on(CREATE, status=500, after=True))
+# the service stored the file, the client saw a 502: no second copy, nothing left with --cleanup always
+survives("502-after-stored-upload", ("openai", "azure-openai"), on(UPLOAD, status=502, after=True), issue="5",
+         cleanup="always", one_upload=True)
+survives("reset-during-upload", ("openai", "azure-serverless"), on(UPLOAD, **RESET), one_upload=True)
+survives("reset-after-upload-stored", ("azure-openai",), on(UPLOAD, **RESET_AFTER), issue="5", one_upload=True)
+survives("reset-during-create", ("azure-serverless",), on(CREATE, **RESET))
+survives("reset-after-create", ("openai",), on(CREATE, **RESET_AFTER))
+survives("reset-during-poll", ("azure-openai",), on(POLL, **RESET, times=3))
+survives("reset-during-deploy", ("azure-openai", "azure-serverless"), on(DEPLOY, **RESET))
 
 
 @scenario("reset-during-delete", "openai", "azure-openai", issue="faults")
@@ -151,24 +114,15 @@ def reset_during_delete(ctx: Ctx) -> None:
         expect("internal error" not in result.text.lower(), f"the failed delete is not reported: {result.brief()}")
 
 
-@scenario("read-timeout-on-poll", "openai", issue="faults")
-def read_timeout_on_poll(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(POLL, ctx), "kind": "latency", "latency_s": 4.0, "times": 1})
-    succeeds(ctx, "--cleanup", "never", "-o", "request_timeout_s=1")
+# the client gives up after 1 s; the answer comes after 4 s (with `after`, the work was done:
+# the job made or the file stored, still exactly one of each)
+TIMEOUT_1S = ("-o", "request_timeout_s=1")
+LATE = {"kind": "latency", "latency_s": 4.0}
 
-
-@scenario("read-timeout-after-create", "openai", issue="faults")
-def read_timeout_after_create(ctx: Ctx) -> None:
-    # the job is made, the answer comes after the client gave up: still exactly one job
-    ctx.target.faults({"route": route(CREATE, ctx), "kind": "latency", "latency_s": 4.0, "after": True})
-    succeeds(ctx, "--cleanup", "never", "-o", "request_timeout_s=1")
-
-
-@scenario("read-timeout-after-upload", "openai", issue="5")
-def read_timeout_after_upload(ctx: Ctx) -> None:
-    ctx.target.faults({"route": route(UPLOAD, ctx), "kind": "latency", "latency_s": 4.0, "after": True})
-    doc = succeeds(ctx, "--cleanup", "never", "-o", "request_timeout_s=1")
-    one_upload_per_file(ctx, doc["run_id"])
+survives("read-timeout-on-poll", ("openai",), on(POLL, **LATE, times=1), options=TIMEOUT_1S)
+survives("read-timeout-after-create", ("openai",), on(CREATE, **LATE, after=True), options=TIMEOUT_1S)
+survives("read-timeout-after-upload", ("openai",), on(UPLOAD, **LATE, after=True), issue="5", options=TIMEOUT_1S,
+         one_upload=True)
 
 
 @scenario("quota-refusal-on-create", "openai", issue="faults")
@@ -187,19 +141,26 @@ def quota_refusal_on_deploy(ctx: Ctx) -> None:
     expect("quota" in result.text.lower(), "the quota refusal is not named")
 
 
+def fail_stalled_job(ctx: Ctx, stage_timing: str, message: str, status: str | None = None, **code: str) -> Result:
+    """On Azure: a run whose job stays in one stage (``stage_timing``, an emulator timing) until
+    the scenario fails it there, as the service would; the finished run's result."""
+    ctx.target.set_timings(**{stage_timing: 100000.0})
+    process = ctx.start_run("--cleanup", "on-failure")
+    job = ctx.wait_new_job(ctx.baseline, process, status=status)
+    ctx.target.fail_job(job, message, **code)
+    result = ctx.finish_process(process)
+    ctx.track(result.doc.get("run_id") or ctx.latest_run_id(), jobs=1)
+    return result
+
+
 @scenario("job-fails-in-validation", "openai", "azure-openai", issue="faults")
 def job_fails_in_validation(ctx: Ctx) -> None:
     if ctx.target.name == "openai":
         ctx.target.faults({"kind": "fail_job", "stage": "validating_files", "code": "invalid_training_file",
                            "message": "Invalid file format. Line 3, message 1: unexpected key."})
         result = ctx.run("--cleanup", "on-failure")
-    else:
-        ctx.target.set_timings(validating_s=100000.0)  # still validating when the scenario fails it
-        process = ctx.start_run("--cleanup", "on-failure")
-        job = ctx.wait_new_job(ctx.baseline, process)
-        ctx.target.fail_job(job, "Training file validation failed at line 3: unexpected key.")
-        result = ctx.finish_process(process)
-        ctx.track(result.doc.get("run_id") or ctx.latest_run_id(), jobs=1)
+    else:  # still validating when the scenario fails it
+        result = fail_stalled_job(ctx, "validating_s", "Training file validation failed at line 3: unexpected key.")
     expect(result.rc == 1, f"a job failing validation should exit 1: {result.brief()}")
     expect(result.doc.get("status") == "failed", f"run status {result.doc.get('status')!r}, expected failed")
 
@@ -211,13 +172,9 @@ def job_fails_while_running(ctx: Ctx) -> None:
                            "message": "The job failed due to an internal error."})
         result = ctx.run("--cleanup", "on-failure")
     else:
-        ctx.target.set_timings(running_s=100000.0)
-        process = ctx.start_run("--cleanup", "on-failure")
         running = "running" if ctx.target.name == "azure-openai" else None
-        job = ctx.wait_new_job(ctx.baseline, process, status=running)
-        ctx.target.fail_job(job, "The job failed due to an internal error.", code="internalError")
-        result = ctx.finish_process(process)
-        ctx.track(result.doc.get("run_id") or ctx.latest_run_id(), jobs=1)
+        result = fail_stalled_job(ctx, "running_s", "The job failed due to an internal error.", status=running,
+                                  code="internalError")
     expect(result.rc == 1, f"a failed job should exit 1: {result.brief()}")
 
 
