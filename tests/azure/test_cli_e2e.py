@@ -13,25 +13,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cloudtune.emulators.azure import control
-from tests.support.emulators import EmulatorProcess
+from tests.support.emulators import EmulatorProcess, control
 from tests.support.testenv import env_without
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEED = 50.0  # emulated seconds per real second
-
-
-def _fetch_state(url: str) -> dict[str, Any]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{url}/_emulator/state", timeout=10) as response:
-        return json.loads(response.read())
 
 
 class Emulator(EmulatorProcess):
@@ -42,7 +34,7 @@ class Emulator(EmulatorProcess):
                          "--deploy-seconds", "10", "--delete-seconds", "5", "--state-dir", str(tmp))
 
     def state(self) -> dict[str, Any]:
-        return _fetch_state(self.url)
+        return control(self.url, "/_emulator/state")
 
     def configure(self, **body: Any) -> None:
         control(self.url, "/_emulator/config", body)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.emulators import EmulatorProcess
+from tests.support.emulators import EmulatorProcess, control
 from tests.support.testenv import env_without
 from tests.openai.conftest import chat_example
 
@@ -52,11 +51,7 @@ class OpenAISession:
                               capture_output=True, text=True, timeout=timeout)
 
     def control(self, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method="POST" if data is not None else "GET",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        return control(self.url, path, body)
 
 
 @pytest.fixture(scope="module")

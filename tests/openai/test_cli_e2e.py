@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.emulators import EmulatorProcess
+from tests.support.emulators import EmulatorProcess, control
 from tests.support.testenv import env_without
 from tests.openai.conftest import DOCUMENTED_DAY, write_training_file
 
@@ -56,11 +55,7 @@ class Session:
                           *extra)
 
     def control(self, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method="POST" if data is not None else "GET",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        return control(self.url, path, body)
 
     def state(self) -> dict[str, Any]:
         return self.control("/_emulator/state")

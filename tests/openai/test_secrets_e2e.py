@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.emulators import EmulatorProcess
+from tests.support.emulators import EmulatorProcess, control
 from tests.support.testenv import env_without
 from tests.openai.conftest import write_training_file
 
@@ -70,14 +70,6 @@ def _cloudtune(tmp: Path, url: str, *args: str) -> subprocess.CompletedProcess[s
                           text=True, timeout=120)
 
 
-def _control(url: str, path: str, body: object) -> None:
-    import urllib.request
-
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=10).close()
-
-
 def _leaks(tmp: Path, *results: subprocess.CompletedProcess[str]) -> list[str]:
     """Every (where, shape) at which a planted secret is found in cloudtune's output or files."""
     found = []
@@ -116,8 +108,8 @@ def test_no_planted_secret_is_printed_or_stored_by_a_failed_run(tmp_path: Path, 
     message = (f"Could not fetch https://ci:{URL_PASSWORD}@data.example.com (Authorization: Basic {BASIC}; "
                f"Authorization: Bearer {BEARER}); key {API_KEY} / {AZURE_KEY}; token {GITHUB_TOKEN} {GHO} {GHS} "
                f"{GITHUB_PAT}; https://a.blob.core.windows.net/c?sv=1&sig={SAS_SIG}")
-    _control(emulator, "/_emulator/faults", [{"kind": "fail_job", "stage": "running", "code": "data_fetch_failed",
-                                              "message": message}])
+    control(emulator, "/_emulator/faults", [{"kind": "fail_job", "stage": "running", "code": "data_fetch_failed",
+                                             "message": message}])
     failed = _cloudtune(tmp_path, emulator, "run", str(config), "--json", "--cleanup", "on-failure")
     assert failed.returncode == 1, failed.stderr
     plain = _cloudtune(tmp_path, emulator, "status")

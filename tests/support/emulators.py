@@ -16,9 +16,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.support.testenv import env_without
 
@@ -27,6 +29,16 @@ STOP_GRACE_S = 10.0
 # importing the SDKs and (azure) making a test CA takes a few seconds; on a loaded 2-core CI
 # machine many times that, so this only stops a hung emulator from hanging the suite
 START_TIMEOUT_S = 120.0
+
+
+def control(url: str, path: str, body: Any = None) -> Any:
+    """An emulator's control route (``/_emulator/...``): GET, or POST ``body`` as JSON; the
+    decoded answer. Never through a proxy: the emulators listen on the loopback."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def _openai_address(first_line: str) -> tuple[str, dict[str, str]] | None:
