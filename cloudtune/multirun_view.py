@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudtune.output import Progress, _fmt_duration
+from cloudtune.output import Progress, format_duration
 from cloudtune.secrets import scrub
 
 PROGRESS_ENV = "CLOUDTUNE_PROGRESS"  # set to "jsonl" in the children the board reads
@@ -95,8 +95,8 @@ class Board:
                     f"{p.epoch:g}" if p.epoch is not None else "-",
                     f"{p.train_loss:.4f}" if p.train_loss is not None else "-",
                     f"{p.valid_loss:.4f}" if p.valid_loss is not None else "-",
-                    _fmt_duration((view.ended or time.monotonic()) - p.started),
-                    _fmt_duration(p.eta_s) if view.exit_code is None else "-",
+                    format_duration((view.ended or time.monotonic()) - p.started),
+                    format_duration(p.eta_s) if view.exit_code is None else "-",
                     scrub(view.latest)[:120],
                 )
         return table

@@ -70,7 +70,7 @@ def say(message: str, stream: TextIO | None = None) -> None:
     stream.flush()
 
 
-def _fmt_duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds < 0:
         return "-"
     seconds = int(seconds)
@@ -125,7 +125,7 @@ class Progress:
             self.eta_s = elapsed / self.step * (self.total_steps - self.step)
 
     def line(self) -> str:
-        parts = [f"state={self.state}", f"elapsed={_fmt_duration(time.monotonic() - self.started)}"]
+        parts = [f"state={self.state}", f"elapsed={format_duration(time.monotonic() - self.started)}"]
         if self.step is not None:
             parts.append(f"step={int(self.step)}/{int(self.total_steps) if self.total_steps else '?'}")
         if self.epoch is not None:
@@ -135,7 +135,7 @@ class Progress:
         if self.valid_loss is not None:
             parts.append(f"valid_loss={self.valid_loss:.4f}")
         if self.eta_s is not None:
-            parts.append(f"eta={_fmt_duration(self.eta_s)}")
+            parts.append(f"eta={format_duration(self.eta_s)}")
         return " ".join(parts)
 
 
@@ -220,7 +220,7 @@ class RichReporter(PlainReporter):
         table.add_column(style="bold")
         table.add_column()
         table.add_row("state", p.state)
-        table.add_row("elapsed", _fmt_duration(time.monotonic() - p.started))
+        table.add_row("elapsed", format_duration(time.monotonic() - p.started))
         if p.step is not None:
             table.add_row("step", f"{int(p.step)}/{int(p.total_steps) if p.total_steps else '?'}")
         if p.epoch is not None:
@@ -229,7 +229,7 @@ class RichReporter(PlainReporter):
             table.add_row("train loss", f"{p.train_loss:.4f}")
         if p.valid_loss is not None:
             table.add_row("valid loss", f"{p.valid_loss:.4f}")
-        table.add_row("ETA", _fmt_duration(p.eta_s))
+        table.add_row("ETA", format_duration(p.eta_s))
         for line in p.events:
             table.add_row("", scrub(line))
         title = f"cloudtune run {run.run_id}" if run is not None else "cloudtune"
