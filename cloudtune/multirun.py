@@ -145,7 +145,7 @@ def _drive_child(child: Child, lock: threading.Lock, quiet: bool, board: Any = N
                 say(f"[{child.provider:<7}] {line}")
     child.code = process.wait()
     if board is not None:
-        child.run_id = child.run_id or board.board.views[child.provider].run_id
+        child.run_id = child.run_id or board.run_id(child.provider)
         board.finished(child.provider, child.code)
     return child
 

@@ -129,6 +129,10 @@ class LiveBoard:
                 self.console.print(f"[bold]{provider}[/bold] {scrub(kept)}", highlight=False, markup=False)
             self.live.update(self.board.table())
 
+    def run_id(self, provider: str) -> str | None:
+        """The run id ``provider``'s child reported in its progress, if it got that far."""
+        return self.board.views[provider].run_id
+
     def finished(self, provider: str, exit_code: int) -> None:
         self.board.finish(provider, exit_code)
         with self._lock:

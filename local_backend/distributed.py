@@ -69,7 +69,7 @@ def distributed_spec(options: Mapping[str, Any]) -> dict[str, Any] | None:
         raise errors.InvalidInput(f"Invalid distributed layout: num_processes={processes}, nnodes={nnodes}, node_rank={node_rank}")
     if nnodes > 1 and not (isinstance(endpoint, str) and ":" in endpoint):
         raise errors.InvalidInput("A multi-node run needs -o rdzv_endpoint=HOST:PORT (node 0's address, reachable by every node)")
-    fsdp = str(options.get("fsdp") if options.get("fsdp") is not None else "").strip().lower()
+    fsdp = str(options.get("fsdp") or "").strip().lower()  # a YAML boolean arrives as True/False
     if fsdp not in _TRUE + _FALSE:
         raise errors.InvalidInput(f"-o fsdp must be true or false, not {options.get('fsdp')!r}")
     if processes == 1 and nnodes == 1:

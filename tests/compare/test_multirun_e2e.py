@@ -149,7 +149,8 @@ def test_model_map_without_this_provider_is_exit_2(hosts: dict[str, Any], data: 
 
 
 def test_on_a_terminal_the_runs_are_one_live_table_a_row_per_provider(hosts: dict[str, Any], data: dict[str, Path],
-                                                                       tmp_path: Path) -> None:
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import pty
     import re
     import select
@@ -183,11 +184,8 @@ def test_on_a_terminal_the_runs_are_one_live_table_a_row_per_provider(hosts: dic
 
     from cloudtune.ledger import Ledger
 
-    os.environ["CLOUDTUNE_HOME"] = str(tmp_path / "home")
-    try:
-        runs = {run.provider: run for run in Ledger().list_runs()}
-    finally:
-        del os.environ["CLOUDTUNE_HOME"]
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    runs = {run.provider: run for run in Ledger().list_runs()}
     assert sorted(runs) == ["azure", "openai"]
     # The last drawing of the table: a header, then one row per provider with its run id,
     # its outcome and its progress (steps done out of the total the job reported).
