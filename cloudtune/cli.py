@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
         "delete everything a run created: deployments, then models, then files",
         "cloudtune.teardown_commands:cmd_cleanup",
     )
-    p.add_argument("run_id", nargs="?")
-    p.add_argument("--older-than", help="every run older than this (e.g. 24h)")
+    p.add_argument("run_id", nargs="?",
+                   help="the run: its exact id or a unique prefix of 8+ characters (default: the latest run)")
+    p.add_argument("--older-than", metavar="D",
+                   help="instead of one run, every run older than D (e.g. 24h); refused together with a run id")
     p.add_argument("--keep-model", action="store_true", help="delete deployments and files, keep the model")
     p.add_argument("--cancel", action="store_true",
                    help="a job still running is cancelled first (and waited for); without it such runs are refused")

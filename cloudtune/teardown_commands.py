@@ -126,12 +126,18 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    selected_by_age = args.older_than is not None
+    if selected_by_age and args.run_id is not None:
+        raise errors.InvalidInput(
+            f"Give a run id or --older-than, not both: `cleanup {args.run_id} --older-than {args.older_than}` "
+            "would not say whether the run or every old run is meant. Nothing was deleted.",
+            hint="`cloudtune cleanup RUN` cleans one run; `cloudtune cleanup --older-than D` every run older than D.",
+        )
     ledger = Ledger()
-    selected_by_age = bool(args.older_than)
     if selected_by_age:
         runs = ledger.list_runs(limit=10_000, older_than_s=parse_duration(args.older_than))
-    elif args.run_id or ledger.latest_run_id():
-        runs = [ledger.get_run(args.run_id or ledger.latest_run_id())]  # type: ignore[arg-type]
+    elif args.run_id is not None or ledger.latest_run_id():
+        runs = [ledger.get_run(ledger.latest_run_id() if args.run_id is None else args.run_id)]  # type: ignore[arg-type]
     else:
         runs = []
     reporter = make_reporter(choose_mode(args.json))
