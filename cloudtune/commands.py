@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _load(run_id: str | None) -> tuple[Ledger, Run]:
     ledger = Ledger()
-    run_id = run_id or ledger.latest_run_id()
+    run_id = ledger.latest_run_id() if run_id is None else run_id  # "" is a selector (refused), not "latest"
     if run_id is None:
         raise errors.InvalidInput("There are no runs yet.", hint="Start one with `cloudtune run`.")
     return ledger, ledger.get_run(run_id)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtune import errors
 from cloudtune.fsperm import private_dir, private_file
 from cloudtune.secrets import REDACTED, redact  # noqa: F401 - re-exported
 from cloudtune.types import FineTuneSpec, Run, utcnow
@@ -129,18 +128,18 @@ class Ledger:
         return run
 
     def get_run(self, run_id: str) -> Run:
+        """The run ``run_id`` names: its exact id or a unique prefix (:mod:`cloudtune.run_selector`)."""
+        from cloudtune.run_selector import select_run_id
+
         rows = self._conn.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchall()
         if not rows:
-            rows = self._conn.execute(
-                "SELECT doc FROM runs WHERE run_id LIKE ? ORDER BY created_at DESC", (f"%{run_id}%",)
-            ).fetchall()
-            if len(rows) > 1:
-                raise errors.InvalidInput(f"Run id {run_id!r} is ambiguous ({len(rows)} runs match); give more of it.")
-        if not rows:
-            raise errors.InvalidInput(
-                f"No run {run_id!r} in the ledger at {self.path}.", hint="`cloudtune list` shows the runs."
-            )
+            exact = select_run_id(run_id, self.run_ids(), where=f"the ledger at {self.path}")
+            rows = self._conn.execute("SELECT doc FROM runs WHERE run_id = ?", (exact,)).fetchall()
         return Run.model_validate_json(rows[0][0])
+
+    def run_ids(self) -> list[str]:
+        """Every run id in the ledger, newest first."""
+        return [row[0] for row in self._conn.execute("SELECT run_id FROM runs ORDER BY created_at DESC")]
 
     def latest_run_id(self) -> str | None:
         row = self._conn.execute("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()

@@ -73,7 +73,10 @@ def test_ledger_intents_without_results_are_pending(tmp_path: Path) -> None:
     ledger.result(run.run_id, "upload_file", first, value="file-1")
     second = ledger.intent(run.run_id, "create_job")
     assert [r.id for r in ledger.pending_intents(run.run_id)] == [second]
-    assert ledger.get_run(run.run_id[-6:]).run_id == run.run_id  # a unique suffix is enough
+    assert ledger.get_run(run.run_id[:8]).run_id == run.run_id  # a unique prefix of 8+ characters is enough
+    for too_loose in (run.run_id[-6:], run.run_id[:7], "", "%", "_", "-"):  # issue 16 point 2: never widened
+        with pytest.raises(errors.InvalidInput, match="candidates"):
+            ledger.get_run(too_loose)
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("l.db*"))  # the WAL holds the fresh pages
     assert b"file-1" in stored  # the check can fail: what was written is in these bytes
     assert b"sk-abcdefghijkl" not in stored
