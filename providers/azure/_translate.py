@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cloudtune import errors
+from cloudtune import errors, secrets
 
 NAME = "azure"
 CREDENTIALS_HINT = ("Check the Azure credential: AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID (or `az login`), "
@@ -18,7 +18,9 @@ _SECRETISH = re.compile(r"(?i)(api[-_]?key|bearer|sig|key)=?[:\s]*[A-Za-z0-9+/_\
 
 
 def scrub(text: str) -> str:
-    return _SECRETISH.sub(r"\1=***", text)
+    """Every credential shape and environment secret (:func:`cloudtune.secrets.scrub`), then any
+    long value following a key-like word (the SDKs' own message formats)."""
+    return _SECRETISH.sub(r"\1=***", secrets.scrub(text))
 
 
 def _retry_after(headers: Any) -> float | None:

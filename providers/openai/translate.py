@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any
 
-from cloudtune import errors
+from cloudtune import errors, secrets
 
 NAME = "openai"
 _KEYISH = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{3,}|[A-Za-z0-9_\-]{2,}\*{3,}[A-Za-z0-9_\-]*)")
@@ -22,8 +22,9 @@ _DATASET_PARAMS = {"training_file", "validation_file", "file"}
 
 
 def scrub(text: str) -> str:
-    """Remove anything that looks like an API key (the service echoes masked keys)."""
-    return _KEYISH.sub("sk-***", text)
+    """Remove anything that looks like a credential (:func:`cloudtune.secrets.scrub`), and the masked
+    keys the service echoes ("sk-abc***xyz")."""
+    return _KEYISH.sub("sk-***", secrets.scrub(text))
 
 
 def retry_after_seconds(headers: Any) -> float | None:

@@ -126,3 +126,19 @@ def test_redaction_keeps_pointers_to_secrets() -> None:
                    "max_tokens": 5, "note": "Bearer abcdefghij"})
     assert kept == {"credential": "cli", "api_key_env": "MY_KEY", "api_key": "***", "client_secret": "***",
                     "max_tokens": 5, "note": "***"}
+
+
+def test_environment_secrets_are_found_by_name_whatever_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudtune.secrets import scrub
+
+    planted = {"HUGGING_FACE_HUB_TOKEN": "hubTokenValue123", "AZURE_OPENAI_AD_TOKEN": "adTokenValue4567",
+               "OPENAI_ADMIN_KEY": "adminKeyValue890", "MY_DB_PASSWORD": "pw-Value-0001",
+               "X_CONNECTION_STRING": "Server=db;Pwd=abc123", "EXPORT_SAS": "sasValue01234",
+               "APP_SECRET": "appSecretValue1"}
+    harmless = {"PIP_KEYRING_PROVIDER": "disabled", "SHORT_TOKEN": "abc12", "EMPTY_KEY": "",
+                "SIGNING_KEY_FILE": "/etc/cloudtune/signing.pem"}
+    for name, value in {**planted, **harmless}.items():
+        monkeypatch.setenv(name, value)
+    text = scrub(" | ".join([*planted.values(), *harmless.values()]))
+    assert not any(value in text for value in planted.values()), text
+    assert all(value in text for value in harmless.values() if value), text
