@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune import errors, poller
+from cloudtune.provider import search_since
 from cloudtune.types import (
     CLEANUP_ORDER,
     CleanupRecord,
@@ -187,8 +188,7 @@ def find_tagged_upload(pipeline: "Pipeline", run: Run, resource: Resource) -> st
     path = Path(pipeline.workdir or ".") / resource.name
     if not path.exists():
         return None
-    since = run.created_at.timestamp() - 300  # a little clock skew between us and the service
-    return pipeline.provider.find_uploaded(path, since=since)
+    return pipeline.provider.find_uploaded(path, since=search_since(run.created_at.timestamp()))
 
 
 def delete_model_safely(

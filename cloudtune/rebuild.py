@@ -12,13 +12,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from cloudtune import errors
+from cloudtune.provider import search_since
 from cloudtune.types import FineTuneSpec, ResourceKind, ResourceState, Run, Step, utcnow
 
 if TYPE_CHECKING:
     from cloudtune.pipeline import Pipeline
-
-#: clock skew allowed between this machine, the one that started the run, and the service
-SKEW_S = 300.0
 
 
 def started_at(run_id: str) -> datetime:
@@ -37,7 +35,7 @@ def rebuild_run(pipeline: "Pipeline", spec: FineTuneSpec, run_id: str) -> tuple[
     provider = pipeline.provider
     run = Run(run_id=run_id, spec=spec, provider=spec.provider, created_at=started_at(run_id))
     found: list[str] = []
-    since = run.created_at.timestamp() - SKEW_S
+    since = search_since(run.created_at.timestamp())
     for role, source in pipeline.data_files(run):
         copy = pipeline.upload_copy(run, role, source)
         file_id = provider.find_uploaded(copy, since=since)

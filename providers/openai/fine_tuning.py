@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cloudtune.provider import search_since
 from cloudtune.types import FineTuneSpec
 
 EVENTS_PAGE = 100
-CLOCK_SKEW_S = 60.0
 JOBS_PAGE = 100
 MAX_JOB_PAGES = 20  # a hard bound even when every job is newer than the run (or has_more never ends)
 
@@ -28,7 +28,8 @@ def run_started_at(run_id: str) -> float | None:
 
 def scan_jobs_of_run(pages: Iterable[Any], run_id: str, matches: Callable[[Any], bool]) -> list[Any]:
     """Jobs of a run, from listed pages of jobs NEWEST FIRST: stops at the first job created
-    before the run began (less a minute of clock skew), so a user with thousands of jobs, or an
+    before the run began (less the clock-skew allowance, :data:`cloudtune.provider.CLOCK_SKEW_S`),
+    so a user with thousands of jobs, or an
     API that keeps answering ``has_more``, costs a bounded number of requests (issue 10 point 9).
     ``pages`` yields page objects with ``.data`` (the SDK's ``SyncCursorPage.iter_pages()``)."""
     started = run_started_at(run_id)
@@ -36,7 +37,7 @@ def scan_jobs_of_run(pages: Iterable[Any], run_id: str, matches: Callable[[Any],
     for number, page in enumerate(pages, 1):
         for raw in page.data:
             created = getattr(raw, "created_at", None) or 0
-            if started is not None and created and created < started - CLOCK_SKEW_S:
+            if started is not None and created and created < search_since(started):
                 return found
             if matches(raw):
                 found.append(raw)
@@ -46,10 +47,11 @@ def scan_jobs_of_run(pages: Iterable[Any], run_id: str, matches: Callable[[Any],
 
 
 def uploaded_file_matching(files: Any, *, filename: str, size: int, since: float) -> str | None:
-    """Among listed files, the newest with this name and size created after ``since`` (unix
-    time, a minute of clock skew allowed): an upload whose answer never came back."""
+    """Among listed files, the newest with this name and size created at or after ``since`` (unix
+    time; the caller's :func:`cloudtune.provider.search_since` has allowed for clock skew): an
+    upload whose answer never came back."""
     matches = [f for f in files if getattr(f, "filename", None) == filename and getattr(f, "bytes", None) == size
-               and (getattr(f, "created_at", 0) or 0) >= since - CLOCK_SKEW_S]
+               and (getattr(f, "created_at", 0) or 0) >= int(since)]  # the API answers in whole seconds
     return max(matches, key=lambda f: f.created_at).id if matches else None
 
 

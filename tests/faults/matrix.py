@@ -57,6 +57,7 @@ def scenario(name: str, *targets: str, issue: str = "") -> Callable[[Body], Body
 
 def all_scenarios() -> list[Scenario]:
     from tests.faults import (  # noqa: F401 - importing registers the rows
+        scenarios_adversary,
         scenarios_cleanup,
         scenarios_ownership,
         scenarios_signals,
