@@ -135,8 +135,11 @@ PROVIDER_RULES: dict[str, ProviderDataRules] = {
 
 
 def provider_rules(provider: str) -> ProviderDataRules:
-    """Rules for ``provider``; unknown providers get the strictest hosted rules."""
-    return PROVIDER_RULES.get(provider, PROVIDER_RULES["openai"])
+    """The data rules ``provider`` declares (:mod:`cloudtune.provider_facts`); a name no provider
+    answers to gets the documented defaults."""
+    from cloudtune.registry import provider_facts
+
+    return provider_facts(provider).data_rules
 
 
 def _openai(name, aliases, context, tokenizer, price, methods=("supervised", "dpo"), notes="", provider="openai"):
@@ -256,14 +259,22 @@ def _normalise(name: str) -> str:
 
 
 def lookup_model(provider: str, model: str | None) -> ModelInfo | None:
-    """Find ``model`` for ``provider``: exact name or alias first, then the
+    """Find ``model`` in the model table ``provider`` declares (see :func:`find_model`)."""
+    if not model:
+        return None
+    from cloudtune.registry import provider_facts
+
+    return find_model(provider_facts(provider).models, model)
+
+
+def find_model(candidates: tuple[ModelInfo, ...], model: str | None) -> ModelInfo | None:
+    """Find ``model`` among ``candidates``: exact name or alias first, then the
     longest known name that is a prefix of it (snapshots and fine-tune ids:
     ``gpt-4o-mini-2024-07-18``, ``gpt-4o-mini-2024-07-18.ft-x``,
     ``ft:gpt-4o-mini-2024-07-18:org::id``). Local models also match on the
     last path component (``/models/SmolLM2-135M-Instruct``)."""
     if not model:
         return None
-    candidates = MODELS.get(provider, ())
     wanted = _normalise(model)
     wanted_tail = wanted.rstrip("/").rsplit("/", 1)[-1]
     for info in candidates:
@@ -331,6 +342,7 @@ __all__ = [
     "ModelInfo",
     "ProviderDataRules",
     "lookup_model",
+    "find_model",
     "inference_price_for",
     "price_for",
     "provider_rules",

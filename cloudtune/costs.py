@@ -2,13 +2,14 @@
 
 :func:`before_upload` is called once by the pipeline's validation step. It
 
-1. asks the provider what it would refuse and what the user should read first (the optional
-   provider hook ``plan(spec) -> list[str]``: resolved model ids, training type, shut-down dates;
+1. asks the provider what it would refuse and what the user should read first
+   (:meth:`~cloudtune.provider.Provider.plan`: resolved model ids, training type, shut-down dates;
    it raises :class:`~cloudtune.errors.CapabilityError`, exit 4, for what the service would refuse);
 2. prints the estimated trained tokens and training cost (the dataset estimate, priced from the
    provider's dated table in :mod:`cloudtune.catalog`, with the price's date and source), and the
-   hourly hosting cost of the deployment the run will make (optional provider hook
-   ``hosting_note(spec) -> str | None``);
+   hourly hosting cost of the deployment the run will make
+   (:meth:`~cloudtune.provider.Provider.hosting_note`); a provider whose facts say it is not hosted
+   runs on your hardware: no bill;
 3. refuses with :class:`~cloudtune.errors.QuotaExceeded` (exit 4) when ``--max-cost`` is below the
    estimate, or when a budget is set and no price is known to check it against.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 from cloudtune import errors
-from cloudtune.catalog import provider_rules
 
 
 def estimate_line(report: Any) -> str | None:
@@ -33,20 +33,18 @@ def before_upload(run: Any, provider: Any, reporter: Any, report: Any) -> float 
     """Print the plan and the estimate; raise when the budget is exceeded. Returns the estimated
     training cost in USD (None when unknown)."""
     spec = run.spec
-    plan = getattr(provider, "plan", None)
-    for note in (plan(spec) if callable(plan) else None) or []:
+    for note in provider.plan(spec) or []:
         reporter.step(run, note)
     estimate = getattr(report, "estimate", None)
     cost = estimate.cost_usd if estimate is not None else None
-    hosted = provider_rules(spec.provider).hosted if spec.provider in ("openai", "azure", "local") else True
+    hosted = provider.facts.hosted
     if cost is None and not hosted:
         cost = 0.0  # your own hardware
     line = estimate_line(report)
     if line is not None:
         reporter.step(run, line if hosted else f"{line} (local: no bill)")
-    hosting = getattr(provider, "hosting_note", None)
-    if spec.deploy.enabled and callable(hosting):
-        note = hosting(spec)
+    if spec.deploy.enabled:
+        note = provider.hosting_note(spec)
         if note:
             reporter.step(run, f"Hosting: {note}")
     budget = getattr(spec, "max_cost_usd", None)

@@ -24,7 +24,7 @@ Contract every implementation keeps (checked by ``tests/contract``):
 * Unknown provider statuses map to ``JobState.UNKNOWN`` (see :meth:`map_status`),
   never an exception.
 * What a provider cannot do is declared in :attr:`Provider.unsupported`
-  (operation -> reason); calling it raises :class:`UnsupportedOperation` with
+  (:class:`~cloudtune.provider_facts.Operation` -> reason); calling it raises :class:`UnsupportedOperation` with
   that reason before any SDK is touched.
 * ``delete_model`` on a model that is still deployed raises :class:`Conflict`;
   cloudtune's pipeline always undeploys first.
@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cloudtune import errors
+from cloudtune.provider_facts import DEFAULT_FACTS, Operation, ProviderFacts, ProviderOptions
 from cloudtune.types import (
     ChatResult,
     Checkpoint,
@@ -72,28 +73,7 @@ def search_since(run_started: float) -> float:
     return run_started - CLOCK_SKEW_S
 
 #: The operations of the interface, in the order a run uses them.
-OPERATIONS: tuple[str, ...] = (
-    "check",
-    "upload_file",
-    "find_uploaded",
-    "get_file",
-    "delete_file",
-    "create_job",
-    "find_jobs",
-    "get_job",
-    "list_jobs",
-    "list_events",
-    "list_checkpoints",
-    "cancel_job",
-    "pause_job",
-    "resume_job",
-    "deploy",
-    "get_deployment",
-    "list_deployments",
-    "undeploy",
-    "delete_model",
-    "chat",
-)
+OPERATIONS: tuple[str, ...] = tuple(operation.value for operation in Operation)
 _IDEMPOTENT_DELETES = frozenset({"delete_file", "undeploy", "delete_model"})
 
 
@@ -103,13 +83,18 @@ class Provider(abc.ABC):
     #: the registry name (``--provider NAME``)
     name: ClassVar[str] = ""
     #: operation -> why this provider cannot do it (skypilot-style, checked in one place)
-    unsupported: ClassVar[Mapping[str, str]] = {}
+    unsupported: ClassVar[Mapping[Operation | str, str]] = {}
     #: raw provider status -> shared state; anything missing maps to ``unknown``
     status_map: ClassVar[Mapping[str, JobState]] = {}
     #: the pip extra that installs this provider's SDK
     install_extra: ClassVar[str | None] = None
-    #: ``-o KEY=VALUE`` options this provider reads: name -> one-line help. Anything else is
-    #: refused before a run starts (:func:`cloudtune.registry.check_options`); empty = accepts none.
+    #: data rules, hosted or not, model table, request concurrency (:mod:`cloudtune.provider_facts`)
+    facts: ClassVar[ProviderFacts] = DEFAULT_FACTS
+    #: the ``-o KEY=VALUE`` options this provider reads, as a pydantic model; anything else (or a
+    #: bad value) is refused before a run starts (:func:`cloudtune.registry.check_options`)
+    Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+    #: option name -> one-line help, derived from ``Options`` (a subclass may declare this mapping
+    #: instead of ``Options``: each name then becomes an option of any value)
     option_names: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
@@ -127,6 +112,7 @@ class Provider(abc.ABC):
     # ------------------------------------------------------------ plumbing
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _declare_options(cls)
         for operation in OPERATIONS:
             method = cls.__dict__.get(operation)
             if method is not None and callable(method) and not getattr(method, "_cloudtune_wrapped", False):
@@ -166,8 +152,18 @@ class Provider(abc.ABC):
         that died: its checkpoints survive). ``cloudtune resume`` restarts such jobs."""
         return False
 
-    def supports(self, operation: str) -> bool:
+    def supports(self, operation: Operation | str) -> bool:
         return operation not in self.unsupported
+
+    def plan(self, spec: FineTuneSpec) -> list[str]:
+        """Before anything is uploaded: raise :class:`~cloudtune.errors.CapabilityError` (exit 4)
+        for what the service would refuse, and return the lines the user should read first
+        (resolved model ids, training type, shut-down dates). Nothing to say by default."""
+        return []
+
+    def hosting_note(self, spec: FineTuneSpec) -> str | None:
+        """The hourly cost of the deployment ``spec`` will make, or None when there is none."""
+        return None
 
     def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
         """Turn this provider's SDK exception into a cloudtune error. Override it."""
@@ -273,6 +269,20 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
         """One chat completion against a deployment (smoke tests, evaluation)."""
+
+
+def _declare_options(cls: type[Provider]) -> None:
+    """Keep ``Options`` and ``option_names`` in step: a class that declares ``Options`` gets its
+    help texts as ``option_names``; one that declares only ``option_names`` gets a model of them."""
+    if "Options" in cls.__dict__:
+        cls.option_names = {key: field.description or "" for key, field in cls.Options.model_fields.items()
+                            if field.description}
+    elif "option_names" in cls.__dict__:
+        from pydantic import Field, create_model
+
+        fields: dict[str, Any] = {key: (Any, Field(None, description=help_text))
+                                  for key, help_text in cls.option_names.items()}
+        cls.Options = create_model(f"{cls.__name__}Options", __base__=ProviderOptions, **fields)
 
 
 def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:

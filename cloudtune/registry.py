@@ -20,6 +20,7 @@ from cloudtune import errors
 
 if TYPE_CHECKING:
     from cloudtune.provider import Provider
+    from cloudtune.provider_facts import ProviderFacts
 
 ENTRY_POINT_GROUP = "cloudtune.providers"
 DEFAULT_PROVIDER = "local"
@@ -105,24 +106,49 @@ def provider_class(name: str | None) -> type["Provider"]:
 CORE_OPTIONS: dict[str, str] = {"base_model": "the run's base model (set by cloudtune)"}
 
 
+def provider_facts(name: str | None) -> "ProviderFacts":
+    """What the provider ``name`` declares about itself (data rules, models, concurrency...).
+    A name no installed provider answers to gets the documented defaults, so a dataset can be
+    checked for a provider whose package is not installed here."""
+    from cloudtune.provider_facts import DEFAULT_FACTS
+
+    try:
+        cls = provider_class(name)
+    except errors.ProviderUnavailable:
+        return DEFAULT_FACTS
+    return getattr(cls, "facts", DEFAULT_FACTS)
+
+
 def check_options(name: str | None, options: Mapping[str, Any]) -> None:
-    """Refuse ``-o`` options the provider does not read (declared in its ``option_names``), naming
-    the ones it does, so a misspelling (``-o lora_rnak=8``) is not silently ignored."""
+    """Validate ``-o`` options against the provider's ``Options`` model before a run is recorded:
+    a key it does not read (``-o lora_rnak=8``) is refused naming the ones it does, and a value of
+    the wrong type (``-o read_attempts=many``) is refused naming the option."""
     cls = provider_class(name)
-    known = {**cls.option_names, **CORE_OPTIONS}
-    unknown = sorted(str(key) for key in options if key not in known)
-    if not unknown:
-        return
     label = cls.name or resolve(name).name
-    guesses = [close for key in unknown for close in difflib.get_close_matches(key, cls.option_names, n=1)]
-    offered = "; ".join(f"{key} ({help_text})" for key, help_text in sorted(cls.option_names.items()))
-    raise errors.ConfigError(
-        f"The {label} provider has no option {', '.join(repr(k) for k in unknown)}. "
-        + (f"Its options: {offered}." if offered else "It takes no options."),
-        hint=(f"Did you mean {', '.join(guesses)}? " if guesses else "")
-        + "Training settings (epochs, lora_r...) go under hyperparameters: in the YAML config, not -o.",
-        provider=label,
-    )
+    unknown = sorted(str(key) for key in options if key not in cls.Options.model_fields)
+    if unknown:
+        guesses = [close for key in unknown for close in difflib.get_close_matches(key, cls.option_names, n=1)]
+        offered = "; ".join(f"{key} ({help_text})" for key, help_text in sorted(cls.option_names.items()))
+        raise errors.ConfigError(
+            f"The {label} provider has no option {', '.join(repr(k) for k in unknown)}. "
+            + (f"Its options: {offered}." if offered else "It takes no options."),
+            hint=(f"Did you mean {', '.join(guesses)}? " if guesses else "")
+            + "Training settings (epochs, lora_r...) go under hyperparameters: in the YAML config, not -o.",
+            provider=label,
+        )
+    from pydantic import ValidationError
+
+    try:
+        cls.Options.model_validate(dict(options))
+    except ValidationError as exc:
+        # the value itself is not repeated: an option may hold something secret
+        bad = "; ".join(f"-o {'.'.join(str(p) for p in err['loc'])} ({err['msg']})" for err in exc.errors())
+        raise errors.ConfigError(
+            f"The {label} provider cannot use {bad}.",
+            hint="; ".join(f"{key}: {help_text}" for key, help_text in sorted(cls.option_names.items())
+                           if key in {str(err['loc'][0]) for err in exc.errors() if err['loc']}) or None,
+            provider=label,
+        ) from None
 
 
 def get_provider(name: str | None = None, options: dict[str, Any] | None = None, **kwargs: Any) -> "Provider":

@@ -174,7 +174,7 @@ def validate_for_run(spec: FineTuneSpec, tokenizer_path: str | None = None) -> A
         return None
     return validate_file(
         spec.training_file,
-        provider=spec.provider if spec.provider in ("openai", "azure", "local") else "local",
+        provider=spec.provider,
         model=spec.base_model,
         method=spec.method.value,
         validation_path=spec.validation_file,

@@ -76,8 +76,9 @@ class BaseDeployments:
 
 def _price(run: Run, *, fine_tuned: bool) -> tuple[tuple[float, float] | None, str]:
     from cloudtune.catalog import inference_price_for
+    from cloudtune.registry import provider_facts
 
-    if run.provider == "local":
+    if not provider_facts(run.provider).hosted:
         return None, "local: your hardware, no price"
     found = inference_price_for(run.provider, run.spec.base_model, fine_tuned=fine_tuned)
     if found is None:

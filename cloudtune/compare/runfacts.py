@@ -98,7 +98,7 @@ def run_facts(run: Run, provider: Provider) -> RunFacts:
         facts.training_time_s = round((job.finished_at - job.created_at).total_seconds(), 1)
     facts.trained_tokens = job.trained_tokens
     price, date, source = price_for(lookup_model(run.provider, run.spec.base_model), run.spec.prices)
-    if run.provider == "local":
+    if not provider.facts.hosted:
         facts.training_price_note = "local: your hardware, no price"
     elif price is not None and job.trained_tokens is not None:
         facts.training_cost_usd = round(job.trained_tokens * price / 1_000_000, 4)

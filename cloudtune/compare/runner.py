@@ -18,12 +18,13 @@ if TYPE_CHECKING:
 
 # The same decoding for every target, recorded in the report.
 DECODING: dict[str, Any] = {"temperature": 0, "max_tokens": 128}
-# One local model answers one request at a time on CPU; hosted services take more.
-DEFAULT_CONCURRENCY = {"local": 1, "openai": 8, "azure": 4}
 
 
 def default_concurrency(provider_name: str) -> int:
-    return DEFAULT_CONCURRENCY.get(provider_name, 4)
+    """The requests at once the provider declares (``facts.request_concurrency``)."""
+    from cloudtune.registry import provider_facts
+
+    return provider_facts(provider_name).request_concurrency
 
 
 @dataclass

@@ -4,8 +4,8 @@ Azure documents training files as "UTF-8 with a byte-order mark (BOM)"
 (MicrosoftDocs/azure-ai-docs ``articles/ai-foundry/openai/includes/fine-tuning-oai-sdk.md``,
 09/01/2025); OpenAI's processing marks a file that starts with one as ``error``; the local backend
 reads either. So the user keeps one file, and the run-tagged copy cloudtune uploads
-(:meth:`cloudtune.uploads.UploadSteps.upload_copy`) is written in the provider's encoding: the BOM
-stripped or added there. The user's file is never modified; ``validate`` says so as a note.
+(:meth:`cloudtune.uploads.UploadSteps.upload_copy`) is written in the encoding the provider
+declares (``facts.data_rules.bom``): the BOM stripped or added there. The user's file is never modified; ``validate`` says so as a note.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from __future__ import annotations
 import shutil
 from typing import BinaryIO
 
-from cloudtune.catalog import PROVIDER_RULES, provider_rules
+from cloudtune.catalog import provider_rules
 
 from ._reader import UTF8_BOM
 
 
 def upload_encoding(provider: str) -> str | None:
     """``utf-8-sig`` (with BOM), ``utf-8`` (without), or None (kept as it is) for ``provider``."""
-    if provider not in PROVIDER_RULES or not provider_rules(provider).hosted:
-        return None  # plugins and the local backend get the file as it is
-    rule = provider_rules(provider).bom
+    rules = provider_rules(provider)  # what the provider declares (its facts)
+    if not rules.hosted:
+        return None  # nothing is uploaded: the file is read as it is
+    rule = rules.bom
     return {"required": "utf-8-sig", "refused": "utf-8"}.get(rule)
 
 

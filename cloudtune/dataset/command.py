@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _provider_tokenizer(provider: str, model: str | None) -> str | None:
     """Ask the provider (through the registry) for a tokenizer it already has locally."""
-    if not model or provider != "local":
+    if not model:
         return None
     from cloudtune import errors, registry
 

@@ -1,6 +1,6 @@
 """``cloudtune providers``: the fine-tunable models of each provider with their dates, as rows
 (for ``--json``) and as a plain-text table (for people). Everything comes from the dated tables in
-this package and :mod:`cloudtune.catalog`."""
+this package and :mod:`cloudtune.catalog`; each provider's facts say which rows are its own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cloudtune.service_facts import azure_openai, azure_serverless, openai_lifec
 COLUMNS = ("model", "route", "status", "where / how", "dates")
 
 
-def _openai_rows() -> list[dict[str, Any]]:
+def openai_rows() -> list[dict[str, Any]]:
     from cloudtune.catalog import MODELS
 
     today = openai_lifecycle.today()
@@ -28,7 +28,7 @@ def _openai_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def _azure_rows() -> list[dict[str, Any]]:
+def azure_rows() -> list[dict[str, Any]]:
     rows = []
     for model in azure_openai.BASE_MODELS:
         types = [t for t in azure_openai.TRAINING_TYPES if model.training_regions(t)]
@@ -52,16 +52,11 @@ def _azure_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def _local_rows() -> list[dict[str, Any]]:
-    from cloudtune.catalog import MODELS
-
-    return [{"model": info.name, "route": "local", "status": "fine-tunable", "where": ", ".join(info.methods),
-             "dates": "-", "instead": None, "source": None} for info in MODELS.get("local", ())]
-
-
 def model_rows(provider: str) -> list[dict[str, Any]]:
-    builders = {"openai": _openai_rows, "azure": _azure_rows, "local": _local_rows}
-    return builders[provider]() if provider in builders else []
+    """The rows the provider declares (``facts.model_rows``, or one per model of its table)."""
+    from cloudtune.registry import provider_facts
+
+    return provider_facts(provider).rows(provider)
 
 
 def render(rows: list[dict[str, Any]], indent: str = "      ") -> list[str]:

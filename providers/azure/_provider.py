@@ -23,8 +23,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from cloudtune import errors
+from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.provider import Provider, UploadProgress
+from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
 from cloudtune.types import (
     ChatResult,
     Checkpoint,
@@ -37,6 +41,7 @@ from cloudtune.types import (
     JobState,
 )
 from cloudtune.service_facts import azure_openai as rules
+from cloudtune.service_facts.table import azure_rows
 from providers.azure import _capabilities as caps
 from providers.azure._settings import Settings
 from providers.azure._translate import translate_error
@@ -61,25 +66,34 @@ STATUS_MAP: dict[str, JobState] = {
 }
 
 
+class AzureOptions(ProviderOptions):
+    route: Text | None = Field(None, description="openai | serverless (default: from the base model)")
+    endpoint: Text | None = Field(
+        None, description="Azure OpenAI endpoint https://<resource>.openai.azure.com (or AZURE_OPENAI_ENDPOINT)")
+    account: Text | None = Field(None, description="Azure OpenAI resource name (default: the endpoint's host)")
+    api_version: Text | None = Field(
+        None, description="v1 (default, GA surface), preview, or a dated data-plane version such as 2024-10-21")
+    training_type: Text | None = Field(None, description="GlobalStandard (default) | Standard | developerTier")
+    deployment_sku: Text | None = Field(
+        None, description="Standard | GlobalStandard | DeveloperTier | ProvisionedManaged (default from model and region)")
+    subscription_id: Text | None = Field(None, description="Azure subscription (or AZURE_SUBSCRIPTION_ID)")
+    resource_group: Text | None = Field(None, description="resource group (or AZURE_RESOURCE_GROUP)")
+    project: Text | None = Field(
+        None, description="hub-based Foundry project for serverless fine-tuning (or AZURE_AI_PROJECT)")
+    credential: Text | None = Field(None, description="default | environment | cli | managed-identity")
+    accept_marketplace_terms: bool | None = Field(
+        None, description="true: subscribe the project to a third-party model's marketplace offer")
+    base_model: Text | None = Field(None, description="set by the pipeline")
+
+
 class AzureProvider(Provider):
     name = "azure"
     install_extra = "azure"
     status_map: ClassVar[Mapping[str, JobState]] = STATUS_MAP
     unsupported: ClassVar[Mapping[str, str]] = {}
-    option_names: ClassVar[Mapping[str, str]] = {
-        "route": "openai | serverless (default: from the base model)",
-        "endpoint": "Azure OpenAI endpoint https://<resource>.openai.azure.com (or AZURE_OPENAI_ENDPOINT)",
-        "account": "Azure OpenAI resource name (default: the endpoint's host)",
-        "api_version": "v1 (default, GA surface), preview, or a dated data-plane version such as 2024-10-21",
-        "training_type": "GlobalStandard (default) | Standard | developerTier",
-        "deployment_sku": "Standard | GlobalStandard | DeveloperTier | ProvisionedManaged (default from model and region)",
-        "subscription_id": "Azure subscription (or AZURE_SUBSCRIPTION_ID)",
-        "resource_group": "resource group (or AZURE_RESOURCE_GROUP)",
-        "project": "hub-based Foundry project for serverless fine-tuning (or AZURE_AI_PROJECT)",
-        "credential": "default | environment | cli | managed-identity",
-        "accept_marketplace_terms": "true: subscribe the project to a third-party model's marketplace offer",
-        "base_model": "set by the pipeline",
-    }
+    Options = AzureOptions
+    facts = ProviderFacts(data_rules=PROVIDER_RULES["azure"], models=MODELS["azure"], request_concurrency=4,
+                          model_rows=azure_rows)
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

@@ -18,9 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from cloudtune import errors
+from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.fsperm import copy_private, private_dir
 from cloudtune.provider import Provider, UploadProgress
+from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
 from cloudtune.types import (
     ChatResult,
     Checkpoint,
@@ -78,22 +82,31 @@ def _check_rows_fit_method(path: Path, method: str) -> None:
         )
 
 
+class LocalOptions(ProviderOptions):
+    device: Text | None = Field(None, description="cpu | cuda (default: cuda when available)")
+    torch_threads: int | None = Field(None, description="CPU threads the training worker uses (default: torch's choice)")
+    chat_timeout_s: float | None = Field(
+        None, description="seconds a chat request to a local deployment may take (default 600)")
+    serve_backend: Text | None = Field(
+        None, description="vllm | builtin: the server behind a deployment (default: vllm when usable)")
+    serve_host: Text | None = Field(
+        None, description="the address a deployment's server listens on (default 127.0.0.1)")
+    num_processes: int | None = Field(
+        None, description="training processes per machine under torchrun (one per GPU; gloo on CPU)")
+    nnodes: int | None = Field(None, description="machines in a multi-node training run (default 1)")
+    node_rank: int | None = Field(None, description="this machine's index in a multi-node run (default 0)")
+    rdzv_endpoint: Text | None = Field(
+        None, description="HOST:PORT of node 0, reachable from every node (multi-node runs)")
+    fsdp: bool | None = Field(
+        None, description="true: shard the frozen base across the training processes (FSDP2; needs num_processes >= 2)")
+
+
 class LocalProvider(Provider):
     name = "local"
     install_extra = "local"
     unsupported: ClassVar[Mapping[str, str]] = {}
-    option_names: ClassVar[Mapping[str, str]] = {
-        "device": "cpu | cuda (default: cuda when available)",
-        "torch_threads": "CPU threads the training worker uses (default: torch's choice)",
-        "chat_timeout_s": "seconds a chat request to a local deployment may take (default 600)",
-        "serve_backend": "vllm | builtin: the server behind a deployment (default: vllm when usable)",
-        "serve_host": "the address a deployment's server listens on (default 127.0.0.1)",
-        "num_processes": "training processes per machine under torchrun (one per GPU; gloo on CPU)",
-        "nnodes": "machines in a multi-node training run (default 1)",
-        "node_rank": "this machine's index in a multi-node run (default 0)",
-        "rdzv_endpoint": "HOST:PORT of node 0, reachable from every node (multi-node runs)",
-        "fsdp": "true: shard the frozen base across the training processes (FSDP2; needs num_processes >= 2)",
-    }
+    Options = LocalOptions
+    facts = ProviderFacts(data_rules=PROVIDER_RULES["local"], models=MODELS["local"], request_concurrency=1)
     status_map: ClassVar[Mapping[str, JobState]] = {
         "queued": JobState.QUEUED,
         "starting": JobState.QUEUED,

@@ -30,8 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import Field
+
 from cloudtune import errors
+from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.provider import Provider, UploadProgress
+from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
+from cloudtune.service_facts.table import openai_rows
 from cloudtune.retry import call_with_retries
 from cloudtune.types import (
     ChatResult,
@@ -53,23 +58,27 @@ from providers.openai.deployments import DeploymentNames, default_path
 T = TypeVar("T")
 
 
+class OpenAIOptions(ProviderOptions):
+    base_url: Text | None = Field(None, description="API base URL (default: OPENAI_BASE_URL or https://api.openai.com/v1)")
+    organization: Text | None = Field(None, description="organization id (default: OPENAI_ORG_ID)")
+    project: Text | None = Field(None, description="project id (default: OPENAI_PROJECT_ID)")
+    api_key_env: Text | None = Field(None, description="the environment variable holding the key (default OPENAI_API_KEY)")
+    upload_threshold_bytes: int | None = Field(None, description="above this size the Uploads API is used (default 512 MB)")
+    upload_part_bytes: int | None = Field(None, description="Uploads API part size (default 64 MB)")
+    upload_workers: int | None = Field(None, description="parallel part uploads (default 4)")
+    request_timeout_s: float | None = Field(None, description="per-request timeout in seconds (default 120)")
+    read_attempts: int | None = Field(None, description="attempts for idempotent reads (default 6)")
+    deployments_file: Text | None = Field(None, description="where deployment names are kept (default under CLOUDTUNE_HOME)")
+
+
 class OpenAIProvider(Provider):
     name = "openai"
     install_extra = "openai"
     status_map = convert.STATUS_MAP
-    option_names: Mapping[str, str] = {
-        "base_url": "API base URL (default: OPENAI_BASE_URL or https://api.openai.com/v1)",
-        "organization": "organization id (default: OPENAI_ORG_ID)",
-        "project": "project id (default: OPENAI_PROJECT_ID)",
-        "api_key_env": "the environment variable holding the key (default OPENAI_API_KEY)",
-        "upload_threshold_bytes": "above this size the Uploads API is used (default 512 MB)",
-        "upload_part_bytes": "Uploads API part size (default 64 MB)",
-        "upload_workers": "parallel part uploads (default 4)",
-        "request_timeout_s": "per-request timeout in seconds (default 120)",
-        "read_attempts": "attempts for idempotent reads (default 6)",
-        "deployments_file": "where deployment names are kept (default under CLOUDTUNE_HOME)",
-    }
+    Options = OpenAIOptions
     unsupported: Mapping[str, str] = {}
+    facts = ProviderFacts(data_rules=PROVIDER_RULES["openai"], models=MODELS["openai"], request_concurrency=8,
+                          model_rows=openai_rows)
 
     def __init__(self, options: Mapping[str, Any] | None = None, *, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
