@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cloudtune import errors
+from cloudtune import errors, listing
 from cloudtune.types import (
     ChatResult,
     Checkpoint,
@@ -204,11 +204,9 @@ class OpenAIRoute:
 
     # ----------------------------------------------------------------- files
     def find_uploaded(self, path: Path, since: float) -> str | None:
-        from itertools import islice
-
         from providers.openai.fine_tuning import uploaded_file_matching
 
-        files = list(islice(self.client.files.list(purpose="fine-tune"), 1000))
+        files = listing.bounded(self.client.files.list(purpose="fine-tune"), what="uploaded files")
         return uploaded_file_matching(files, filename=path.name, size=path.stat().st_size, since=since)
 
     def upload_file(self, path: Path, progress: Callable[[int, int], None] | None) -> str:
@@ -277,10 +275,8 @@ class OpenAIRoute:
         return sorted(found, key=lambda j: j.created_at or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
 
     def _files_named_for(self, run_id: str) -> set[str]:
-        from itertools import islice
-
         prefix = f"ct-{run_id}-"
-        return {f.id for f in islice(self.client.files.list(purpose="fine-tune"), 1000)
+        return {f.id for f in listing.bounded(self.client.files.list(purpose="fine-tune"), what="uploaded files")
                 if str(_get(f, "filename") or "").startswith(prefix)}
 
     def get_job(self, job_id: str) -> Job:
@@ -326,7 +322,8 @@ class OpenAIRoute:
 
     def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
         out = []
-        for raw in self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100):
+        for raw in listing.bounded(self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100),
+                                   what=f"checkpoints of {job_id}", max_items=fine_tuning.MAX_CHECKPOINTS):
             metrics = {k: float(v) for k, v in dict(_get(raw, "metrics") or {}).items() if isinstance(v, (int, float))}
             # the ftchkpt- id is what a deployment names (openai/includes/fine-tuning-oai-sdk.md)
             out.append(Checkpoint(id=raw.id, job_id=job_id, step=_get(raw, "step_number"), created_at=when(raw.created_at),
@@ -399,7 +396,9 @@ class OpenAIRoute:
 
     def list_deployments(self, model: str | None) -> list[Deployment]:
         listed = self.arm.request("GET", self._deployments_path(), CS_API_VERSION) or {}
-        deployments = [self._to_deployment(item) for item in listed.get("value", [])]
+        if listed.get("nextLink"):  # one page holds far more deployments than a resource's quota allows
+            listing.stopped_early("deployments", "after the first page (the service says there are more)")
+        deployments = [self._to_deployment(item) for item in listing.bounded(listed.get("value", []), what="deployments")]
         return [d for d in deployments if model is None or d.model == model]
 
     def undeploy(self, name: str) -> None:

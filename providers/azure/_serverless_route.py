@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cloudtune import errors
+from cloudtune import errors, listing
 from cloudtune.types import ChatResult, Deployment, DeploymentState, FineTuneSpec, Job, JobEvent
 from cloudtune.service_facts import azure_serverless
 from providers.azure._capabilities import catalog_model_uri, model_name, retired_refusal, serverless_model
@@ -266,7 +266,8 @@ class ServerlessRoute:
         return self._versioned[uri]
 
     def find_jobs(self, run_id: str) -> list[Job]:
-        found = [self.to_job(raw) for raw in self.ml.jobs.list() if (getattr(raw, "tags", None) or {}).get(RUN_TAG) == run_id]
+        found = [self.to_job(raw) for raw in listing.bounded(self.ml.jobs.list(), what="Azure ML jobs")
+                 if (getattr(raw, "tags", None) or {}).get(RUN_TAG) == run_id]
         return sorted(found, key=lambda j: j.created_at or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
 
     def get_job(self, job_id: str) -> Job:
@@ -274,7 +275,7 @@ class ServerlessRoute:
 
     def list_jobs(self, limit: int) -> list[Job]:
         out = []
-        for raw in self.ml.jobs.list():
+        for raw in listing.bounded(self.ml.jobs.list(), what="Azure ML jobs"):
             if (getattr(raw, "tags", None) or {}).get(CLOUDTUNE_TAG[0]) == CLOUDTUNE_TAG[1]:
                 out.append(self.to_job(raw))
             if len(out) >= limit:
@@ -350,7 +351,8 @@ class ServerlessRoute:
         return self._to_deployment(self.ml.serverless_endpoints.get(name))
 
     def list_deployments(self, model: str | None) -> list[Deployment]:
-        found = [self._to_deployment(raw) for raw in self.ml.serverless_endpoints.list()]
+        found = [self._to_deployment(raw) for raw in listing.bounded(self.ml.serverless_endpoints.list(),
+                                                                     what="serverless endpoints")]
         return [d for d in found if model is None or d.model == model]
 
     def undeploy(self, name: str) -> None:

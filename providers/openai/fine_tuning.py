@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from cloudtune import listing
 from cloudtune.provider import search_since
 from cloudtune.types import FineTuneSpec
 
 EVENTS_PAGE = 100
 JOBS_PAGE = 100
 MAX_JOB_PAGES = 20  # a hard bound even when every job is newer than the run (or has_more never ends)
+MAX_EVENT_PAGES = 20  # 2,000 events back from the newest: more than a job writes between two polls
+MAX_CHECKPOINTS = 1000  # the API keeps the last three; a service that lists more is read this far
 
 
 def run_started_at(run_id: str) -> float | None:
@@ -34,14 +37,15 @@ def scan_jobs_of_run(pages: Iterable[Any], run_id: str, matches: Callable[[Any],
     ``pages`` yields page objects with ``.data`` (the SDK's ``SyncCursorPage.iter_pages()``)."""
     started = run_started_at(run_id)
     found: list[Any] = []
-    for number, page in enumerate(pages, 1):
+    for page in listing.bounded_pages(pages, what=f"fine-tuning jobs (looking for run {run_id})",
+                                      max_pages=MAX_JOB_PAGES):
         for raw in page.data:
             created = getattr(raw, "created_at", None) or 0
             if started is not None and created and created < search_since(started):
                 return found
             if matches(raw):
                 found.append(raw)
-        if number >= MAX_JOB_PAGES or not page.data:
+        if not page.data:
             break
     return found
 
@@ -74,21 +78,24 @@ def events_after(read_page: Callable[[dict[str, Any]], Any], after: str | None, 
     since event X" means reading from the newest page back until X turns up. ``read_page`` makes the
     ``list_events`` call with the keyword arguments it is given (``limit``; ``after`` from the second
     page on), so each caller wraps it in its own retries."""
+    def pages() -> Iterator[Any]:
+        cursor: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": EVENTS_PAGE}
+            if cursor:
+                kwargs["after"] = cursor
+            page = read_page(kwargs)
+            yield page
+            if not page.has_more or not page.data:
+                return
+            cursor = page.data[-1].id
+
     newer: list[Any] = []
-    cursor: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"limit": EVENTS_PAGE}
-        if cursor:
-            kwargs["after"] = cursor
-        page = read_page(kwargs)
-        reached = False
-        for raw in page.data:
-            if after is not None and raw.id == after:
-                reached = True
-                break
-            newer.append(raw)
-        if reached or not page.has_more or not page.data:
+    for page in listing.bounded_pages(pages(), what="job events", max_pages=MAX_EVENT_PAGES):
+        ids = [raw.id for raw in page.data]
+        if after is not None and after in ids:
+            newer.extend(page.data[:ids.index(after)])
             break
-        cursor = page.data[-1].id
+        newer.extend(page.data)
     newer.reverse()
     return newer[:limit]

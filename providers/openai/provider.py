@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 
-from cloudtune import errors
+from cloudtune import errors, listing
 from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.provider import Provider, UploadProgress
 from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
@@ -249,9 +249,7 @@ class OpenAIProvider(Provider):
         size = path.stat().st_size
 
         def newest() -> list[Any]:
-            from itertools import islice
-
-            return list(islice(self.client.files.list(purpose="fine-tune"), 1000))
+            return listing.bounded(self.client.files.list(purpose="fine-tune"), what="uploaded files")
 
         found = fine_tuning.uploaded_file_matching(self._read(newest), filename=path.name, size=size, since=since)
         if found is None:
@@ -328,7 +326,8 @@ class OpenAIProvider(Provider):
         return [convert.to_event(raw) for raw in fine_tuning.events_after(read_page, after, limit)]
 
     def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
-        raws = self._read(lambda: list(self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100)))
+        raws = self._read(lambda: listing.bounded(self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100),
+                                                  what=f"checkpoints of {job_id}", max_items=fine_tuning.MAX_CHECKPOINTS))
         return sorted((convert.to_checkpoint(raw) for raw in raws), key=lambda c: c.step or 0)
 
     def _post_then_look(self, call: Callable[[], Any], job_id: str, done: Callable[[Job], bool]) -> Job:
@@ -390,7 +389,8 @@ class OpenAIProvider(Provider):
         return self._deployment(name, model, managed)
 
     def list_deployments(self, model: str | None = None) -> list[Deployment]:
-        existing = {m.id for m in self._read(lambda: list(self.client.models.list())) if m.id.startswith("ft:")}
+        existing = {m.id for m in self._read(lambda: listing.bounded(self.client.models.list(), what="models",
+                                                                     max_items=10_000)) if m.id.startswith("ft:")}
         # only named deployments: see providers.openai.deployments for why implicit ones are not listed
         return [self._deployment(n, m, managed=True) for n, m in sorted(self.names.names().items())
                 if m in existing and (model is None or m == model)]

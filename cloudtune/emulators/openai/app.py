@@ -50,6 +50,9 @@ class EmulatorSettings:
     organization_slug: str = "emulator"
     training_available: bool = True  # False: this organization is past the fine-tuning wind-down (403)
     endless_has_more: bool = False  # True: job listings always answer has_more
+    # True: every list (jobs, events, checkpoints, files) answers its first page again with has_more,
+    # whatever the cursor, as a static mock of the published OpenAPI spec does
+    lists_never_end: bool = False
     ignores_metadata_filter: bool = False  # True: job listings ignore metadata[...] (clients must filter again)
 
     @classmethod

@@ -171,7 +171,7 @@ class FilesRoutes:
             now = self.clock.now()
             data = [f.to_json(now) for f in reversed(self.files.values()) if purpose in (None, f.purpose)]
         return Response.json({
-            "object": "list", "data": data, "has_more": False,
+            "object": "list", "data": data, "has_more": self.settings.lists_never_end,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
         })
 

@@ -177,9 +177,16 @@ class JobRoutes:
                 if (not null_metadata or not job.metadata)
                 and all((job.metadata or {}).get(k) == v for k, v in wanted.items())
             ]
-        page, more = page_after(data, request)
+        page, more = self.page(data, request)
         # a misbehaving API that never stops saying has_more (the client's scan must still be bounded)
         return Response.json({"object": "list", "data": page, "has_more": more or self.settings.endless_has_more})
+
+    def page(self: "OpenAIEmulator", items: list[dict[str, Any]], request: Request,
+             default_limit: int = 20) -> tuple[list[dict], bool]:
+        """:func:`page_after`, or, with ``lists_never_end``, the first page again and "more" forever."""
+        if self.settings.lists_never_end:
+            return items[:_limit(request, default_limit)], True
+        return page_after(items, request, default_limit)
 
     def retrieve_job(self: "OpenAIEmulator", request: Request) -> Response:
         with self.lock:
@@ -225,13 +232,13 @@ class JobRoutes:
     def list_job_events(self: "OpenAIEmulator", request: Request) -> Response:
         with self.lock:
             events = list(reversed(self.job(request.params["job_id"]).events))
-        page, more = page_after(events, request)
+        page, more = self.page(events, request)
         return Response.json({"object": "list", "data": page, "has_more": more})
 
     def list_job_checkpoints(self: "OpenAIEmulator", request: Request) -> Response:
         with self.lock:
             checkpoints = list(reversed(self.job(request.params["job_id"]).checkpoints))
-        page, more = page_after(checkpoints, request, default_limit=10)
+        page, more = self.page(checkpoints, request, default_limit=10)
         return Response.json({
             "object": "list", "data": page, "has_more": more,
             "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None,
