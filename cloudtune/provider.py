@@ -4,7 +4,7 @@ A provider is mostly a translation table: its status map, its error
 translation, its calls. Waiting, following, retrying, the ledger and cleanup
 order live once in :mod:`cloudtune` and never in a provider.
 
-Contract every implementation keeps (checked by ``tests/contract``):
+Contract every implementation keeps (checked by :mod:`cloudtune.testing`):
 
 * Every public operation raises only :class:`~cloudtune.errors.CloudtuneError`
   subclasses. Subclasses implement :meth:`Provider.translate_error` - the one

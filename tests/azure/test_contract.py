@@ -12,7 +12,7 @@ from cloudtune.types import FineTuneSpec
 from providers.azure import AzureProvider
 from providers.azure._serverless_route import parse_asset
 from tests.azure.conftest import EmulatedTime
-from tests.contract.suite import ContractEnv, ProviderContract
+from cloudtune.testing import ContractEnv, ProviderContract
 
 
 def _force(emulator: AzureEmulator):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloudtune.types import FineTuneSpec
-from tests.contract.suite import ContractEnv, ProviderContract
+from cloudtune.testing import ContractEnv, ProviderContract
 from tests.local.conftest import fast_hyperparameters
 
 
