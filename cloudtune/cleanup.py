@@ -68,6 +68,9 @@ def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = T
             pipeline.job_call(run, "cancel_job")
             job = poller.wait_for_job(provider, run.job_id, timeout_s=CANCEL_WAIT_S,  # type: ignore[arg-type]
                                       sleep=pipeline.sleep, clock=pipeline.clock)
+            if job.state.value in ("cancelled", "failed") and run.status in ("active", "timed_out", "interrupted"):
+                # the run ended here: `list` must not keep saying it timed out or is still going
+                run.status = job.state.value
             pipeline.note_job(run, job)
     try:
         for kind in CLEANUP_ORDER:

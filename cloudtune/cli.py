@@ -51,7 +51,9 @@ def _add_run_flags(p: argparse.ArgumentParser, *, config_positional: bool = True
     if config_positional:
         p.add_argument("config", nargs="?", help="YAML run config (flags override it)")
     else:
-        p.add_argument("--config", help="YAML run config (flags override it)")
+        # `resume RUN --provider P CONFIG` as the README writes it, or `--config CONFIG`
+        p.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML run config (flags override it)")
+        p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--provider", help="openai | azure | local | plugin (default: CLOUDTUNE_PROVIDER or local)")
     p.add_argument("--model", help="base model to fine-tune")
     p.add_argument("--train", help="training data (chat JSONL)")
@@ -87,13 +89,41 @@ def _add_run_flags(p: argparse.ArgumentParser, *, config_positional: bool = True
     _add_wait_lock(p)
 
 
+def _duration_not_negative(text: str) -> str:
+    """``--wait-lock``'s value: a duration of zero or more (checked here, kept as written)."""
+    from cloudtune.config import parse_duration
+    from cloudtune.errors import ConfigError
+
+    try:
+        seconds = parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    if seconds is None or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration of zero or more (e.g. 0, 30s, 5m)")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are also one JSON document on stdout under ``--json``
+    (a script reading stdout gets an answer whatever went wrong); exit 2 either way."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "--json" in sys.argv[1:]:
+            import json
+
+            document = {"error": {"type": "UsageError", "message": f"{self.prog}: {message}", "exit_code": 2}}
+            sys.stdout.write(json.dumps(document) + "\n")
+            sys.stdout.flush()
+        super().error(message)
+
+
 def _add_wait_lock(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait-lock", metavar="SECONDS",
+    p.add_argument("--wait-lock", metavar="SECONDS", type=_duration_not_negative,
                    help="if another cloudtune process drives this run, wait this long for it (default: exit 6 at once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cloudtune",
         description="Fine-tune chat models on OpenAI, Azure AI Foundry or a local QLoRA backend.",
         epilog=EPILOG,
@@ -248,7 +278,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "config_file") and args.config_file is None and len(extra) == 1 \
+            and not extra[0].startswith("-"):
+        # argparse hands optional positionals out before the flags between them: the CONFIG of
+        # `resume RUN --provider P CONFIG` comes back as an extra argument
+        args.config_file, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "config_file", None) is not None:
+        if args.config and args.config != args.config_file:
+            parser.error(f"the run config is given twice ({args.config_file} and --config {args.config})")
+        args.config = args.config_file
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

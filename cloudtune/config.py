@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
+from cloudtune.filekind import not_a_regular_file
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
 
@@ -48,6 +49,32 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return d * 86400 + h * 3600 + m * 60 + s
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys_loader() -> Any:
+    """yaml's SafeLoader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: yaml itself reports it below
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(f"the key {key!r} is given twice: on line {first} and again on line {line}.")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """The config file's mapping, keys as the user wrote them."""
     import yaml
@@ -67,7 +94,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
             hint="Save the file as UTF-8 (most editors offer it under 'Save with encoding').",
         ) from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_unique_keys_loader()) or {}  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise errors.ConfigError(f"Config file {path}: {exc}", hint="Keep one of them: YAML would silently use the last.") from exc
     except yaml.YAMLError as exc:
         raise errors.ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -201,8 +230,9 @@ def build_spec(args: Any) -> Any:
         problems = "; ".join(_describe(e, set_by_flag, spelled, config) for e in exc.errors())
         raise errors.ConfigError(f"Invalid run configuration: {problems}") from exc
     for label, path in (("training", spec.training_file), ("validation", spec.validation_file), ("eval", spec.eval_file)):
-        if path is not None and not Path(path).is_file():
-            raise errors.ConfigError(f"The {label} file {path} does not exist.")
+        problem = None if path is None else not_a_regular_file(path)
+        if problem is not None:
+            raise errors.ConfigError(f"The {label} file {path} {problem}.")
     check_options(spec.provider, spec.provider_options)  # a misspelt -o stops here, before any record
     return spec
 

@@ -31,12 +31,31 @@ def private_dir(path: str | os.PathLike[str], *, tighten_existing: bool = True) 
         created = False
     except FileNotFoundError:
         directory.parent.mkdir(parents=True, exist_ok=True)
-        return private_dir(directory, tighten_existing=tighten_existing)
+        # once more, not recursively: where a parent exists and the child still cannot be made
+        # (/proc, a read-only mount) the error must come out, not a RecursionError
+        directory.mkdir(mode=PRIVATE_DIR)
+        created = True
     if created:
         os.chmod(directory, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
     elif tighten_existing and _ours(directory):
         os.chmod(directory, PRIVATE_DIR)
     return directory
+
+
+def home_directory(path: Path, variable: str = "CLOUDTUNE_HOME") -> Path:
+    """``path`` as cloudtune's private home, or a clear ConfigError (exit 2) naming it: a file, a
+    path under a file, or a place no directory can be made (``/proc``) is not a home."""
+    from cloudtune import errors
+
+    hint = f"Point {variable} at a directory you can write (default ~/.cloudtune)."
+    if path.exists() and not path.is_dir():
+        raise errors.ConfigError(f"{variable} {path} is a file, not a directory.", hint=hint)
+    try:
+        return private_dir(path)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise errors.ConfigError(f"{variable} {path} cannot be used as cloudtune's home: "
+                                 f"{exc.strerror or exc}{where}.", hint=hint) from None
 
 
 def _ours(directory: Path) -> bool:

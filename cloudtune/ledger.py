@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtune.fsperm import private_dir, private_file
+from cloudtune.fsperm import home_directory, private_dir, private_file
 from cloudtune.secrets import REDACTED, redact  # noqa: F401 - re-exported
 from cloudtune.types import FineTuneSpec, Run, utcnow
 
@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id, id);
 
 def cloudtune_home() -> Path:
     """CLOUDTUNE_HOME (default ~/.cloudtune), owner-only (0700): it holds copies of training data."""
-    return private_dir(Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune"))
+    return home_directory(Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune"))
 
 
 def new_run_id() -> str:

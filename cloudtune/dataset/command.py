@@ -39,8 +39,15 @@ def _provider_tokenizer(provider: str, model: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cloudtune import errors
+    from cloudtune.filekind import not_a_regular_file
+
     from . import validate_file
 
+    for path in (args.file, args.validation):
+        problem = None if path is None else not_a_regular_file(path)
+        if problem is not None and problem != "does not exist":  # a missing file is the report's own finding
+            raise errors.DatasetError(f"{path} {problem}.")
     report = validate_file(
         args.file,
         provider=args.provider,
