@@ -34,6 +34,8 @@ _EXPORTS = {
     "follow_events": "cloudtune.poller",
     "PollPolicy": "cloudtune.poller",
     "Ledger": "cloudtune.ledger",
+    "StateStore": "cloudtune.state",
+    "open_state": "cloudtune.state",
     "Pipeline": "cloudtune.pipeline",
 }
 

@@ -23,7 +23,8 @@ EPILOG = """exit codes:
   6 another cloudtune process drives this run (--wait-lock waits)
   130 interrupted                141 output pipe closed by its reader (quiet)
 
-Configuration: CLOUDTUNE_PROVIDER (default provider), CLOUDTUNE_HOME (ledger, local jobs; default ~/.cloudtune)."""
+Configuration: CLOUDTUNE_PROVIDER (default provider), CLOUDTUNE_HOME (ledger, local jobs; default ~/.cloudtune),
+CLOUDTUNE_STATE (where runs and locks live: sqlite:///PATH, postgresql://..., azblob://ACCOUNT/CONTAINER)."""
 
 # 128 + SIGPIPE, what a shell reports for a program killed by writing to a closed pipe
 EXIT_OUTPUT_CLOSED = 141
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version="cloudtune 0.1.0")
+    parser.add_argument("--state", metavar="URL",
+                        help="where runs and run locks live (default: CLOUDTUNE_STATE, else the SQLite ledger in "
+                        "CLOUDTUNE_HOME): sqlite:///PATH | postgresql://USER@HOST:PORT/DB | azblob://ACCOUNT/CONTAINER")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str, target: str) -> argparse.ArgumentParser:
@@ -293,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if getattr(args, "state", None):
+        import os
+
+        os.environ["CLOUDTUNE_STATE"] = args.state  # child processes (several providers) use it too
     try:
         return _run(args)
     except BrokenPipeError:  # from reporting an error or an interrupt to a closed pipe
@@ -301,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if output_pipe_closed():
             return EXIT_OUTPUT_CLOSED
         raise
+    finally:
+        state = sys.modules.get("cloudtune.state")
+        if state is not None:
+            state.close_states()  # releases this command's locks (a PostgreSQL session, a blob lease)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -14,10 +14,11 @@ from typing import Any
 from cloudtune import errors
 from cloudtune.cleanup import undone_by_cleanup
 from cloudtune.config import build_spec, parse_duration
-from cloudtune.ledger import Ledger, cloudtune_home
+from cloudtune.ledger import cloudtune_home
 from cloudtune.locks import RunLock, is_locked_elsewhere
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
+from cloudtune.state import StateStore, describe_unreadable, open_state
 from cloudtune.types import CleanupPolicy, JobState, Run, Step
 
 
@@ -81,7 +82,7 @@ def _finish(args: argparse.Namespace, run: Run, reporter: Any, **extra: Any) -> 
     return code
 
 
-def _drive(args: argparse.Namespace, ledger: Ledger, run: Run, *, unpause: bool = False) -> int:
+def _drive(args: argparse.Namespace, ledger: StateStore, run: Run, *, unpause: bool = False) -> int:
     """Drive ``run`` through the pipeline. The caller holds the run's lock."""
     mode = choose_mode(getattr(args, "json", False))
     reporter = make_reporter(mode)
@@ -133,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return multirun.run_many(args)
     spec = build_spec(args)
     registry.provider_class(spec.provider)  # an unknown or uninstalled provider stops here, before any record
-    ledger = Ledger()
+    ledger = open_state()
     run = ledger.create_run(spec)
     args.run_id = run.run_id  # from here on, an unexpected error's message may point at `cloudtune resume`
     if not args.json:
@@ -142,8 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _drive(args, ledger, run)
 
 
-def _load(run_id: str | None) -> tuple[Ledger, Run]:
-    ledger = Ledger()
+def _load(run_id: str | None) -> tuple[StateStore, Run]:
+    ledger = open_state()
     run_id = ledger.latest_run_id() if run_id is None else run_id  # "" is a selector (refused), not "latest"
     if run_id is None:
         raise errors.InvalidInput("There are no runs yet.", hint="Start one with `cloudtune run`.")
@@ -151,7 +152,7 @@ def _load(run_id: str | None) -> tuple[Ledger, Run]:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    ledger = Ledger()
+    ledger = open_state()
     if _rebuild_wanted(args, ledger):
         with RunLock(args.run_id, wait_s=_wait_lock(args)):
             _rebuilt(args, ledger, save=True)
@@ -168,7 +169,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    ledger = Ledger()
+    ledger = open_state()
     if _rebuild_wanted(args, ledger):
         run = _rebuilt(args, ledger, save=False)  # read-only: nothing is recorded
     else:
@@ -236,10 +237,14 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    runs = Ledger().list_runs(limit=args.limit)
+    ledger = open_state()
+    runs = ledger.list_runs(limit=args.limit)
     if args.json:
-        emit_json({"runs": [run_document(r) for r in runs]})
+        unreadable = [{"run_id": u.run_id, "reason": u.reason} for u in ledger.unreadable]
+        emit_json({"runs": [run_document(r) for r in runs], **({"unreadable": unreadable} if unreadable else {})})
         return 0
+    for line in describe_unreadable(ledger.unreadable):
+        say(f"cloudtune: warning: {line}")
     if not runs:
         say("no runs yet", sys.stdout)
     for r in runs:
@@ -355,7 +360,7 @@ def _wait_lock(args: argparse.Namespace) -> float | None:
 
 
 @contextmanager
-def _locked_run(args: argparse.Namespace, run_id: str | None = None) -> Iterator[tuple[Ledger, Run]]:
+def _locked_run(args: argparse.Namespace, run_id: str | None = None) -> Iterator[tuple[StateStore, Run]]:
     """Resolve the run, take its lock (one driver per run), then read it again under the lock,
     so nothing another process wrote before we got the lock is overwritten."""
     ledger, run = _load(run_id if run_id is not None else args.run_id)
@@ -363,7 +368,7 @@ def _locked_run(args: argparse.Namespace, run_id: str | None = None) -> Iterator
         yield ledger, ledger.get_run(run.run_id)
 
 
-def _rebuild_wanted(args: argparse.Namespace, ledger: Ledger) -> bool:
+def _rebuild_wanted(args: argparse.Namespace, ledger: StateStore) -> bool:
     """``resume RUN --provider P`` / ``status RUN --provider P`` for a run this ledger never saw."""
     if not args.run_id or not getattr(args, "provider", None):
         return False
@@ -374,12 +379,12 @@ def _rebuild_wanted(args: argparse.Namespace, ledger: Ledger) -> bool:
         return True
 
 
-def _rebuilt(args: argparse.Namespace, ledger: Ledger, *, save: bool) -> Run:
+def _rebuilt(args: argparse.Namespace, ledger: StateStore, *, save: bool) -> Run:
     from cloudtune.rebuild import rebuild_run
 
     if not (getattr(args, "config", None) or (args.model and args.train)):
         raise errors.ConfigError(
-            f"Run {args.run_id} is not in the ledger at {ledger.path}; to rebuild it from the {args.provider} "
+            f"Run {args.run_id} is not in the state at {ledger.location}; to rebuild it from the {args.provider} "
             "provider, give its spec: the same config file, or --model and --train.",
             hint=f"cloudtune resume {args.run_id} --provider {args.provider} CONFIG.yaml",
         )

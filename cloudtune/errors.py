@@ -7,7 +7,8 @@ this tree::
     CloudtuneError                      exit 1 unless a subclass says otherwise
     ├── InvalidInput (ValueError)       exit 2  config, dataset, arguments
     │   ├── ConfigError                         YAML / flags / spec
-    │   └── DatasetError                        the data would be refused
+    │   ├── DatasetError                        the data would be refused
+    │   └── StateUnusable                       the state store is corrupt, newer or unreachable
     ├── AuthError (PermissionError)     exit 3  credentials missing or refused
     ├── CapabilityError                 exit 4  quota, region or capability
     │   ├── QuotaExceeded
@@ -104,6 +105,10 @@ class ConfigError(InvalidInput):
 
 class DatasetError(InvalidInput):
     pass
+
+
+class StateUnusable(InvalidInput):
+    """The state store (ledger) cannot be used: corrupt, written by a newer cloudtune, unreachable."""
 
 
 class AuthError(CloudtuneError, PermissionError):

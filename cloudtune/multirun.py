@@ -66,9 +66,10 @@ def like_config(run_id: str, provider: str, model: str | None) -> Path:
     import yaml
 
     from cloudtune.catalog import lookup_model
-    from cloudtune.ledger import Ledger, cloudtune_home
+    from cloudtune.ledger import cloudtune_home
+    from cloudtune.state import open_state
 
-    run = Ledger().get_run(run_id)
+    run = open_state().get_run(run_id)
     spec = run.spec.model_dump(mode="json", exclude={"provider", "provider_options"})
     spec["deploy"].pop("name", None)
     if model:
@@ -152,7 +153,7 @@ def _drive_child(child: Child, lock: threading.Lock, quiet: bool, board: Any = N
 
 def run_many(args: argparse.Namespace) -> int:
     from cloudtune import registry
-    from cloudtune.ledger import Ledger
+    from cloudtune.state import open_state
 
     config = args.config
     if getattr(args, "like", None):
@@ -182,7 +183,7 @@ def run_many(args: argparse.Namespace) -> int:
             stack.enter_context(board)
         with ThreadPoolExecutor(max_workers=max(1, args.max_parallel or MAX_PARALLEL)) as pool:
             list(pool.map(lambda c: _drive_child(c, lock, args.json, board), children))
-    return _finish(args, children, Ledger())
+    return _finish(args, children, open_state())
 
 
 def _finish(args: argparse.Namespace, children: list[Child], ledger: Any) -> int:
@@ -227,9 +228,9 @@ def _compare(args: argparse.Namespace, run_ids: list[str], eval_file: str) -> di
     from cloudtune.compare.command import build_comparison
     from cloudtune.compare.report import render_terminal
     from cloudtune.compare.runfacts import live_deployment
-    from cloudtune.ledger import Ledger
+    from cloudtune.state import open_state
 
-    ledger = Ledger()
+    ledger = open_state()
     deployed = [r for r in run_ids if live_deployment(ledger.get_run(r))]
     if not deployed:
         return None

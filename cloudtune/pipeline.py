@@ -24,7 +24,7 @@ from cloudtune.cleanup import (
     undone_by_cleanup,
 )
 from cloudtune.costs import before_upload
-from cloudtune.ledger import Ledger
+from cloudtune.state import StateStore
 from cloudtune.provider import Provider
 from cloudtune.types import (
     CleanupPolicy,
@@ -85,7 +85,7 @@ class Pipeline(UploadSteps):
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: StateStore,
         provider: Provider,
         reporter: Reporter | None = None,
         *,

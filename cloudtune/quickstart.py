@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from cloudtune.commands import interruptible
     from cloudtune.locks import RunLock
     from cloudtune.compare.quickstart_report import compare_base_and_fine_tuned
-    from cloudtune.ledger import Ledger
+    from cloudtune.state import open_state
     from cloudtune.pipeline import Pipeline, provider_for
     from cloudtune.types import CleanupPolicy, DeployOptions, FineTuneSpec, Hyperparameters
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     )
     mode = choose_mode(args.json)
     reporter = make_reporter(mode)
-    ledger = Ledger()
+    ledger = open_state()
     run_ = ledger.create_run(spec)
     lock = RunLock(run_.run_id).acquire()  # one driver per run: the ledger is written under its lock
     say(f"quickstart run {run_.run_id}: fine-tuning {BASE_MODEL} on {spec.training_file} (CPU, offline)")

@@ -12,10 +12,10 @@ from cloudtune import errors
 from cloudtune.cleanup import delete_model_safely, job_is_active, run_cleanup
 from cloudtune.commands import _finish, _load, _locked_run, _wait_lock, interruptible
 from cloudtune.config import parse_duration, parse_options
-from cloudtune.ledger import Ledger
 from cloudtune.locks import RunLock, is_locked_elsewhere
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
+from cloudtune.state import describe_unreadable, open_state
 from cloudtune.types import Run
 
 
@@ -133,7 +133,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             "would not say whether the run or every old run is meant. Nothing was deleted.",
             hint="`cloudtune cleanup RUN` cleans one run; `cloudtune cleanup --older-than D` every run older than D.",
         )
-    ledger = Ledger()
+    ledger = open_state()
     if selected_by_age:
         runs = ledger.list_runs(limit=10_000, older_than_s=parse_duration(args.older_than))
     elif args.run_id is not None or ledger.latest_run_id():
@@ -141,6 +141,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     else:
         runs = []
     reporter = make_reporter(choose_mode(args.json))
+    for line in describe_unreadable(ledger.unreadable):
+        reporter.warn(line)
     results, code = [], 0
     for listed in runs:
         try:

@@ -20,7 +20,7 @@ from cloudtune.cleanup import find_tagged_upload
 from cloudtune.types import FineTuneSpec, ResourceKind, ResourceState, Run, Step
 
 if TYPE_CHECKING:
-    from cloudtune.ledger import Ledger
+    from cloudtune.state import StateStore
     from cloudtune.provider import Provider
 
 UPLOAD_ATTEMPTS = 4
@@ -36,7 +36,7 @@ def upload_name(run: Run, role: str) -> str:
 class UploadSteps:
     """Mixed into :class:`cloudtune.pipeline.Pipeline`."""
 
-    ledger: "Ledger"
+    ledger: "StateStore"
     provider: "Provider"
     reporter: Any
     workdir: Path | None

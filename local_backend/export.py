@@ -56,9 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _model_for(reference: str) -> str:
     if reference.startswith("local:"):
         return reference
-    from cloudtune.ledger import Ledger
+    from cloudtune.state import open_state
 
-    run = Ledger().get_run(reference)
+    run = open_state().get_run(reference)
     if run.provider != "local":
         raise errors.InvalidInput(f"run {reference} used the {run.provider} provider; only local models can be exported")
     if not run.fine_tuned_model:

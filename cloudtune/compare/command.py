@@ -135,13 +135,13 @@ def require_compare_extra(*, charts: bool) -> None:
 
 
 def build_comparison(args: argparse.Namespace) -> Comparison:
-    from cloudtune.ledger import Ledger
+    from cloudtune.state import open_state
     from cloudtune.pipeline import provider_for
 
     require_compare_extra(charts=bool(getattr(args, "report", None)))
     eval_path = Path(args.eval)
     examples = load_eval_file(eval_path, limit=getattr(args, "limit", None))
-    ledger = Ledger()
+    ledger = open_state()
     runs = [ledger.get_run(run_id) for run_id in args.run_ids]
     for run in runs:
         if not live_deployment(run):
