@@ -18,6 +18,30 @@ if ! /usr/bin/chromium --version >/dev/null 2>&1; then
     fi
 fi
 
+# tests/state start real servers for the shared state backends on loopback: PostgreSQL (Debian's
+# postgresql package: initdb, postgres) and Azurite (Microsoft's Azure Storage emulator, from npm).
+# Skipped when installed; without them tests/state fail and say what is missing.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+            || echo "setup: could not install Debian postgresql (tests/state will fail)" >&2
+    else
+        echo "setup: tests/state need PostgreSQL: sudo apt-get install -y postgresql" >&2
+    fi
+fi
+if ! command -v azurite-blob >/dev/null 2>&1; then
+    if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
+            || echo "setup: could not install nodejs/npm for Azurite" >&2
+    fi
+    if command -v npm >/dev/null 2>&1; then
+        npm install -g --silent azurite >/dev/null 2>&1 \
+            || echo "setup: could not install Azurite (npm install -g azurite); tests/state will fail" >&2
+    else
+        echo "setup: tests/state need Azurite: npm install -g azurite" >&2
+    fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi

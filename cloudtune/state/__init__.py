@@ -31,7 +31,7 @@ from cloudtune.state.base import (
 )
 
 __all__ = ["SCHEMA_VERSION", "LockHolder", "StateStore", "StepRecord", "Unreadable", "close_states",
-           "cloudtune_home", "describe_unreadable", "new_run_id", "open_state", "redacted_url", "state_url"]
+           "cloudtune_home", "connect_state", "describe_unreadable", "new_run_id", "open_state", "redacted_url", "state_url"]
 
 BACKENDS = {
     "sqlite": ("cloudtune.state.sqlite:SQLiteStore", "built in"),
@@ -65,6 +65,11 @@ def open_state(url: str | None = None) -> StateStore:
     if store is None:
         store = _OPEN[url] = _open(url)
     return store
+
+
+def connect_state(url: str) -> StateStore:
+    """A new store at ``url``, not shared with the rest of the process (tests, ``state migrate``)."""
+    return _open(url)
 
 
 def close_states() -> None:
