@@ -112,17 +112,21 @@ def build(settings: dict[str, Any]) -> dict[str, Any]:
 
         build_tiny_model(out, [" ".join(words)], hidden_size=128, intermediate_size=256, layers=2)
     else:
-        from transformers import Phi3Config, Phi3ForCausalLM
+        from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
 
         from local_backend.tiny import build_tokenizer
 
-        config = Phi3Config(  # microsoft/Phi-3-mini-4k-instruct's shape: 3.8B parameters
-            vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, tie_word_embeddings=False,
-        )
+        # microsoft/Phi-3-mini-4k-instruct's shape: 3.8B parameters. As a Llama (arch "llama"),
+        # the same dimensions with separate q/k/v and gate/up projections, which every fast
+        # path (TRL + Liger, Unsloth) covers.
+        shape = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                     tie_word_embeddings=False)
+        llama = settings.get("arch") == "llama"
+        config = LlamaConfig(**shape, rms_norm_eps=1e-5) if llama else Phi3Config(**shape)
         torch.manual_seed(0)
         with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-            model = Phi3ForCausalLM(config).to(torch.bfloat16)
+            model = (LlamaForCausalLM if llama else Phi3ForCausalLM)(config).to(torch.bfloat16)
         model.save_pretrained(out)
         build_tokenizer([" ".join(words)]).save_pretrained(out)
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -141,15 +145,21 @@ def ours(settings: dict[str, Any]) -> dict[str, Any]:
     stamps: list[float] = []
     cumulative: list[int] = []
 
+    log_every = int(settings.get("log_every", 1))
+    attention: list[str] = []
+
     def on_event(level: str, message: str, data: dict) -> None:
-        if data.get("kind") == "metrics" and "train_loss" in data:  # after the step's one host sync
+        if data.get("kind") == "metrics" and "train_loss" in data:  # after the interval's one host sync
             stamps.append(time.perf_counter())
             cumulative.append(int(data["trained_tokens"]))
+        if "attention" in data:
+            attention.extend(data["attention"])
 
     config = TrainConfig(
         base_model=settings["model"], train_file=settings["data"], epochs=1, batch_size=settings["batch_size"],
         grad_accum=1, learning_rate=2e-4, warmup_ratio=0.0, max_seq_len=settings["seq_len"], lora_r=16,
-        lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, checkpoint_every=0, log_every=1,
+        lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, checkpoint_every=0, log_every=log_every,
+        packing=settings.get("packing"),
         max_steps=settings["steps"], seed=0, device="cpu" if settings["tiny"] else "auto",
         quantize="4bit" if settings["quantize"] == "4bit" and not settings["tiny"] else "none",
     )
@@ -159,8 +169,10 @@ def ours(settings: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.train(resume=False)
     tokens = [b - a for a, b in zip([0, *cumulative], cumulative)]
+    # one stamp per log line: warm-up is counted in log intervals
     return {
-        **_throughput([start, *stamps], tokens, settings["warmup"]), **watch.report(),
+        **_throughput([start, *stamps], tokens, max(1, settings["warmup"] // log_every)), **watch.report(),
+        "attention": attention, "log_every": log_every,
         "device": trainer.device, "quantized_4bit": trainer.use_4bit,
         "labelled_tokens_per_example": trainer.encode_stats.trained_tokens / max(1, len(trainer.train_examples)),
         "layout": "padding-free packed" if trainer.padding_free else "padded",
@@ -168,7 +180,7 @@ def ours(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: bool = False) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     import torch
     from datasets import load_dataset
     from transformers import TrainerCallback
@@ -195,8 +207,9 @@ def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config) -> dict[st
         max_steps=settings["steps"], max_length=settings["seq_len"], logging_steps=1, save_strategy="no",
         report_to=[], bf16=cuda, gradient_checkpointing=cuda,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cuda else None,
-        optim="adamw_torch_fused" if cuda else "adamw_torch", completion_only_loss=True, packing=False, seed=0,
+        optim="adamw_torch_fused" if cuda else "adamw_torch", completion_only_loss=True, seed=0,
         use_cpu=not cuda, dataloader_num_workers=0,
+        **(_trl_fast_options() if fast else {}),
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[Clock()])
@@ -216,11 +229,22 @@ def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config) -> dict[st
         **_throughput([start, *stamps], tokens[:steps], settings["warmup"]), **watch.report(),
         "device": "cuda" if cuda else "cpu", "quantized_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
         "labelled_tokens_per_example": sum(sum(1 for x in row if x != -100) for row in labels) / max(1, len(labels)),
-        "layout": "padded", "loss": "transformers", "optimizer": config.optim,
+        "layout": "packed (BFD), padding-free" if fast else "padded",
+        "loss": "liger fused linear CE" if config.use_liger_kernel else "transformers", "optimizer": config.optim,
     }
 
 
-def trl(settings: dict[str, Any]) -> dict[str, Any]:
+def _trl_fast_options() -> dict[str, Any]:
+    """TRL's own fast configuration (its docs' "reducing memory / speeding up" advice): best-fit
+    decreasing packing, which makes batches padding-free, and Liger's kernels with its fused
+    linear cross-entropy where liger-kernel is installed."""
+    import importlib.util
+
+    return {"packing": True, "packing_strategy": "bfd", "padding_free": True,
+            "use_liger_kernel": importlib.util.find_spec("liger_kernel") is not None}
+
+
+def trl(settings: dict[str, Any], *, fast: bool = False) -> dict[str, Any]:
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -237,7 +261,11 @@ def trl(settings: dict[str, Any]) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(settings["model"], **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(settings["model"])
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    return _trl_run(settings, model, tokenizer, peft_config)
+    return _trl_run(settings, model, tokenizer, peft_config, fast=fast)
+
+
+def trl_fast(settings: dict[str, Any]) -> dict[str, Any]:
+    return trl(settings, fast=True)
 
 
 def unsloth(settings: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +285,7 @@ def unsloth(settings: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     recipe, settings = sys.argv[1], json.loads(sys.argv[2])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = {"build": build, "ours": ours, "trl": trl, "unsloth": unsloth}[recipe](settings)
+    result = {"build": build, "ours": ours, "trl": trl, "trl_fast": trl_fast, "unsloth": unsloth}[recipe](settings)
     if recipe != "build" and _cuda() and not settings["tiny"]:
         import torch
 

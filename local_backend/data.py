@@ -144,6 +144,7 @@ def collate_padding_free(sequences: list[Row]):
         "position_ids": torch.tensor([positions], dtype=torch.long),
         "sequence_ids": torch.tensor([owners], dtype=torch.long),
         "cu_seq_lens_q": torch.tensor(starts, dtype=torch.int32),
+        "cu_seq_lens_host": tuple(starts),  # the same, for the exact attention path: no read back from the GPU
         "max_length_q": max(b - a for a, b in zip(starts, starts[1:])),
     }
 

@@ -58,33 +58,61 @@ def plain_token_nll(logits, labels, *, softcap: float | None = None, positions=N
     return F.cross_entropy(selected, targets, reduction="none")
 
 
-def _chunk_nll(hidden, weight, bias, targets, softcap):  # type: ignore[no-untyped-def]
+def plain_head(head):  # type: ignore[no-untyped-def]
+    """(weight, bias) when ``F.linear`` on them IS the output layer's forward: a plain torch
+    ``Linear`` over ordinary tensors. None otherwise: a quantised head (bitsandbytes'
+    ``Linear4bit``/``Linear8bitLt`` keep packed weights in a ``Parameter`` subclass), a sharded
+    one (an FSDP ``DTensor``), an adapter-wrapped one, or any other module; call the module then."""
+    import torch
+
+    if type(head) is not torch.nn.Linear:
+        return None
+    weight = head.weight
+    if type(weight) not in (torch.nn.Parameter, torch.Tensor) or type(weight.data) is not torch.Tensor:
+        return None
+    return weight, head.bias
+
+
+def _project(hidden, head, bias):  # type: ignore[no-untyped-def]
+    import torch
     import torch.nn.functional as F
 
-    logits = F.linear(hidden, weight, bias)
-    return F.cross_entropy(_softcap(logits.float(), softcap), targets, reduction="none")
+    if isinstance(head, torch.nn.Module):
+        return head(hidden)
+    return F.linear(hidden, head, bias)
+
+
+def _chunk_nll(hidden, head, bias, targets, softcap):  # type: ignore[no-untyped-def]
+    import torch.nn.functional as F
+
+    return F.cross_entropy(_softcap(_project(hidden, head, bias).float(), softcap), targets, reduction="none")
 
 
 def chunked_token_nll(  # type: ignore[no-untyped-def]
-    hidden, weight, targets, *, bias=None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, softcap: float | None = None
+    hidden, head, targets, *, bias=None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, softcap: float | None = None
 ):
-    """Per-token NLL of ``hidden`` (n x H, labelled positions only) through the output layer
-    ``weight`` (V x H), ``chunk_tokens`` rows at a time; logits are recomputed per chunk in
-    the backward pass instead of being kept."""
+    """Per-token NLL of ``hidden`` (n x H, labelled positions only) through the output layer,
+    ``chunk_tokens`` rows at a time; logits are recomputed per chunk in the backward pass
+    instead of being kept. ``head`` is the layer's weight (V x H, with ``bias``) or, where its
+    weight cannot be multiplied directly (see :func:`plain_head`), the layer itself."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32)
+    if isinstance(head, torch.nn.Module):
+        head_needs_grad = any(p.requires_grad for p in head.parameters())
+    else:
+        head_needs_grad = head.requires_grad
     pieces = []
     for start in range(0, hidden.shape[0], chunk_tokens):
         stop = start + chunk_tokens
-        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        if torch.is_grad_enabled() and (hidden.requires_grad or head_needs_grad):
             pieces.append(
-                checkpoint(_chunk_nll, hidden[start:stop], weight, bias, targets[start:stop], softcap, use_reentrant=False)
+                checkpoint(_chunk_nll, hidden[start:stop], head, bias, targets[start:stop], softcap, use_reentrant=False)
             )
         else:
-            pieces.append(_chunk_nll(hidden[start:stop], weight, bias, targets[start:stop], softcap))
+            pieces.append(_chunk_nll(hidden[start:stop], head, bias, targets[start:stop], softcap))
     return torch.cat(pieces)
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from local_backend import attention
 from local_backend import data as data_mod
 from local_backend import objectives
 from local_backend import recipe as recipe_mod
@@ -33,6 +34,7 @@ from local_backend.losses import (
     labelled_positions,
     liger_available,
     liger_nll_sum,
+    plain_head,
     plain_token_nll,
     select_positions,
 )
@@ -175,6 +177,9 @@ class Trainer:
             self.recipe, source, config, padding_free=self.padding_free, shard_base=self.parallel.shards_base
         )
         self._emit(self.recipe.description, level="warning" if self.device == "cpu" else "info")
+        if self.padding_free:  # which attention path each kind of layer takes, chosen by a functional check
+            self.attention_paths = attention.prepare_model(self.model.get_base_model().config, self.device)
+            self._emit("attention: " + "; ".join(self.attention_paths), attention=self.attention_paths)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         self._emit(
@@ -267,14 +272,16 @@ class Trainer:
         softcap = getattr(base.config, "final_logit_softcapping", None)
         with self.recipe.autocast():
             if self.loss_impl == "plain":
-                logits = self.model(**batch, use_cache=False).logits
-                return plain_token_nll(logits, None, softcap=softcap, positions=(index, targets)), owners
+                logits = self.model(**batch, use_cache=False).logits  # soft-capped by the model itself (Gemma-2)
+                return plain_token_nll(logits, None, positions=(index, targets)), owners
             hidden = select_positions(base.get_decoder()(**batch, use_cache=False).last_hidden_state, index)
             head = base.get_output_embeddings()
-            if self.loss_impl == "liger" and not want_tokens and not softcap:
-                return liger_nll_sum(hidden, head.weight, targets, bias=head.bias), owners
+            plain = plain_head(head)  # None: quantised, sharded or wrapped head, called as a module
+            if self.loss_impl == "liger" and not want_tokens and not softcap and plain is not None:
+                return liger_nll_sum(hidden, plain[0], targets, bias=plain[1]), owners
+            weight, bias = plain if plain is not None else (head, None)
             nll = chunked_token_nll(
-                hidden, head.weight, targets, bias=head.bias, chunk_tokens=self.config.loss_chunk_tokens, softcap=softcap
+                hidden, weight, targets, bias=bias, chunk_tokens=self.config.loss_chunk_tokens, softcap=softcap
             )
         return nll, owners
 

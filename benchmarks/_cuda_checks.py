@@ -1,0 +1,155 @@
+"""The CUDA-only checks of benchmarks/gpu_check.py (see its docstring). Tiny models: the
+point is the code path on real kernels, not speed; the benchmark measures speed."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from benchmarks._checks import Mismatch, _close, _lora_grads, make_trainer, randomise_lora, write_chats, write_model
+
+
+def fast_attention() -> dict[str, Any]:
+    """Which call of torch's flash varlen kernel the functional check chose for each kind of
+    layer, and its numerics at a realistic size (forward and backward) against the exact path."""
+    import torch
+
+    from local_backend import attention
+
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        signature = str(inspect.signature(varlen_attn))
+    except ImportError as exc:
+        signature = f"unavailable: {exc}"
+    figures: dict[str, Any] = {"varlen_attn": signature}
+    generator = torch.Generator().manual_seed(0)
+    bounds = (0, 100, 357, 1000, 1024)
+    for head_dim, grouped, window in ((96, False, None), (96, False, 64), (128, True, None), (128, True, 64), (256, True, None)):
+        fast = attention.prepare(head_dim, grouped, window, "cuda")
+        key = f"d{head_dim}{' gqa' if grouped else ''}{f' window {window}' if window else ''}"
+        entry: dict[str, Any] = {"chosen": fast.name if fast else None, "tried": attention.probe_log[(head_dim, grouped, window)]}
+        heads, kv = (8, 2) if grouped else (8, 8)
+        tokens = bounds[-1]
+        q = torch.randn(1, heads, tokens, head_dim, generator=generator)
+        k = torch.randn(1, kv, tokens, head_dim, generator=generator)
+        v = torch.randn(1, kv, tokens, head_dim, generator=generator)
+        grad = torch.randn(1, tokens, heads, head_dim, generator=generator)
+        inputs = [t.cuda().to(torch.bfloat16).requires_grad_(True) for t in (q, k, v)]
+        out, _ = attention.varlen_attention_forward(
+            None, *inputs, None, scaling=head_dim**-0.5, sliding_window=window,
+            cu_seq_lens_q=torch.tensor(bounds, dtype=torch.int32, device="cuda"),
+            max_length_q=max(b - a for a, b in zip(bounds, bounds[1:])), cu_seq_lens_host=bounds,
+        )
+        out.backward(grad.cuda().to(torch.bfloat16))
+        ref_in = [t.cuda().requires_grad_(True) for t in (q, k, v)]
+        ref = attention.exact_attention(*(t[0].transpose(0, 1) for t in ref_in), bounds, scale=head_dim**-0.5, window=window)
+        ref.unsqueeze(0).backward(grad.cuda())
+        entry["forward_error"] = _close(f"{key} forward", out, ref.unsqueeze(0), rtol=2e-2, atol=2e-2)
+        entry["grad_error"] = max(_close(f"{key} grad", a.grad, b.grad, rtol=5e-2, atol=5e-2) for a, b in zip(inputs, ref_in))
+        figures[key] = entry
+    if not any(entry.get("chosen") for name, entry in figures.items() if isinstance(entry, dict)):
+        raise Mismatch(f"no fast varlen call passed its functional check: {figures}")
+    return figures
+
+
+def bnb_settings() -> dict[str, Any]:
+    """The 4-bit base as the trainer loads it: NF4, double quantisation, bf16 compute."""
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="gpucheck-bnb-"))
+    model = write_model(work / "model", "llama")
+    trainer = make_trainer(model, write_chats(work / "train.jsonl", 8), work / "out", device="cuda", quantize="4bit")
+    import bitsandbytes as bnb
+
+    layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    if not layers:
+        raise Mismatch("no bitsandbytes Linear4bit layer in the 4-bit model")
+    seen = {
+        "layers": len(layers),
+        "compute_dtype": sorted({str(m.compute_dtype) for m in layers}),
+        "quant_type": sorted({m.weight.quant_type for m in layers}),
+        "double_quant": sorted({bool(m.weight.quant_state.nested) for m in layers}),
+        "head": type(trainer.model.get_base_model().get_output_embeddings()).__name__,
+        "lora_dtype": sorted({str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}),
+    }
+    if seen["compute_dtype"] != [str(torch.bfloat16)] or seen["quant_type"] != ["nf4"] or seen["double_quant"] != [True]:
+        raise Mismatch(f"4-bit settings: {seen}")
+    return seen
+
+
+def _count_syncs(model: Path, data: Path, out: Path, steps: int) -> tuple[int, list[str]]:
+    import torch
+
+    trainer = make_trainer(model, data, out, device="cuda", quantize="4bit", max_steps=steps, log_every=1000,
+                           batch_size=2, gradient_checkpointing=True)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train(resume=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    return len(syncs), sorted({f"{Path(w.filename).name}:{w.lineno}" for w in syncs})[:12]
+
+
+def host_syncs() -> dict[str, Any]:
+    """Host synchronisations per optimiser step (torch's sync debug mode), the marginal count
+    between a 4-step and a 10-step run with one log line at the end."""
+    work = Path(tempfile.mkdtemp(prefix="gpucheck-sync-"))
+    model = write_model(work / "model", "phi3")
+    data = write_chats(work / "train.jsonl", 48, long=True)
+    short, where_short = _count_syncs(model, data, work / "a", 4)
+    long, where_long = _count_syncs(model, data, work / "b", 10)
+    per_step = (long - short) / 6
+    figures = {"syncs_4_steps": short, "syncs_10_steps": long, "per_step": per_step, "where": where_long}
+    if per_step > 0.5:
+        raise Mismatch(f"{per_step:.1f} host syncs per step: {figures}")
+    return figures
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fsdp_one_rank() -> dict[str, Any]:
+    """FSDP2 with one rank, a 4-bit base and activation checkpointing against the same model
+    unsharded: token NLLs and LoRA gradients."""
+    import torch
+    import torch.distributed as dist
+
+    from local_backend.fsdp import ShardedDataParallel
+
+    work = Path(tempfile.mkdtemp(prefix="gpucheck-fsdp-"))
+    model = write_model(work / "model", "llama")
+    data = write_chats(work / "train.jsonl", 16, long=True)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    try:
+        results = []
+        for parallel in (ShardedDataParallel(), None):
+            trainer = make_trainer(model, data, work / f"out-{parallel is None}", device="cuda", quantize="4bit",
+                                   gradient_checkpointing=True, packing=True, parallel=parallel, group_by_length=False)
+            randomise_lora(trainer.model)
+            batch = trainer.collate(trainer._epoch_rows(0)[:2])
+            nll, _ = trainer.token_nll(batch, want_tokens=True)
+            nll.sum().backward()
+            results.append((nll.detach(), _lora_grads(trainer.model), getattr(trainer.parallel, "shard_report", None)))
+        (sharded, sharded_grads, report), (plain, plain_grads, _) = results
+        figures = {"tokens": int(plain.numel()), "shard_report": report,
+                   "nll_error": _close("FSDP nll", sharded, plain, rtol=1e-2, atol=1e-2)}
+        if set(sharded_grads) != set(plain_grads):
+            raise Mismatch(f"LoRA parameters differ: {sorted(set(sharded_grads) ^ set(plain_grads))[:4]}")
+        figures["grad_error"] = max(_close(f"FSDP grad {n}", sharded_grads[n], g, rtol=5e-2, atol=1e-4) for n, g in plain_grads.items())
+        return figures
+    finally:
+        dist.destroy_process_group()
