@@ -11,7 +11,11 @@ Recipes, each in its own process (benchmarks/_qlora_children.py), in this order:
   chunked or Liger loss), logging every 3 steps;
 - ``trl_fast``: TRL SFTTrainer + PEFT in TRL's fast configuration (BFD packing, padding-free,
   Liger kernels and loss where installed): the reference column;
-- ``ours_no_packing``: ours with padded (length-grouped) batches, the packing ablation.
+- ``ours_no_packing``: ours with padded (length-grouped) batches, the packing ablation;
+- ``ours_chunked_loss``: ours with our chunked loss instead of Liger's (where time is left).
+
+Every recipe runs with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (less
+fragmentation for everyone alike).
 
 Tokens/s = real tokens of the measured steps (after warm-up) / their time; MFU counts model
 FLOPs from the real tokenized lengths (benchmarks/local_qlora.py, ``mfu``) against the card's
@@ -35,11 +39,13 @@ from benchmarks import local_qlora
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().parent / "_qlora_children.py"
-RECIPES = (("ours", {}), ("trl_fast", {}), ("ours_no_packing", {"packing": False}))
+RECIPES = (("ours", {}), ("trl_fast", {}), ("ours_no_packing", {"packing": False}),
+           ("ours_chunked_loss", {"loss_impl": "chunked"}))
 
 
 def _child(recipe: str, settings: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str | None]:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+           "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     began = time.monotonic()
     try:
@@ -62,7 +68,8 @@ def real_lengths(model_dir: str, data: Path) -> list[int]:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = [json.loads(line)["messages"] for line in data.read_text().splitlines() if line.strip()]
-    return [len(tokenizer.apply_chat_template(messages, tokenize=True)) for messages in rows]
+    texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in rows]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def run(runner: Any, *, seq_len: int = 2048, batch: int = 8, warmup: int = 3, measured: int = 30) -> dict[str, Any]:

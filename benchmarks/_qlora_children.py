@@ -159,7 +159,7 @@ def ours(settings: dict[str, Any]) -> dict[str, Any]:
         base_model=settings["model"], train_file=settings["data"], epochs=1, batch_size=settings["batch_size"],
         grad_accum=1, learning_rate=2e-4, warmup_ratio=0.0, max_seq_len=settings["seq_len"], lora_r=16,
         lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, checkpoint_every=0, log_every=log_every,
-        packing=settings.get("packing"),
+        packing=settings.get("packing"), loss_impl=settings.get("loss_impl", "auto"),
         max_steps=settings["steps"], seed=0, device="cpu" if settings["tiny"] else "auto",
         quantize="4bit" if settings["quantize"] == "4bit" and not settings["tiny"] else "none",
     )
@@ -170,9 +170,11 @@ def ours(settings: dict[str, Any]) -> dict[str, Any]:
     trainer.train(resume=False)
     tokens = [b - a for a, b in zip([0, *cumulative], cumulative)]
     # one stamp per log line: warm-up is counted in log intervals
+    throughput = _throughput([start, *stamps], tokens, max(1, settings["warmup"] // log_every))
+    throughput["measured_steps"] = min(throughput["measured_steps"] * log_every, settings["steps"] - settings["warmup"])
     return {
-        **_throughput([start, *stamps], tokens, max(1, settings["warmup"] // log_every)), **watch.report(),
-        "attention": attention, "log_every": log_every,
+        **throughput, **watch.report(),
+        "attention": attention, "log_every": log_every, "steps_per_stamp": log_every,
         "device": trainer.device, "quantized_4bit": trainer.use_4bit,
         "labelled_tokens_per_example": trainer.encode_stats.trained_tokens / max(1, len(trainer.train_examples)),
         "layout": "padding-free packed" if trainer.padding_free else "padded",

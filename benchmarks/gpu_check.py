@@ -123,7 +123,7 @@ def cuda_checks(runner: Runner, model: str | None) -> None:
     from benchmarks import _checks, _cuda_checks
 
     runner.run("fast attention path: choice and numerics", _cuda_checks.fast_attention)
-    for family in (("given",) if model else ("phi3", "gemma2")):
+    for family in (("given",) if model else ("phi3", "mistral", "gemma2")):
         runner.run(f"CUDA 4-bit packed vs reference ({family})", _checks.packed_vs_reference, family, device="cuda",
                    model_dir=model)
     runner.run("bitsandbytes: NF4, double quant, bf16 compute", _cuda_checks.bnb_settings)

@@ -12,8 +12,9 @@ Two paths, both honouring what the model's attention layer asks for (transformer
 ``sliding_window``, ``softcap`` and ``dropout`` to attention functions):
 
 - **fast**: torch's flash variable-length kernel (``torch.nn.attention.varlen``), CUDA only.
-  Its keywords changed between torch releases (``window_size=``/``enable_gqa=`` in newer
-  ones, ``is_causal=`` in torch 2.10/2.11), so the call is chosen by a one-time functional
+  Its keywords changed between torch releases (``window_size=`` and ``enable_gqa=`` in newer
+  ones, ``window_size=`` without ``enable_gqa=`` in torch 2.11 (seen on an H200, 2026-12-04),
+  ``is_causal=`` in torch 2.10), so the call is chosen by a one-time functional
   check (:func:`prepare`): each candidate call is made on a tiny tensor shaped like the
   model's heads, forward and backward, and compared with the exact path; the first that
   agrees is kept for that (head size, grouped-query, window) combination. It has no
@@ -69,12 +70,18 @@ def fast_candidates() -> list[FastCall]:
         left = -1 if window is None else window - 1  # transformers: keys with i - j < window
         return varlen_attn(q, k, v, cu, cu, max_length, max_length, scale=scale, window_size=(left, 0), enable_gqa=gqa)
 
+    def windowed_repeat(q, k, v, cu, max_length, scale, window, gqa):  # type: ignore[no-untyped-def]
+        left = -1 if window is None else window - 1
+        k, v = _repeat_kv(k, v, q.shape[1] // k.shape[1])  # torch 2.11: no enable_gqa
+        return varlen_attn(q, k, v, cu, cu, max_length, max_length, scale=scale, window_size=(left, 0))
+
     def causal(q, k, v, cu, max_length, scale, window, gqa):  # type: ignore[no-untyped-def]
         k, v = _repeat_kv(k, v, q.shape[1] // k.shape[1])
         return varlen_attn(q, k, v, cu, cu, max_length, max_length, is_causal=True, scale=scale)
 
     return [
         FastCall("torch varlen_attn(window_size=, enable_gqa=)", windowed, True),
+        FastCall("torch varlen_attn(window_size=), key/value heads repeated", windowed_repeat, True),
         FastCall("torch varlen_attn(is_causal=)", causal, False),
     ]
 
