@@ -110,6 +110,10 @@ def run(runner: Any, *, seq_len: int = 2048, batch: int = 8, warmup: int = 3, me
             continue
         print(f"[bench] {name} (limit {left:.0f} s)", flush=True)
         result, error = _child(recipe, {**base, **extra, "data": str(data)}, left)
+        if result is None and name == "trl_fast" and runner.left() > 120:
+            print(f"[bench] {name} failed: {error[-800:]}; again without Liger", flush=True)
+            report["missing"]["trl_fast (with Liger)"] = error
+            result, error = _child(recipe, {**base, **extra, "data": str(data), "liger": False}, runner.left() - 15)
         if result is None:
             report["missing"][name] = error
             print(f"[bench] {name} failed: {error[-800:]}", flush=True)

@@ -211,7 +211,7 @@ def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: b
         gradient_checkpointing_kwargs={"use_reentrant": False} if cuda else None,
         optim="adamw_torch_fused" if cuda else "adamw_torch", completion_only_loss=True, seed=0,
         use_cpu=not cuda, dataloader_num_workers=0,
-        **(_trl_fast_options() if fast else {}),
+        **(_trl_fast_options(settings.get("liger", True)) if fast else {}),
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[Clock()])
@@ -236,14 +236,14 @@ def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: b
     }
 
 
-def _trl_fast_options() -> dict[str, Any]:
+def _trl_fast_options(liger: bool = True) -> dict[str, Any]:
     """TRL's own fast configuration (its docs' "reducing memory / speeding up" advice): best-fit
     decreasing packing, which makes batches padding-free, and Liger's kernels with its fused
     linear cross-entropy where liger-kernel is installed."""
     import importlib.util
 
     return {"packing": True, "packing_strategy": "bfd", "padding_free": True,
-            "use_liger_kernel": importlib.util.find_spec("liger_kernel") is not None}
+            "use_liger_kernel": liger and importlib.util.find_spec("liger_kernel") is not None}
 
 
 def trl(settings: dict[str, Any], *, fast: bool = False) -> dict[str, Any]:
