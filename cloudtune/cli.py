@@ -215,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_wait_lock(p)
 
+    p = command("unlock", "break a run's lock whose holder is gone (shows who held it first)",
+                "cloudtune.state.command:unlock")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("state", help="where runs and locks live: show it, or migrate it to another backend")
+    states = p.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    s = states.add_parser("show", help="backend, schema version, runs and who holds which locks")
+    s.set_defaults(handler=_handler("cloudtune.state.command:show"))
+    s.add_argument("--json", action="store_true")
+    s = states.add_parser("migrate", help="copy every run to another state (e.g. SQLite -> PostgreSQL) and verify")
+    s.set_defaults(handler=_handler("cloudtune.state.command:migrate"))
+    s.add_argument("--to", required=True, metavar="URL", help="postgresql://... | azblob://ACCOUNT/CONTAINER[/PREFIX]")
+    s.add_argument("--json", action="store_true")
+
     p = command("providers", "each provider: SDK installed, credentials found, preflight", "cloudtune.commands:cmd_providers")
     p.add_argument("names", nargs="*")
     p.add_argument("--json", action="store_true")

@@ -161,6 +161,18 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def _use_state(url: Any, config: Any) -> None:
+    """``state: URL`` in a config: where this run is recorded, unless CLOUDTUNE_STATE or --state says."""
+    import os
+
+    if url is None:
+        return
+    if not isinstance(url, str) or "://" not in url:
+        raise errors.ConfigError(f"state in {config} must be a URL (sqlite:///PATH, postgresql://..., azblob://...), "
+                                 f"not {url!r}.")
+    os.environ.setdefault("CLOUDTUNE_STATE", url)
+
+
 def build_spec(args: Any) -> Any:
     """Merge the YAML config (if any) with the flags into a validated FineTuneSpec."""
     from pydantic import ValidationError
@@ -216,6 +228,7 @@ def build_spec(args: Any) -> Any:
     data["provider_options"] = {**(data.get("provider_options") or {}), **options}
     data.setdefault("provider", default_provider_name())
     data.pop("providers", None)  # several providers: cloudtune.multirun starts one run per provider
+    _use_state(data.pop("state", None), config)
     if isinstance(data.get("base_model"), dict):  # a per-provider model map
         data["base_model"] = model_for_provider(data["base_model"], data["provider"], config)
     missing = [flag for flag, key in (("--model", "base_model"), ("--train", "training_file")) if not data.get(key)]

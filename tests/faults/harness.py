@@ -101,6 +101,8 @@ class Ctx:
     extra_homes: list[Path] = field(default_factory=list)  # e.g. the bystander's, for records
     baseline: records.Snapshot = field(default_factory=records.empty)  # the service before the scenario
     hits_mark: int = 0  # fault hits of earlier scenarios (the emulator's list only grows)
+    # a shared state (CLOUDTUNE_STATE and what reaches it) every home of the scenario uses, checks included
+    shared_state: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data = write_training(self.tmp / "train.jsonl")
@@ -117,6 +119,7 @@ class Ctx:
         env.update(CLOUDTUNE_HOME=str(self.home(home)), CLOUDTUNE_POLL_INTERVAL="0.1", CLOUDTUNE_POLL_MAX="0.3",
                    PYTHONPATH=str(ROOT), CI="1", PYTHONUNBUFFERED="1")
         env.pop("AZURE_OPENAI_API_KEY", None)  # Entra ID through the emulator's token endpoint
+        env.update(self.shared_state)
         env.update(extra)
         return env
 

@@ -60,6 +60,7 @@ def all_scenarios() -> list[Scenario]:
         scenarios_adversary,
         scenarios_cleanup,
         scenarios_ownership,
+        scenarios_shared_state,
         scenarios_signals,
         scenarios_transport,
     )

@@ -65,6 +65,8 @@ class Runner:
                 return "true" if self.event != "workflow_dispatch" else "false"
             if expr == "github.event_name == 'workflow_dispatch' && secrets.OPENAI_API_KEY || 'dry-run-key'":
                 return "real-key-from-secrets" if self.event == "workflow_dispatch" else "dry-run-key"
+            if re.fullmatch(r"github\.event_name == 'workflow_dispatch' && secrets\.\w+ \|\| ''", expr):
+                return "shared-state-secret" if self.event == "workflow_dispatch" else ""  # CLOUDTUNE_STATE
             if re.fullmatch(r"inputs\.\w+\s*\|\|\s*'[^']*'", expr):  # no inputs on push: the default
                 return expr.split("||", 1)[1].strip().strip("'")
             found = re.fullmatch(r"steps\.(\w+)\.outputs\.(\w+)", expr)
@@ -158,3 +160,5 @@ def test_the_workflow_dry_run_path_runs_the_whole_pipeline(workspace: Path) -> N
     assert openai_row["ok"] is True
     assert runner.env["OPENAI_BASE_URL"] == f"http://127.0.0.1:{port}/v1"
     assert runner.env["OPENAI_API_KEY"] == "dry-run-key"
+    # the dry run's state is a throwaway SQLite file; no ledger cache travels between workflows
+    assert runner.env["CLOUDTUNE_STATE"] == "" and "actions/cache" not in WORKFLOW.read_text()

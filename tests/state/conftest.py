@@ -1,32 +1,33 @@
-"""Session-wide real servers for the shared state backends (see tests/support/state_servers.py)."""
+"""Real servers for the shared state backends, one each per test session
+(see tests/support/state_servers.py; the fault matrix's shared-state rows use the same ones)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.support.state_servers import AzuriteServer, MissingServer, PostgresServer
+from tests.support.state_servers import (
+    AzuriteServer,
+    MissingServer,
+    PostgresServer,
+    shared_azurite,
+    shared_postgres,
+)
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server() -> PostgresServer:
     try:
-        server = PostgresServer().start()
+        return shared_postgres()
     except MissingServer as exc:
         pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
-def azurite_server() -> Iterator[AzuriteServer]:
+def azurite_server() -> AzuriteServer:
     try:
-        server = AzuriteServer().start()
+        return shared_azurite()
     except MissingServer as exc:
         pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

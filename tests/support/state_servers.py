@@ -151,3 +151,28 @@ class AzuriteServer:
         if self.process is not None:
             _stop(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+_SHARED: dict[str, object] = {}
+
+
+def shared_postgres() -> PostgresServer:
+    """One PostgreSQL for the whole process (pytest session or ``python -m tests.faults``), stopped at exit."""
+    if "postgres" not in _SHARED:
+        import atexit
+
+        server = PostgresServer().start()
+        atexit.register(server.stop)
+        _SHARED["postgres"] = server
+    return _SHARED["postgres"]  # type: ignore[return-value]
+
+
+def shared_azurite() -> AzuriteServer:
+    """One Azurite for the whole process, stopped at exit."""
+    if "azurite" not in _SHARED:
+        import atexit
+
+        server = AzuriteServer().start()
+        atexit.register(server.stop)
+        _SHARED["azurite"] = server
+    return _SHARED["azurite"]  # type: ignore[return-value]
