@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cloudtune import errors
+from cloudtune import errors, timescale
 from cloudtune.provider_facts import DEFAULT_FACTS, Operation, ProviderFacts, ProviderOptions
 from cloudtune.types import (
     ChatResult,
@@ -101,7 +101,7 @@ class Provider(abc.ABC):
         self,
         options: Mapping[str, Any] | None = None,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = timescale.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options: dict[str, Any] = dict(options or {})

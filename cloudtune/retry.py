@@ -6,11 +6,10 @@ blindly: see :mod:`cloudtune.pipeline` (look for the run id first).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cloudtune import errors
+from cloudtune import errors, timescale
 
 T = TypeVar("T")
 
@@ -31,7 +30,7 @@ def call_with_retries(
     fn: Callable[[], T],
     *,
     attempts: int = DEFAULT_ATTEMPTS,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = timescale.sleep,
     translate: Callable[[BaseException], BaseException] | None = None,
 ) -> T:
     """Call ``fn``; retry on :class:`~cloudtune.errors.TransientError` (after ``translate``

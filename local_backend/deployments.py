@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudtune import timescale
 from local_backend import procs
 from local_backend._files import (
     deployments_dir,
@@ -276,4 +277,4 @@ class DeploymentDir:
                 return
         deadline = time.monotonic() + _UNLOAD_WAIT_S
         while group.server_alive() and self.name in (group.state().get("deployments") or {}) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            timescale.sleep(0.05)

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from cloudtune import timescale
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 # Popen objects of children started by this process, so they can be reaped: an
 # exited child that nobody waits for stays a zombie and still "exists" for kill(pid, 0).
@@ -90,11 +92,11 @@ def stop_process(pid: int | None, *, expect: str | None = None, timeout_s: float
     while time.monotonic() < deadline:
         if not pid_alive(pid):
             return
-        time.sleep(0.05)
+        timescale.sleep(0.05)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.05)
+        timescale.sleep(0.05)

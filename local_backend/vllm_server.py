@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cloudtune import timescale
 from local_backend._files import read_json
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
@@ -139,7 +140,7 @@ def serve_vllm(group) -> int:
                 break
         except OSError:
             pass
-        time.sleep(1)
+        timescale.sleep(1)
     if stopping.is_set():  # asked to stop while vLLM was still starting
         _stop_child(child)
         _write_state(group, state="stopped", pid=None)

@@ -8,12 +8,12 @@ when consistent; here each order counts half).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudtune import timescale
 from cloudtune.compare.bootstrap import paired_bootstrap
 from cloudtune.compare.evalset import EvalExample
 from cloudtune.compare.runner import Target, TargetReport
@@ -70,7 +70,7 @@ class JudgeResult:
 
 
 def judge_pair(judge: Target, examples: list[EvalExample], target: TargetReport, baseline: TargetReport, *,
-               concurrency: int = 4, sleep: Callable[[float], None] = time.sleep) -> JudgeResult:
+               concurrency: int = 4, sleep: Callable[[float], None] = timescale.sleep) -> JudgeResult:
     from cloudtune.retry import call_with_retries
 
     result = JudgeResult(target.label, baseline.label, judge.label)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune import timescale
 from cloudtune.compare import metrics
 from cloudtune.compare.evalset import EvalExample, load_eval_file, with_prefix
 
@@ -109,7 +110,7 @@ class TargetReport:
 
 
 def ask(target: Target, example: EvalExample, index: int, params: dict[str, Any],
-        sleep: Callable[[float], None] = time.sleep) -> Answer:
+        sleep: Callable[[float], None] = timescale.sleep) -> Answer:
     """One question, retried on transient errors; any failure becomes a recorded answer."""
     from cloudtune.retry import call_with_retries
 
@@ -126,7 +127,7 @@ def ask(target: Target, example: EvalExample, index: int, params: dict[str, Any]
 
 
 def evaluate_target(target: Target, examples: list[EvalExample], *, concurrency: int | None = None,
-                    sleep: Callable[[float], None] = time.sleep, **chat_params: Any) -> TargetReport:
+                    sleep: Callable[[float], None] = timescale.sleep, **chat_params: Any) -> TargetReport:
     params = {**DECODING, **chat_params}
     workers = max(1, concurrency or default_concurrency(target.provider_name))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ask-{target.label}") as pool:

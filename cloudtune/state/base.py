@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudtune import errors
+from cloudtune import errors, timescale
 from cloudtune.fsperm import home_directory
 
 # Version 1: runs (one redacted JSON document each) and steps. A store whose version is higher
@@ -311,7 +311,7 @@ class StateStore(ABC):
                     f"Run {run_id} is being driven by another cloudtune process: "
                     f"{current.describe() if current else 'another process'}{waited}.",
                     hint="Let it finish, or pass --wait-lock SECONDS to wait for it.")
-            time.sleep(0.2)
+            timescale.sleep(0.2)  # the poll, on the time scale; the deadline stays real
         self._locks[run_id] = holder
         return True
 

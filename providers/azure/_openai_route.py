@@ -32,6 +32,7 @@ from cloudtune.types import (
     JobEvent,
 )
 from cloudtune.service_facts import azure_openai as rules
+from providers.azure._sdk_retries import openai_client
 from providers.azure._settings import CLOUDTUNE_TAG, COGNITIVE_SCOPE, CS_API_VERSION, RUN_TAG, ArmClient, Settings
 from providers.openai import fine_tuning
 from providers.openai.convert import to_chat_result
@@ -108,8 +109,8 @@ class OpenAIRoute:
     def _dated_client(self, api_version: str) -> Any:
         from openai import AzureOpenAI
 
-        return AzureOpenAI(azure_endpoint=self.settings.endpoint, api_version=api_version, max_retries=3,
-                           **self._auth(v1=False))
+        return openai_client(AzureOpenAI, azure_endpoint=self.settings.endpoint, api_version=api_version,
+                             max_retries=3, **self._auth(v1=False))
 
     @property
     def client(self) -> Any:
@@ -118,8 +119,8 @@ class OpenAIRoute:
                 from openai import OpenAI
 
                 query = {"api-version": "preview"} if self.settings.api_version == "preview" else None
-                self._client = OpenAI(base_url=f"{self.settings.endpoint}/openai/v1/", max_retries=3,
-                                      default_query=query, **self._auth(v1=True))
+                self._client = openai_client(OpenAI, base_url=f"{self.settings.endpoint}/openai/v1/", max_retries=3,
+                                             default_query=query, **self._auth(v1=True))
             else:
                 self._client = self._dated_client(self.settings.api_version)
         return self._client
@@ -218,7 +219,7 @@ class OpenAIRoute:
         # Azure imports the file before a job may use it: wait for ``processed``.
         status, waited = created.status, 0.0
         while status not in ("processed", "error", "deleted") and waited < 600:
-            self.sleep(1.0)
+            self.sleep(1.0)  # the provider's sleep: on the time scale
             waited += 1.0
             status = self.client.files.retrieve(created.id).status
         if status == "error":

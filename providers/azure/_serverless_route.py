@@ -24,6 +24,7 @@ from cloudtune.types import ChatResult, Deployment, DeploymentState, FineTuneSpe
 from cloudtune.service_facts import azure_serverless
 from providers.azure._capabilities import catalog_model_uri, model_name, retired_refusal, serverless_model
 from providers.azure._openai_route import DEPLOYMENT_RUN_TAG, with_run_id
+from providers.azure._sdk_retries import openai_client, retry_policy
 from providers.azure._settings import CLOUDTUNE_TAG, ML_API_VERSION, RUN_TAG, ArmClient, Settings
 
 ENDPOINT_STATES = {
@@ -78,7 +79,8 @@ class ServerlessRoute:
             logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
 
             s = self.settings
-            self._ml = MLClient(s.credential(), s.subscription_id, s.resource_group, s.project, show_progress=False)
+            self._ml = MLClient(s.credential(), s.subscription_id, s.resource_group, s.project, show_progress=False,
+                                retry_policy=retry_policy())  # the SDK's defaults, waits on the time scale
         return self._ml
 
     @property
@@ -261,7 +263,8 @@ class ServerlessRoute:
             from azure.ai.ml import MLClient
 
             registry = uri.split("/registries/", 1)[1].split("/", 1)[0]
-            client = MLClient(self.settings.credential(), registry_name=registry, show_progress=False)
+            client = MLClient(self.settings.credential(), registry_name=registry, show_progress=False,
+                              retry_policy=retry_policy())
             self._versioned[uri] = client.models.get(model_name(uri), label="latest").id
         return self._versioned[uri]
 
@@ -384,7 +387,7 @@ class ServerlessRoute:
         key = self.ml.serverless_endpoints.get_keys(deployment).primary_key
         started = time.monotonic()
         # {scoring_uri}/v1/chat/completions with the endpoint key (how-to/fine-tune-serverless.md, 01/28/2026)
-        with OpenAI(base_url=endpoint.scoring_uri.rstrip("/") + "/v1", api_key=key, max_retries=2) as client:
+        with openai_client(OpenAI, base_url=endpoint.scoring_uri.rstrip("/") + "/v1", api_key=key, max_retries=2) as client:
             raw = client.chat.completions.create(model=deployment, messages=list(messages), **params)
         choice, usage = raw.choices[0], raw.usage
         return ChatResult(content=choice.message.content or "", model=raw.model, finish_reason=choice.finish_reason,

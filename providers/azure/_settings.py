@@ -123,11 +123,13 @@ class ArmClient:
         from azure.mgmt.core import ARMPipelineClient
         from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 
+        from providers.azure._sdk_retries import retry_policy
+
         self.settings = settings
         self._client = ARMPipelineClient(ARM, policies=[
             policies.HeadersPolicy(),
             policies.UserAgentPolicy(base_user_agent="cloudtune"),
-            policies.RetryPolicy(retry_total=3, retry_backoff_factor=0.5),
+            retry_policy(retry_total=3, retry_backoff_factor=0.5),
             ARMChallengeAuthenticationPolicy(settings.credential(), ARM_SCOPE),
         ])
 

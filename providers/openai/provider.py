@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 
-from cloudtune import errors, listing
+from cloudtune import errors, listing, timescale
 from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.provider import Provider, UploadProgress
 from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
@@ -80,7 +80,7 @@ class OpenAIProvider(Provider):
     facts = ProviderFacts(data_rules=PROVIDER_RULES["openai"], models=MODELS["openai"], request_concurrency=8,
                           model_rows=openai_rows)
 
-    def __init__(self, options: Mapping[str, Any] | None = None, *, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, options: Mapping[str, Any] | None = None, *, sleep: Callable[[float], None] = timescale.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(options, sleep=sleep, clock=clock)
         self._client: Any = None

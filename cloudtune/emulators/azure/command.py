@@ -22,7 +22,8 @@ from cloudtune.emulators._http import LOOPBACK
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8090, help="proxy port (0 = any free port; default 8090)")
     parser.add_argument("--state-dir", default=None, help="where to write the CA bundle (default: a temp dir)")
-    parser.add_argument("--speed", type=float, default=1.0, help="emulated seconds per real second (default 1)")
+    parser.add_argument("--speed", type=float, default=None,
+                        help="emulated seconds per real second (default 1, or 1/CLOUDTUNE_TIME_SCALE when set)")
     parser.add_argument("--job-seconds", type=float, default=60.0,
                         help="emulated seconds a fine-tuning job takes, validation to success (default 60)")
     parser.add_argument("--deploy-seconds", type=float, default=10.0,
@@ -39,9 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cloudtune import timescale
     from cloudtune.emulators._http import EmulatorClock
     from cloudtune.emulators.azure import AzureEmulator, Rules, Timeline
 
+    if args.speed is None:  # the emulated services keep pace with the client's scaled waits
+        args.speed = 1 / timescale.time_scale()
     if args.speed <= 0 or args.job_seconds <= 0:
         print("--speed and --job-seconds must be positive.", file=sys.stderr)
         return 2

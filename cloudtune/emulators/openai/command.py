@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1; anything else needs --allow-remote)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow binding a non-loopback address (the emulator has no real security)")
-    parser.add_argument("--speed", type=float, default=1.0, help="emulated seconds per real second (default 1)")
+    parser.add_argument("--speed", type=float, default=None,
+                        help="emulated seconds per real second (default 1, or 1/CLOUDTUNE_TIME_SCALE when set)")
     parser.add_argument("--api-key", default=None,
                         help="accept only this bearer key (default: any non-empty key); "
                         "also read from CLOUDTUNE_EMULATOR_API_KEY")
@@ -38,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"Refusing to bind {args.host}: the emulator is for loopback use. Add --allow-remote to insist.",
               file=sys.stderr)
         return 2
+    from cloudtune import timescale
+
+    if args.speed is None:  # the emulated services keep pace with the client's scaled waits
+        args.speed = 1 / timescale.time_scale()
     if args.speed <= 0 or args.job_duration <= 0:
         print("--speed and --job-duration must be positive.", file=sys.stderr)
         return 2
