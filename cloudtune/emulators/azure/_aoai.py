@@ -76,7 +76,12 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         return Response.json({"id": request.params["file_id"], "object": "file", "deleted": True})
 
     def list_files(request: Request) -> Response:
-        return Response.json({"object": "list", "data": [file_json(f) for f in store.files.values()]})
+        # AzureListFilesResponse (azure-openai-v1.yaml): one page, every file, has_more false. Without
+        # has_more the openai SDK's cursor pager asks again ``after`` the last id, page after page.
+        purpose = request.arg("purpose")
+        data = [file_json(f) for f in store.files.values() if not purpose or f.get("purpose") == purpose]
+        return Response.json({"object": "list", "data": data, "has_more": False,
+                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
 
     for prefix in ("/openai", "/openai/v1"):
         router.add("POST", f"{prefix}/files", create_file)
