@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +94,34 @@ def fast_hyperparameters(**extra):  # type: ignore[no-untyped-def]
     settings.update(extra)
     epochs = settings.pop("epochs", 4)
     return Hyperparameters(epochs=epochs, batch_size=4, extra=settings)
+
+
+@dataclass
+class QuickstartRun:
+    """What ``cloudtune quickstart --json`` did, run once per session."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    home: Path  # its CLOUDTUNE_HOME (the converted SmolLM2 stays cached there)
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> QuickstartRun:
+    """The README's first command as a user runs it (subprocess, offline): SmolLM2-135M is
+    converted, fine-tuned, deployed beside its base and compared, then cleaned up. Fine-tuning
+    it takes minutes on CPU, so it happens once per session and every test that needs a
+    fine-tuned SmolLM2 reads this run."""
+    workdir = tmp_path_factory.mktemp("quickstart")
+    home = workdir / "home"
+    env = {**os.environ, "CLOUDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "CI": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "cloudtune", "quickstart", "--json"], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        stop_recorded_processes(home)
+    return QuickstartRun(done.returncode, done.stdout, done.stderr, home)

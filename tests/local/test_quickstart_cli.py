@@ -1,31 +1,19 @@
-"""The README's first command, `cloudtune quickstart`, as a user runs it (subprocess, offline)."""
+"""The README's first command, `cloudtune quickstart`, as a user runs it (subprocess, offline;
+the session's one run, ``quickstart_run`` in tests/local/conftest.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.local.conftest import stop_recorded_processes
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.local.conftest import QuickstartRun
 
 
 @pytest.mark.slow
-def test_quickstart_fine_tunes_compares_and_leaves_nothing(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    env = {**os.environ, "CLOUDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "CI": "1"}
-    try:
-        done = subprocess.run([sys.executable, "-m", "cloudtune", "quickstart", "--json"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=900)
-    finally:
-        stop_recorded_processes(home)
-    assert done.returncode == 0, done.stderr[-3000:]
-    doc = json.loads(done.stdout.strip().splitlines()[-1])
+def test_quickstart_fine_tunes_compares_and_leaves_nothing(quickstart_run: QuickstartRun) -> None:
+    assert quickstart_run.returncode == 0, quickstart_run.stderr[-3000:]
+    doc = quickstart_run.doc
     assert doc["state"] == "succeeded" and doc["fine_tuned_model"].startswith("local:")
     targets = {t["label"]: t for t in doc["comparison"]["targets"]}
     assert targets["fine-tuned"]["token_f1"] > targets["base"]["token_f1"]
@@ -37,4 +25,4 @@ def test_quickstart_fine_tunes_compares_and_leaves_nothing(tmp_path: Path) -> No
     assert doc["comparison"]["differences"]["fine-tuned"]  # intervals against the base model
     deleted = doc["deleted"]
     assert [d.split(":")[0] for d in deleted] == ["deployment", "model", "file"]
-    assert not list((home / "local" / "servers").glob("*/server.pid"))
+    assert not list((quickstart_run.home / "local" / "servers").glob("*/server.pid"))
