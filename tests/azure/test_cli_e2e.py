@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli_zygote import run_cloudtune
 from tests.support.emulators import EmulatorProcess, control
 from tests.support.testenv import env_without
 
@@ -59,8 +60,7 @@ class Cli:
         return env
 
     def __call__(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=ROOT, env=self.env(**env),
-                              capture_output=True, text=True, timeout=timeout)
+        return run_cloudtune(list(args), ROOT, self.env(**env), timeout)
 
     def run_args(self, model: str) -> list[str]:
         args = ["run", "--provider", "azure", "--model", model, "--train", str(self.data), "--json"]

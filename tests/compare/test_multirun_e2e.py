@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli_zygote import run_cloudtune
 from tests.azure.test_cli_e2e import Emulator as AzureEmulator
 from tests.compare.conftest import OPENAI_EMULATOR_ARGS, OpenAISession, last_json, write_jsonl
 from tests.local.conftest import chat_example, stop_recorded_processes
@@ -35,8 +36,7 @@ def _cli(hosts: dict[str, Any], home: Path, *args: str, timeout: float = 600) ->
     env = hosts["openai"].env(CLOUDTUNE_HOME=str(home), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env = env_without("AZURE_", source=env)
     env.update(hosts["azure"].env)
-    return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=hosts["tmp"], env=env, check=False,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cloudtune(list(args), hosts["tmp"], env, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tests.support.cli_zygote import run_cloudtune
 from tests.support.testenv import env_without
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,10 +43,8 @@ class CLI:
         return env
 
     def __call__(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.base_env(**env),
-            capture_output=True, text=True, timeout=timeout,
-        )
+        """``cloudtune *args`` to its end (forked from the CLI zygote: the imports are done once)."""
+        return run_cloudtune(list(args), self.tmp, self.base_env(**env), timeout)
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.cli_zygote import run_cloudtune
 from tests.support.testenv import env_without
 from tests.faults import records
 from tests.faults.targets import ROOT, Target, write_training
@@ -35,6 +36,7 @@ CLI = [str(ROOT / ".venv" / "bin" / "cloudtune")] if (ROOT / ".venv" / "bin" / "
 ACTIVE_JOB_STATUSES = {"validating_files", "queued", "running", "paused", "pending", "notRunning", "Running",
                        "Starting", "Preparing", "Queued", "NotStarted", "Provisioning", "starting"}
 CHECKED_KINDS = ("file", "model", "deployment", "endpoint", "data_asset")
+TIME_SCALE = 0.05  # CLOUDTUNE_TIME_SCALE of every CLI a scenario starts
 
 
 class ScenarioFailed(AssertionError):
@@ -116,7 +118,10 @@ class Ctx:
     def env(self, home: str = "a", **extra: str) -> dict[str, str]:
         env = env_without("CLOUDTUNE_", "OPENAI_", "AZURE_")
         env.update(self.target.env)
-        env.update(CLOUDTUNE_HOME=str(self.home(home)), CLOUDTUNE_POLL_INTERVAL="0.1", CLOUDTUNE_POLL_MAX="0.3",
+        # every wait of the CLI on the time scale: back-offs of 2/4/8 s take 0.1/0.2/0.4 s, and the
+        # polls (2 s, at most 6 s, on that scale) come every 0.1-0.3 s
+        env.update(CLOUDTUNE_HOME=str(self.home(home)), CLOUDTUNE_TIME_SCALE=str(TIME_SCALE),
+                   CLOUDTUNE_POLL_INTERVAL="2", CLOUDTUNE_POLL_MAX="6",
                    PYTHONPATH=str(ROOT), CI="1", PYTHONUNBUFFERED="1")
         env.pop("AZURE_OPENAI_API_KEY", None)  # Entra ID through the emulator's token endpoint
         env.update(self.shared_state)
@@ -124,16 +129,18 @@ class Ctx:
         return env
 
     def cli(self, *args: str, home: str = "a", timeout: float = 180, **env: str) -> Result:
+        """``cloudtune *args`` to its end, in a process forked from the CLI zygote (the SDKs
+        already imported; ``CLOUDTUNE_TESTS_FRESH_CLI=1``: a fresh interpreter each time)."""
         began = time.monotonic()
         try:
-            done = subprocess.run([*CLI, *args], check=False, cwd=self.tmp, env=self.env(home, **env),
-                                  capture_output=True, text=True, timeout=timeout)
+            done = run_cloudtune(list(args), self.tmp, self.env(home, **env), timeout)
+            rc, out, err = done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired as exc:
             raise ScenarioFailed(f"`{' '.join(args[:2])}` did not finish in {timeout:.0f}s") from exc
         if os.environ.get("CLOUDTUNE_FAULTS_TRACE"):  # where a slow row spends its time
-            print(f"    {time.monotonic() - began:5.1f}s {self.target.name} {' '.join(args[:3])} -> {done.returncode}",
+            print(f"    {time.monotonic() - began:5.1f}s {self.target.name} {' '.join(args[:3])} -> {rc}",
                   file=sys.stderr, flush=True)
-        return Result(args, done.returncode, done.stdout, done.stderr)
+        return Result(args, rc, out, err)
 
     def start(self, *args: str, home: str = "a", **env: str) -> subprocess.Popen[str]:
         process = subprocess.Popen([*CLI, *args], cwd=self.tmp, env=self.env(home, **env), stdout=subprocess.PIPE,

@@ -144,10 +144,24 @@ def stop_local_workers(ctx: Ctx) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def emulator_of(row: Scenario) -> str:
+    """The service a row runs against: ``openai``, ``azure`` (one emulator for both Azure routes)
+    or ``local``. Rows of one service share its emulator; rows of different ones share nothing
+    (faults, clocks and records are per emulator)."""
+    return "azure" if row.target.startswith("azure") else row.target
+
+
+def grouped(rows: list[Scenario]) -> list[Scenario]:
+    """``rows`` grouped per emulator (OpenAI, Azure, local), table order within a group: a
+    group's emulator starts when its first row runs and serves the rest of the group."""
+    order = {"openai": 0, "azure": 1, "local": 2}
+    return sorted(rows, key=lambda row: order.get(emulator_of(row), len(order)))
+
+
 def lane_of(row: Scenario) -> str:
-    """Rows on different emulators share nothing (faults, clocks and records are per emulator),
-    so the Azure rows run beside the OpenAI and local ones: two lanes, one per core."""
-    return "azure" if row.target.startswith("azure") else "main"
+    """``python -m tests.faults`` runs the Azure rows beside the OpenAI and local ones: two
+    lanes, one per core."""
+    return "azure" if emulator_of(row) == "azure" else "main"
 
 
 def run_rows(targets: Targets, bystanders: Bystanders, rows: list[Scenario], workdir: Path,

@@ -1,28 +1,39 @@
 """The fault matrix under pytest: one test per (scenario, target) row of ``tests.faults.matrix``,
-the same rows ``python -m tests.faults`` prints. The selected rows run once, in two lanes (the
-Azure emulator's rows beside the others), in a session fixture; each test reports its row."""
+the same rows ``python -m tests.faults`` prints, so ``-x``, ``--lf``, ``-k`` and ``--durations``
+speak of single rows. Rows are grouped per emulator (OpenAI, Azure, local); each emulator is
+started once per session, by the first row that needs it, and serves every row of its group."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.faults.matrix import Bystanders, Scenario, all_scenarios, run_rows
+from tests.faults.harness import ScenarioFailed
+from tests.faults.matrix import Bystanders, Scenario, all_scenarios, grouped, run_scenario
 from tests.faults.targets import Targets
 
 ROWS = all_scenarios()
 
 
+@dataclass
+class FaultWorld:
+    """What the rows of a session share: the started emulators, the bystanders planted on
+    each, and a work directory."""
+
+    targets: Targets
+    bystanders: Bystanders
+    workdir: Path
+
+
 @pytest.fixture(scope="session")
-def fault_outcomes(request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[bool, str]]]:
-    params = [getattr(item, "callspec", None) for item in request.session.items]
-    selected = [p.params["row"] for p in params if p is not None and isinstance(p.params.get("row"), Scenario)]
+def fault_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultWorld]:
     workdir = tmp_path_factory.mktemp("faults")
     targets = Targets(workdir)
     try:
-        yield run_rows(targets, Bystanders(targets, workdir), selected, workdir)
+        yield FaultWorld(targets, Bystanders(targets, workdir), workdir)
     finally:
         targets.close()
 
@@ -47,7 +58,10 @@ def test_matrix_has_every_reproduction() -> None:
     assert len({row.id for row in ROWS}) == len(ROWS)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_fault_scenario(row: Scenario, fault_outcomes: dict[str, tuple[bool, str]]) -> None:
-    passed, reason = fault_outcomes[row.id]
-    assert passed, reason
+@pytest.mark.slow
+@pytest.mark.parametrize("row", grouped(ROWS), ids=[row.id for row in grouped(ROWS)])
+def test_fault_scenario(row: Scenario, fault_world: FaultWorld) -> None:
+    try:
+        run_scenario(fault_world.targets, fault_world.bystanders, row, fault_world.workdir)
+    except ScenarioFailed as failed:
+        pytest.fail(f"{row.id}: {failed}", pytrace=False)

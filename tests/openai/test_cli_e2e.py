@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli_zygote import run_cloudtune
 from tests.support.emulators import EmulatorProcess, control
 from tests.support.testenv import env_without
 from tests.openai.conftest import DOCUMENTED_DAY, write_training_file
@@ -39,8 +40,7 @@ class Session:
         return env
 
     def __call__(self, *args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.env(**env),
-                              capture_output=True, text=True, timeout=timeout)
+        return run_cloudtune(list(args), self.tmp, self.env(**env), timeout)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.env(),
