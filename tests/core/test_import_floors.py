@@ -36,6 +36,9 @@ KNOWN_CIRCLES: list[frozenset[str]] = [
     # vllm_server uses the chat server's private stop-signal and state helpers (one server-group
     # lifecycle module both servers use)
     frozenset({"local_backend.server", "local_backend.vllm_server"}),
+    # providers declaring their facts: the catalog asks the registry for a provider's facts while
+    # ProviderFacts is typed against catalog's ModelInfo/DataRules (lazy and TYPE_CHECKING imports)
+    frozenset({"cloudtune.catalog", "cloudtune.provider", "cloudtune.provider_facts", "cloudtune.registry"}),
 ]
 # cloudtune modules allowed to import providers/local_backend, and why
 FLOOR_EXCEPTIONS = {
