@@ -175,14 +175,15 @@ _AZURE_OPENAI = [
     # Azure names the deployable base models without the date suffix plus a
     # version; accept both spellings. Prices are Global training list prices
     # (regional training is typically ~10% higher): override when you know yours.
+    # Methods and the fine-tunable list: cloudtune.service_facts.azure_openai (fine-tune-supported-models.md,
+    # 03/05/2026): gpt-4o-mini is SFT only on Azure, gpt-35-turbo is no longer fine-tunable there, and
+    # gpt-4.1-nano's training examples are up to 32,768 tokens on Azure (issue 19's figure: the pages read on
+    # 2026-12-04 give no per-model example limit, so it is kept as reported, not re-verified).
     ("gpt-4.1-2025-04-14", ["gpt-4.1"], 65_536, "o200k_base", 25.00, ("supervised", "dpo"), ""),
     ("gpt-4.1-mini-2025-04-14", ["gpt-4.1-mini"], 65_536, "o200k_base", 5.00, ("supervised", "dpo"), ""),
-    ("gpt-4.1-nano-2025-04-14", ["gpt-4.1-nano"], 65_536, "o200k_base", 1.50, ("supervised", "dpo"), ""),
+    ("gpt-4.1-nano-2025-04-14", ["gpt-4.1-nano"], 32_768, "o200k_base", 1.50, ("supervised", "dpo"), ""),
     ("gpt-4o-2024-08-06", ["gpt-4o"], 65_536, "o200k_base", 25.00, ("supervised", "dpo"), ""),
-    ("gpt-4o-mini-2024-07-18", ["gpt-4o-mini"], 65_536, "o200k_base", 3.00, ("supervised", "dpo"), ""),
-    ("gpt-35-turbo-0125", ["gpt-35-turbo", "gpt-3.5-turbo-0125", "gpt-3.5-turbo"], 16_385, "cl100k_base", 8.00,
-     ("supervised",), ""),
-    ("gpt-35-turbo-1106", ["gpt-3.5-turbo-1106"], 16_385, "cl100k_base", 8.00, ("supervised",), ""),
+    ("gpt-4o-mini-2024-07-18", ["gpt-4o-mini"], 65_536, "o200k_base", 3.00, ("supervised",), ""),
 ]
 
 # Phi models fine-tuned serverless (models-as-a-service) in Azure AI Foundry.
@@ -319,7 +320,6 @@ _INFERENCE_PRICES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = 
     "gpt-4o-2024-08-06": ((2.50, 10.00), (3.75, 15.00)),
     "gpt-4o-mini-2024-07-18": ((0.15, 0.60), (0.30, 1.20)),
     "gpt-3.5-turbo-0125": ((0.50, 1.50), (3.00, 6.00)),
-    "gpt-35-turbo-0125": ((0.50, 1.50), (3.00, 6.00)),
 }
 
 

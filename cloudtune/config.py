@@ -27,13 +27,14 @@ ALIASES = {
     "timeout": "timeout_s",
     "options": "provider_options",
     "max_cost": "max_cost_usd",
+    "grader": "grader_file",
 }
-PATH_FIELDS = ("training_file", "validation_file", "eval_file")
+PATH_FIELDS = ("training_file", "validation_file", "eval_file", "grader_file")
 # FineTuneSpec field -> the flag (without "--") that sets it
 _FLAGS = {"provider": "provider", "base_model": "model", "training_file": "train", "validation_file": "validation",
           "validation_split": "validation_split", "method": "method", "suffix": "suffix", "seed": "seed",
           "eval_file": "eval", "cleanup": "cleanup", "wait": "wait", "cancel_on_interrupt": "cancel_on_interrupt",
-          "timeout_s": "timeout", "max_cost_usd": "max_cost"}
+          "timeout_s": "timeout", "max_cost_usd": "max_cost", "grader_file": "grader"}
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -197,6 +198,7 @@ def build_spec(args: Any) -> Any:
         "validation_file": absolute_path(args.validation) if args.validation else None,
         "validation_split": args.validation_split,
         "method": args.method,
+        "grader_file": absolute_path(args.grader) if getattr(args, "grader", None) else None,
         "suffix": args.suffix,
         "seed": args.seed,
         "eval_file": absolute_path(args.eval) if args.eval else None,

@@ -48,6 +48,11 @@ def before_upload(run: Any, provider: Any, reporter: Any, report: Any) -> float 
         if note:
             reporter.step(run, f"Hosting: {note}")
     budget = getattr(spec, "max_cost_usd", None)
+    hourly = getattr(provider, "hourly_billing", None)
+    billing = hourly(spec) if callable(hourly) else None
+    if billing is not None:  # billed per training hour (Azure RFT): the token estimate does not apply
+        _check_hourly_budget(spec, budget, *billing)
+        return None
     if budget is not None:
         if cost is None:
             raise errors.QuotaExceeded(
@@ -61,3 +66,18 @@ def before_upload(run: Any, provider: Any, reporter: Any, report: Any) -> float 
                 hint=f"{line}. Lower --epochs, trim the data, pick a cheaper model, or raise --max-cost.",
                 code="max_cost_exceeded")
     return cost
+
+
+def _check_hourly_budget(spec: Any, budget: float | None, usd_per_hour: float | None, pause_at_usd: float) -> None:
+    """A job billed per training hour reports no running bill, so cloudtune cannot stop it at a budget of
+    its own; the one ceiling that holds is the service's pause at ``pause_at_usd``. A --max-cost below it
+    is refused before upload (exit 4) rather than promised."""
+    if budget is None or budget >= pause_at_usd:
+        return
+    hours = f" ({budget / usd_per_hour:.2f} training hours at ${usd_per_hour:,.0f}/hour)" if usd_per_hour else ""
+    raise errors.QuotaExceeded(
+        f"--max-cost ${budget:,.2f}{hours} cannot be guaranteed: {spec.base_model} is billed per training hour, the "
+        f"service reports no running bill, and its own pause comes at ${pause_at_usd:,.0f}. Nothing was uploaded.",
+        hint=f"Use --max-cost {pause_at_usd:.0f} (the service pauses the job there and keeps a deployable checkpoint), "
+             "or drop --max-cost and watch the job (`cloudtune status RUN`, `cloudtune pause RUN`).",
+        code="max_cost_not_enforceable")

@@ -275,6 +275,10 @@ class Pipeline(UploadSteps):
             if job.state != run.job_state or job.fine_tuned_model != run.fine_tuned_model:
                 self.note_job(run, job)
             self.reporter.job(run, job)
+            if job.state == JobState.PAUSED and job.error is not None and job.error.code == "paused_at_billing_cap":
+                # the job waits for a person (deploy a checkpoint, resume, or cancel): stop waiting, resumable
+                raise errors.WaitTimeout(job.error.message or "The job is paused.", code=job.error.code,
+                                         hint=f"`cloudtune resume {run.run_id}` resumes the job and waits again.")
 
         def on_event(event: JobEvent) -> None:
             run.last_event_id = event.id  # saved with the next state change: resume shows no event twice

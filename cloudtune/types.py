@@ -184,6 +184,7 @@ class CheckResult(_Model):
 class Method(str, enum.Enum):
     SUPERVISED = "supervised"
     DPO = "dpo"
+    REINFORCEMENT = "reinforcement"  # Azure OpenAI RFT (o4-mini, gpt-5): needs grader_file
 
     def __str__(self) -> str:
         return self.value
@@ -228,6 +229,7 @@ class FineTuneSpec(_Model):
     validation_file: Path | None = None
     validation_split: float | None = Field(default=None, gt=0, lt=1)
     method: Method = Method.SUPERVISED
+    grader_file: Path | None = None  # reinforcement: the grader (YAML / JSON), providers/azure/_rft.py
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     suffix: str | None = Field(default=None, max_length=64)
     seed: int | None = None

@@ -167,7 +167,11 @@ def _outcome_unknown(exc: errors.CloudtuneError) -> bool:
 
 
 def validate_for_run(spec: FineTuneSpec, tokenizer_path: str | None = None) -> Any:
-    """Run the dataset validator if it is available; ``None`` when it is not installed."""
+    """Run the dataset validator if it is available; ``None`` when it is not installed, and for
+    reinforcement fine-tuning, whose examples (ending with a user message, with the grader's fields)
+    the provider checks against the grader before upload (providers/azure/_rft.py)."""
+    if spec.method.value == "reinforcement":
+        return None
     try:
         from cloudtune.dataset import validate_file
     except ImportError:

@@ -10,6 +10,11 @@ Sources (MicrosoftDocs/azure-ai-docs, ``articles/ai-foundry/``):
   Phi-4-mini-reasoning are not fine-tunable.
 * ``concepts/model-lifecycle-retirement.md``: every Phi-3 / Phi-3.5 serverless model retired on
   2025-08-30, Meta-Llama-3.1-70B-Instruct on 2025-06-30, Mistral-Nemo on 2026-01-30.
+* ``articles/foundry/openai/includes/concepts-retired-models-content.md`` (ms.date 04/23/2026): Mistral-large-2411
+  retired 2026-01-30 (suggested replacement Mistral-medium-2505, which is not fine-tunable); Phi-3-medium's
+  suggested replacement is Phi-4, the other Phi-3 / Phi-3.5 models' Phi-4-mini-instruct.
+* ``articles/foundry/openai/includes/concepts-model-retirement-schedule-content.md`` (ms.date 07/07/2026):
+  Meta-Llama-3.1-8B-Instruct, Llama-3.2-11B-Vision-Instruct and Llama-3.2-90B-Vision-Instruct retire 2026-06-13.
 * ``how-to/fine-tune-serverless.md`` (01/28/2026): the job is created from the versioned registry id,
   the fine-tuned model is deployed with ``model_id=azureml://locations/{location}/workspaces/
   {workspace_id}/models/{name}/versions/1``, one serverless deployment per custom model, chat at
@@ -22,7 +27,9 @@ from dataclasses import dataclass
 
 AS_OF = "2025-11-24"
 REGIONS_SOURCE = "MicrosoftDocs/azure-ai-docs articles/ai-foundry/includes/region-availability-maas.md (2025-11-24)"
-RETIREMENT_SOURCE = "MicrosoftDocs/azure-ai-docs articles/ai-foundry/concepts/model-lifecycle-retirement.md"
+RETIREMENT_SOURCE = ("MicrosoftDocs/azure-ai-docs articles/ai-foundry/concepts/model-lifecycle-retirement.md; "
+                     "articles/foundry/openai/includes/concepts-retired-models-content.md (ms.date 04/23/2026) and "
+                     "concepts-model-retirement-schedule-content.md (ms.date 07/07/2026)")
 
 _SIX = ("eastus2", "eastus", "northcentralus", "southcentralus", "westus", "westus3")
 
@@ -40,10 +47,6 @@ FINE_TUNABLE: tuple[ServerlessModel, ...] = (
     ServerlessModel("Phi-4-mini-instruct", "azureml", _SIX, False),
     ServerlessModel("Phi-4-multimodal-instruct", "azureml", _SIX, False),
     ServerlessModel("Ministral-3B", "azureml-mistral", _SIX, True),
-    ServerlessModel("Mistral-Large-2411", "azureml-mistral", _SIX, True),
-    ServerlessModel("Meta-Llama-3.1-8B-Instruct", "azureml-meta", ("westus3",), True),
-    ServerlessModel("Llama-3.2-11B-Vision-Instruct", "azureml-meta", ("westus3",), True),
-    ServerlessModel("Llama-3.2-90B-Vision-Instruct", "azureml-meta", ("westus3",), True),
     ServerlessModel("Llama-3.3-70B-Instruct", "azureml-meta", ("westus3",), True),
 )
 
@@ -55,10 +58,16 @@ class Retirement:
     prefix: str  # lower-case name prefix the retirement covers
     retired_on: str
     successor: str  # the nearest fine-tunable model on Azure
+    suggested: str | None = None  # the docs' suggested replacement, when it is not fine-tunable itself
 
 
-RETIRED: tuple[Retirement, ...] = (
-    Retirement("phi-3", "2025-08-30", "Phi-4-mini-instruct"),  # phi-3 and phi-3.5, every size
+RETIRED: tuple[Retirement, ...] = (  # first match wins: the more specific prefix first
+    Retirement("phi-3-medium", "2025-08-30", "Phi-4"),
+    Retirement("phi-3", "2025-08-30", "Phi-4-mini-instruct"),  # phi-3 and phi-3.5, every other size
+    Retirement("mistral-large-2411", "2026-01-30", "Ministral-3B", "Mistral-medium-2505"),
+    Retirement("meta-llama-3.1-8b-instruct", "2026-06-13", "Llama-3.3-70B-Instruct"),
+    Retirement("llama-3.2-11b-vision-instruct", "2026-06-13", "Phi-4-multimodal-instruct"),
+    Retirement("llama-3.2-90b-vision-instruct", "2026-06-13", "Phi-4-multimodal-instruct"),
     Retirement("meta-llama-3.1-70b", "2025-06-30", "Llama-3.3-70B-Instruct"),
     Retirement("mistral-nemo", "2026-01-30", "Ministral-3B"),
 )

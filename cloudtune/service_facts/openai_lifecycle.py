@@ -82,6 +82,8 @@ def azure_equivalent(model: str) -> str:
 
     name = base_of(model).lower()
     for row in BASE_MODELS:
+        if "supervised" not in row.methods or row.open_weight:
+            continue  # o4-mini is RFT only on Azure: an OpenAI SFT spec moves to gpt-4.1-mini instead
         if name in (row.dated_id, row.short) or name.startswith(row.short + "-20"):
             return row.dated_id
     return "gpt-4.1-mini-2025-04-14"

@@ -25,11 +25,27 @@ def serverless_model(model: str) -> azure_serverless.ServerlessModel | None:
     return azure_serverless.lookup(model)
 
 
-def route_for_model(model: str | None) -> str | None:
-    """'openai' for Azure OpenAI base models, 'serverless' for catalog models, None if unknown."""
+def route_for_model(model: str | None, has_endpoint: bool | None = None, has_project: bool | None = None) -> str | None:
+    """'openai' for Azure OpenAI base models, 'serverless' for catalog models, None if unknown. The
+    open-weight models the jobs API fine-tunes on Foundry resources (Ministral-3B, Qwen-32B,
+    Llama-3.3-70B-Instruct, gpt-oss-20b; fine-tune-supported-models.md, 03/05/2026): those only the jobs API
+    offers (Qwen-32B, gpt-oss-20b) take the openai route; those the serverless route lists too (Ministral-3B,
+    Llama-3.3-70B-Instruct) stay serverless when a hub-based project is configured, and take the openai
+    route when only an Azure OpenAI / Foundry endpoint is (``-o route=`` decides otherwise)."""
     if not model:
         return None
+    import os
+
+    if has_endpoint is None:
+        has_endpoint = bool(os.environ.get("AZURE_OPENAI_ENDPOINT"))
+    if has_project is None:
+        has_project = bool(os.environ.get("AZURE_AI_PROJECT"))
     name = model_name(model).lower()
+    row = azure_openai.base_model(name)
+    if row is not None and row.open_weight:
+        if serverless_model(name) is None:
+            return "openai"
+        return "openai" if has_endpoint and not has_project else "serverless"
     if name.startswith(_AOAI_PREFIXES) or model.startswith("azure-openai:"):
         return "openai"
     return "serverless"
@@ -53,8 +69,10 @@ def retired_refusal(model: str, region: str | None) -> tuple[str, str] | None:
     where = f" in {region}" if region else " in your project's region"
     successor = serverless_model(retired.successor)
     offered = f" (fine-tunable in {', '.join(successor.regions)})" if successor else ""
+    suggested = (f" (Microsoft suggests {retired.suggested} for inference; it cannot be fine-tuned)"
+                 if retired.suggested else "")
     message = (f"{name} was retired from Azure AI Foundry serverless on {retired.retired_on}: it can no longer be "
-               "fine-tuned there. Nothing was uploaded.")
+               f"fine-tuned there{suggested}. Nothing was uploaded.")
     hint = (f"Use {retired.successor}{where}{offered}: `--model {retired.successor}`; or fine-tune the same model "
             f"locally: `--provider local --model {name}`. Source: {azure_serverless.RETIREMENT_SOURCE}.")
     return message, hint

@@ -32,8 +32,9 @@ from cloudtune.types import (
     JobEvent,
 )
 from cloudtune.service_facts import azure_openai as rules
+from cloudtune.service_facts import openai_lifecycle
 from providers.azure._sdk_retries import openai_client
-from providers.azure._settings import CLOUDTUNE_TAG, COGNITIVE_SCOPE, CS_API_VERSION, RUN_TAG, ArmClient, Settings
+from providers.azure._settings import CLOUDTUNE_TAG, CS_API_VERSION, RUN_TAG, ArmClient, Settings
 from providers.openai import fine_tuning
 from providers.openai.convert import to_chat_result
 
@@ -83,6 +84,7 @@ class OpenAIRoute:
         self._delete_client: Any = None
         self._arm: ArmClient | None = None
         self._region: str | None = None
+        self._kind: str | None = None  # ARM account kind: openai (classic) | aiservices (Foundry resource)
 
     # ---------------------------------------------------------------- clients
     @property
@@ -102,7 +104,8 @@ class OpenAIRoute:
             return {"api_key": key}
         from azure.identity import get_bearer_token_provider
 
-        tokens = get_bearer_token_provider(self.settings.credential(), COGNITIVE_SCOPE)
+        # the v1 samples' scope on v1; the dated samples' Cognitive Services scope on dated versions
+        tokens = get_bearer_token_provider(self.settings.credential(), rules.V1_SCOPE if v1 else rules.DATED_SCOPE)
         # the v1 docs pass the token provider as the plain client's api_key (a callable)
         return {"api_key": tokens} if v1 else {"azure_ad_token_provider": tokens}
 
@@ -150,6 +153,7 @@ class OpenAIRoute:
             except (errors.ConfigError, ClientAuthenticationError):
                 return None  # ARM not configured (key-only use): the region is not checked, the service decides
             self._region = rules.normalise_region(account.get("location"))
+            self._kind = str(account.get("kind") or "").lower() or None
         return self._region or None
 
     def close(self) -> None:
@@ -160,7 +164,7 @@ class OpenAIRoute:
             self._arm.close()
 
     def check(self) -> dict[str, Any]:
-        self.settings.credential().get_token(COGNITIVE_SCOPE)
+        self.settings.credential().get_token(rules.V1_SCOPE if self.on_v1 else rules.DATED_SCOPE)
         return {"route": "openai", "endpoint": self.settings.endpoint, "account": self.settings.account,
                 "region": self.region(), "api": "v1" if self.on_v1 else self.settings.api_version,
                 "training_type": self.training_type}
@@ -170,38 +174,80 @@ class OpenAIRoute:
     def training_type(self) -> str:
         return str(self.settings.options.get("training_type") or rules.DEFAULT_TRAINING_TYPE)
 
-    def plan(self, base_model: str) -> list[str]:
-        """Before any upload: the model x training type x region check (exit 4 with the regions
-        that work), and the notes a user should read before paying. The service's own answer to a
-        training type it does not offer in a region is the misleading "The specified base model
-        does not support fine-tuning" (fine-tune-models.md), so cloudtune says which rule it is."""
+    def plan(self, spec: FineTuneSpec) -> list[str]:
+        """Before any upload: everything the service would refuse, with what works instead (exit 4):
+        a model Azure no longer fine-tunes, a method the model does not take (o4-mini and gpt-5 are RFT
+        only), an open-weight model on a classic Azure OpenAI resource, the model x training type x region
+        (the service's own answer is the misleading "The specified base model does not support
+        fine-tuning"), the Global training caveats; an RFT job's grader and data (:mod:`azure_rft`). Returns
+        the notes a user should read before paying."""
         notes = []
-        model, resolved = rules.resolve_model(base_model)
+        model, resolved = rules.resolve_model(spec.base_model)
         if resolved:
             notes.append(resolved)
+        successor = rules.no_longer_fine_tunable(model)
+        row = rules.base_model(model)
+        method = spec.method.value
+        if successor is not None:
+            raise self._refuse(f"{spec.base_model} is no longer fine-tunable on Azure OpenAI (it is not in the "
+                               "supported-models table)", f"Use --model {successor}", "ModelNotFineTunable")
+        refused = rules.method_refusal(model, method)
+        if refused is not None:
+            others = ", ".join(rules.models_for(method)) or "none"
+            raise self._refuse(refused, f"Use --method {row.methods[0] if row else 'supervised'}, or a model that takes "
+                               f"{method} fine-tuning on Azure: {others}", "MethodUnavailable")
+        if row is not None and row.gated:
+            notes.append(f"{row.short} reinforcement fine-tuning: {row.gated}.")
+        if row is not None and row.open_weight:
+            notes.extend(self._foundry_resource_check(row))
         if not self.has_job_features:
             notes.append(f"api_version {self.settings.api_version} has no trainingType: the service trains Standard "
                          "(regional); use the default v1 API to choose.")
             training_type = "Standard"
         else:
-            training_type = self.training_type
+            training_type = rules.canonical_training_type(self.training_type) or self.training_type
         region = self.region()
-        refusal = rules.training_refusal(model, training_type, region)
+        vision = b'"image_url"' in Path(spec.training_file).read_bytes() if Path(spec.training_file).is_file() else False
+        refusal = rules.training_refusal(model, training_type, region, vision=vision)
         if refusal is not None:
-            row = rules.base_model(model)
-            other = [t for t in rules.TRAINING_TYPES if row and rules.training_refusal(model, t, region) is None]
-            raise errors.CapabilityError(
-                f"Azure OpenAI cannot fine-tune this: {refusal}. Nothing was uploaded.",
-                hint=(f"Use -o training_type={other[0]} (works in {region})" if other else
-                      "Use an Azure OpenAI resource in one of those regions") + f". Source: {rules.MODELS_SOURCE}.",
-                provider="azure", code="TrainingTypeUnavailable")
+            other = [t for t in rules.TRAINING_TYPES
+                     if row and rules.training_refusal(model, t, region, vision=vision) is None]
+            raise self._refuse(refusal, (f"Use -o training_type={other[0]} (works in {region})" if other else
+                                         "Use an Azure OpenAI resource in one of those regions"), "TrainingTypeUnavailable")
         notes.append(f"Azure OpenAI training type {training_type}" + (f" in {region}" if region else "")
                      + (": runs on spare capacity; the service may pause and resume it on its own."
-                        if training_type == "developerTier" else "."))
-        if training_type != "GlobalStandard":
+                        if training_type == "developerTier" else
+                        f": data stays in the {row.data_zone if row else 'US'} data zone."
+                        if training_type == "DataZoneStandard" else "."))
+        if training_type != "GlobalStandard" and method != "reinforcement":
             notes.append(f"The estimate below uses Azure's Global training price; {training_type} training is priced "
-                         f"{'higher' if training_type == 'Standard' else 'lower'} (see the Azure OpenAI pricing page).")
+                         f"{'higher' if training_type in ('Standard', 'DataZoneStandard') else 'lower'} "
+                         "(see the Azure OpenAI pricing page).")
+        retiring = rules.retirement_note(model, openai_lifecycle.today())
+        if retiring:
+            notes.append(retiring)
+        if method == "reinforcement":
+            from providers.azure._rft import plan_reinforcement
+
+            notes.extend(plan_reinforcement(self, spec, row))
         return notes
+
+    def _refuse(self, why: str, hint: str, code: str) -> errors.CapabilityError:
+        return errors.CapabilityError(f"Azure OpenAI cannot fine-tune this: {why}. Nothing was uploaded.",
+                                      hint=f"{hint}. Source: {rules.MODELS_SOURCE}.", provider="azure", code=code)
+
+    def _foundry_resource_check(self, row: rules.BaseModel) -> list[str]:
+        """The open-weight models fine-tune "only on Foundry resources" (fine-tune-supported-models.md):
+        refuse a classic Azure OpenAI resource; an unknown kind (no ARM access) is left to the service."""
+        self.region()
+        if self._kind and self._kind != "aiservices":
+            raise self._refuse(
+                f"{row.dated_id} is fine-tuned through the jobs API only on a Foundry resource (ARM kind AIServices); "
+                f"{self.settings.account} is a classic Azure OpenAI resource (kind {self._kind})",
+                "Create a Foundry resource (or upgrade this one to Foundry) and point AZURE_OPENAI_ENDPOINT at it "
+                "(https://<resource>.services.ai.azure.com); on a classic hub-based project, the serverless route "
+                "(-o route=serverless) fine-tunes the catalog models it lists", "FoundryResourceRequired")
+        return [f"{row.dated_id}: an open-weight model, fine-tuned with Global training on this Foundry resource."]
 
     # ----------------------------------------------------------------- files
     def find_uploaded(self, path: Path, since: float) -> str | None:
@@ -246,10 +292,15 @@ class OpenAIRoute:
                                    "learning_rate_multiplier": hp.learning_rate_multiplier}.items() if v is not None}
         kwargs: dict[str, Any] = {"model": model, "training_file": training_file_id}
         if self.has_job_features:
-            method: dict[str, Any] = {"type": spec.method.value}
-            method[spec.method.value] = {"hyperparameters": hyper | ({"beta": hp.beta} if hp.beta and spec.method.value == "dpo" else {})}
+            if spec.method.value == "reinforcement":
+                from providers.azure._rft import reinforcement_method
+
+                method = reinforcement_method(spec)
+            else:
+                method = {"type": spec.method.value}
+                method[spec.method.value] = {"hyperparameters": hyper | ({"beta": hp.beta} if hp.beta and spec.method.value == "dpo" else {})}
             kwargs.update(method=method, metadata={**spec.metadata, RUN_TAG: run_id},
-                          extra_body={"trainingType": self.training_type})
+                          extra_body={"trainingType": rules.canonical_training_type(self.training_type) or self.training_type})
         else:
             if spec.method.value != "supervised":
                 raise errors.CapabilityError(
@@ -335,6 +386,17 @@ class OpenAIRoute:
         error = _get(raw, "error")
         message = _get(error, "message") if error else None
         code = _get(error, "code") if error else None
+        method = _get(raw, "method")
+        if (raw.status == "paused" and _get(method, "type") == "reinforcement" and not message
+                and str(_get(raw, "trainingType") or "").lower() != "developertier"):
+            from cloudtune.service_facts import azure_rft
+
+            # an RFT job the service paused at its billing cap (or that someone paused): it waits for a decision
+            code = "paused_at_billing_cap"
+            message = (f"Reinforcement job {raw.id} is paused: the service pauses RFT jobs when training and grading "
+                       f"reach ${azure_rft.PAUSE_AT_USD:,.0f}, and keeps the latest checkpoint deployable. Deploy its "
+                       "latest checkpoint (`cloudtune status RUN` lists them; `cloudtune deploy RUN --checkpoint ID`), or `cloudtune resume RUN` to go on "
+                       f"training (billing continues with no further limit), or cancel. Source: {azure_rft.SOURCE}.")
         return Job(
             id=raw.id, provider="azure", state=self.map_status(raw.status), provider_status=raw.status,
             base_model=raw.model, fine_tuned_model=_get(raw, "fine_tuned_model") or None,
@@ -389,7 +451,9 @@ class OpenAIRoute:
         body = {"sku": {"name": sku, "capacity": (options.capacity if options and options.capacity else 1)},
                 "tags": tags, "properties": {"model": {"format": "OpenAI", "name": model, "version": "1"}}}
         deployment = self._to_deployment(self.arm.request("PUT", self._deployments_path(name), CS_API_VERSION, body))
-        deployment.details["notes"] = [f"Deployment SKU {why}.", *deployment.details.get("notes", [])]
+        retiring = rules.retirement_note(self._base_of(model) or "", openai_lifecycle.today())
+        deployment.details["notes"] = [f"Deployment SKU {why}.", *([retiring] if retiring else []),
+                                       *deployment.details.get("notes", [])]
         return deployment
 
     def get_deployment(self, name: str) -> Deployment:

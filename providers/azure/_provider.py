@@ -73,7 +73,8 @@ class AzureOptions(ProviderOptions):
     account: Text | None = Field(None, description="Azure OpenAI resource name (default: the endpoint's host)")
     api_version: Text | None = Field(
         None, description="v1 (default, GA surface), preview, or a dated data-plane version such as 2024-10-21")
-    training_type: Text | None = Field(None, description="GlobalStandard (default) | Standard | developerTier")
+    training_type: Text | None = Field(
+        None, description="GlobalStandard (default) | Standard | DataZoneStandard | developerTier")
     deployment_sku: Text | None = Field(
         None, description="Standard | GlobalStandard | DeveloperTier | ProvisionedManaged (default from model and region)")
     subscription_id: Text | None = Field(None, description="Azure subscription (or AZURE_SUBSCRIPTION_ID)")
@@ -125,17 +126,25 @@ class AzureProvider(Provider):
                 return "openai"
             if about.startswith("azureml:"):  # azureml:<name>:<version> and azureml://registries/... ids
                 return "serverless"
-        by_model = caps.route_for_model(self.options.get("base_model"))
+        by_model = self._route_for_model(self.options.get("base_model")) if self.options.get("base_model") else None
         if by_model:
             return by_model
         return "openai" if os.environ.get("AZURE_OPENAI_ENDPOINT") or self.options.get("endpoint") else "serverless"
+
+    def _route_for_model(self, model: str) -> str | None:
+        forced = self.options.get("route")
+        return forced if forced in ("openai", "serverless") else caps.route_for_model(
+            model, self._has_endpoint(), bool(os.environ.get("AZURE_AI_PROJECT") or self.options.get("project")))
+
+    def _has_endpoint(self) -> bool:
+        return bool(os.environ.get("AZURE_OPENAI_ENDPOINT") or self.options.get("endpoint"))
 
     def _for(self, about: str | None = None) -> Any:
         return self._route(self.route_name(about))
 
     def needs_validation_data(self, spec: FineTuneSpec) -> bool:
-        # create_finetuning_job refuses a serverless job without validation data
-        return self.route_name() == "serverless"
+        # create_finetuning_job refuses a serverless job without validation data; RFT needs both files
+        return self.route_name() == "serverless" or spec.method.value == "reinforcement"
 
     def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
         return translate_error(exc)
@@ -179,19 +188,32 @@ class AzureProvider(Provider):
         """Before anything is uploaded: refuse what the service would refuse (exit 4) and return
         the lines the user should read first (resolved model id, training type, region)."""
         try:
-            return self._route(caps.route_for_model(spec.base_model) or self.route_name()).plan(spec.base_model)
+            route = self._route(self._route_for_model(spec.base_model) or self.route_name())
+            return route.plan(spec) if route.name == "openai" else route.plan(spec.base_model)
         except errors.CloudtuneError:
             raise
         except Exception as exc:  # noqa: BLE001 - not an interface method: translated here, once
             raise translate_error(exc) from exc
 
+    def hourly_billing(self, spec: FineTuneSpec) -> tuple[float | None, float] | None:
+        """(USD per training hour, the service's pause) for reinforcement fine-tuning; None otherwise."""
+        if spec.method.value != "reinforcement":
+            return None
+        from cloudtune.service_facts import azure_rft
+
+        row = rules.base_model(spec.base_model)
+        return azure_rft.hourly_price(row.short if row else spec.base_model), azure_rft.PAUSE_AT_USD
+
     def hosting_note(self, spec: FineTuneSpec) -> str | None:
         """The hourly cost of the deployment the run will make (printed before upload)."""
-        route = self._route(caps.route_for_model(spec.base_model) or self.route_name())
+        route = self._route(self._route_for_model(spec.base_model) or self.route_name())
         if route.name == "serverless":
             return "a serverless endpoint is billed per token by the model's Marketplace offer (no SKU to choose)"
         sku, why = route.choose_sku(spec.base_model, spec.deploy, self.options.get("deployment_sku"))
-        return f"{rules.hosting_note(sku)}; {why}. {rules.LIFETIME_RULES}"
+        from cloudtune.service_facts.openai_lifecycle import today
+
+        retiring = rules.retirement_note(spec.base_model, today())
+        return f"{rules.hosting_note(sku)}; {why}. {rules.LIFETIME_RULES}" + (f" {retiring}" if retiring else "")
 
     def upload_file(self, path: Path, *, purpose: str = "fine-tune", progress: UploadProgress | None = None) -> str:
         return self._for().upload_file(Path(path), progress)
@@ -208,7 +230,7 @@ class AzureProvider(Provider):
         self._for(file_id).delete_file(file_id)
 
     def create_job(self, spec: FineTuneSpec, *, training_file_id: str, validation_file_id: str | None, run_id: str) -> Job:
-        route = self._route(self.route_name(training_file_id) if training_file_id else caps.route_for_model(spec.base_model))
+        route = self._route(self.route_name(training_file_id) if training_file_id else self._route_for_model(spec.base_model))
         return route.create_job(spec, training_file_id, validation_file_id, run_id)
 
     def find_jobs(self, run_id: str) -> list[Job]:

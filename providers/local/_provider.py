@@ -138,6 +138,16 @@ class LocalProvider(Provider):
             )
         return errors.ProviderError(f"local: {type(exc).__name__}: {exc}", provider=self.name)
 
+    def plan(self, spec: FineTuneSpec) -> list[str]:
+        """Before anything runs: reinforcement fine-tuning has no local counterpart (exit 4, naming the
+        Azure route that has one)."""
+        if spec.method.value == "reinforcement":
+            from cloudtune.service_facts.azure_rft import refusal_elsewhere
+
+            message, hint = refusal_elsewhere(self.name)
+            raise errors.CapabilityError(message, hint=hint, provider=self.name, code="MethodUnavailable")
+        return []
+
     # ------------------------------------------------------------------- check
     def check(self) -> CheckResult:
         missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]

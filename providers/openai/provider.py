@@ -203,6 +203,11 @@ class OpenAIProvider(Provider):
         """Before any upload: refuse a base model OpenAI has shut down and job creation after the
         wind-down (exit 4, with the command that runs the same spec elsewhere); otherwise say when
         the model this run makes stops serving."""
+        if spec.method.value == "reinforcement":
+            from cloudtune.service_facts.azure_rft import refusal_elsewhere
+
+            message, hint = refusal_elsewhere(self.name)
+            raise errors.CapabilityError(message, hint=hint, provider=self.name, code="method_not_available")
         today = lifecycle.today()
         stops, source = self.shutdown_date(spec.base_model)
         elsewhere = alternatives(spec.base_model)
@@ -420,6 +425,11 @@ class OpenAIProvider(Provider):
 
 def alternatives(model: str) -> str:
     """The exact commands that run the same spec where it still can run."""
+    from cloudtune.service_facts import azure_openai
+
     azure = lifecycle.azure_equivalent(model)
-    return (f"Run the same spec on Azure OpenAI (the same model family keeps serving there): add `--provider azure "
-            f"--model {azure}`; or locally: `--provider local --model {lifecycle.LOCAL_ALTERNATIVE}`.")
+    retiring = azure_openai.retirement(azure)
+    until = (f" until {retiring.deployments_retire} (Azure's retirement schedule for fine-tuned {retiring.short})"
+             if retiring else "")
+    return (f"Run the same spec on Azure OpenAI (the same model family keeps serving there{until}): add `--provider "
+            f"azure --model {azure}`; or locally: `--provider local --model {lifecycle.LOCAL_ALTERNATIVE}`.")

@@ -33,9 +33,12 @@ def test_the_table_is_readable_and_dated(tmp_path: Path) -> None:
     assert "stop serving 2027-01-14" in row("gpt-4o-mini-2024-07-18", "openai")
     assert "retired 2025-08-30" in row("phi-3*") and "Phi-4-mini-instruct" in row("phi-3*")
     assert "not fine-tunable" in row("Phi-4-reasoning")
-    assert "westus3" in row("Llama-3.3-70B-Instruct")
+    assert "westus3" in row("Llama-3.3-70B-Instruct", "serverless")
     azure = row("gpt-4.1-mini-2025-04-14", "azure-openai")
     assert "24 h" in azure and "15 days" in azure and "northcentralus, swedencentral" in azure
+    assert "stop serving 2027-10-14" in azure  # issue 19: Azure fine-tunes stop with their base
+    assert "Standard deployments in eastus2, swedencentral" in row("gpt-4o-2024-08-06", "azure-openai")
+    assert "RFT" in row("o4-mini-2025-04-16", "azure-openai") and "Foundry" in row("gpt-oss-20b", "azure-openai")
     assert any(line.strip().startswith("source: https://platform.openai.com/docs/deprecations") for line in lines)
 
 
@@ -46,4 +49,5 @@ def test_json_carries_the_same_rows(tmp_path: Path) -> None:
     nano = next(m for m in rows["openai"]["fine_tunable_models"] if m["model"] == "gpt-4.1-nano-2025-04-14")
     assert nano["status"] == "shut down" and nano["instead"] == "--provider azure"
     retired = [m for m in rows["azure"]["fine_tunable_models"] if m["status"] == "retired"]
-    assert {m["dates"] for m in retired} == {"retired 2025-08-30", "retired 2025-06-30", "retired 2026-01-30"}
+    assert {m["dates"] for m in retired} == {"retired 2025-08-30", "retired 2025-06-30", "retired 2026-01-30",
+                                             "retired 2026-06-13"}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.emulators._http import HTTPError, Request, Response, Router
 from cloudtune.service_facts import azure_openai as rules
+from cloudtune.service_facts import azure_rft
 
 if TYPE_CHECKING:
     from cloudtune.emulators.azure._app import AzureEmulatorApp
@@ -69,6 +70,11 @@ def _validate_jsonl(content: bytes) -> tuple[int, str] | None:
     return None
 
 
+def _validate_rft(content: bytes, grader: Any) -> tuple[int, str] | None:
+    found = azure_rft.data_problems(content, grader, limit=1)
+    return found[0] if found else None
+
+
 def _plan(app: "AzureEmulatorApp", job: dict[str, Any]) -> list[tuple[float, str, str, dict[str, Any]]]:
     t = app.store.timeline
     plan: list[tuple[float, str, str, dict[str, Any]]] = [(0.0, "pending", "Job enqueued. Validating training file.", {})]
@@ -81,6 +87,11 @@ def _plan(app: "AzureEmulatorApp", job: dict[str, Any]) -> list[tuple[float, str
     plan.append((start, "running", "Training started.", {}))
     half = t.steps // 2
     pause_s = t.developer_pause_s if job.get("training_type") == "developerTier" else 0.0
+    rft = (job.get("method") or {}).get("type") == "reinforcement"
+    price = azure_rft.hourly_price(rules.base_model(job["model"]).short) if rft and rules.base_model(job["model"]) else None
+    # RFT bills per training hour (t.rft_hour_s emulated seconds each); at the cap the service pauses the job
+    # and keeps a deployable checkpoint; a user resume goes on with no further limit (how-to-reinforcement-...)
+    cap_at = start + t.rft_hour_s * azure_rft.PAUSE_AT_USD / price if price else None
     for step in range(1, t.steps + 1):
         at = start + t.running_s * step / (t.steps + 1) + (pause_s if step > half else 0.0)
         if pause_s and step == half + 1:
@@ -92,10 +103,25 @@ def _plan(app: "AzureEmulatorApp", job: dict[str, Any]) -> list[tuple[float, str
             plan.append((before + 0.2, "paused", "Job paused by the service (developer tier).", {}))
             plan.append((before + pause_s - 0.1, "resuming", "Capacity available again: resuming the job.", {}))
             plan.append((before + pause_s, "running", "Job resumed.", {}))
-        plan.append((at, "running", f"Step {step}/{t.steps}: training loss={2.0 / (1 + step):.4f}",
-                     {"step": step, "total_steps": t.steps, "train_loss": 2.0 / (1 + step), "valid_loss": 2.2 / (1 + step)}))
+        if cap_at is not None and plan[-1][0] < cap_at <= at:
+            plan.append((cap_at, "paused", f"Job paused: its training bill reached the ${azure_rft.PAUSE_AT_USD:,.0f} cap "
+                         f"({azure_rft.PAUSE_AT_USD / price:.2f} training hours). The latest checkpoint can be deployed; "
+                         "resume the job to go on training (billing continues with no further limit).",
+                         {"billing_cap": True, "step": step - 1, "total_steps": t.steps}))
+        metrics = ({"train_reward_mean": step / (t.steps + 1), "valid_reward_mean": step / (t.steps + 2)} if rft else
+                   {"train_loss": 2.0 / (1 + step), "valid_loss": 2.2 / (1 + step)})
+        first = next(iter(metrics.items()))
+        plan.append((at, "running", f"Step {step}/{t.steps}: {first[0]}={first[1]:.4f}",
+                     {"step": step, "total_steps": t.steps, **metrics}))
     plan.append((start + t.running_s + pause_s, "succeeded", "Training succeeded.", {}))
     return plan
+
+
+def _checkpoint(job: dict[str, Any], at: float, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "fine_tuning.job.checkpoint", "id": f"ftchkpt-{_hex()}", "created_at": int(at),
+            "fine_tuning_job_id": job["id"], "step_number": step,
+            "metrics": {"step": step, **{k: v for k, v in metrics.items() if k.endswith(("_loss", "_mean"))}},
+            "fine_tuned_model_checkpoint": f"{job['model']}.ft-{job['id'][6:]}:ckpt-step-{step}"}
 
 
 def advance(app: "AzureEmulatorApp", job: dict[str, Any]) -> None:
@@ -113,13 +139,14 @@ def advance(app: "AzureEmulatorApp", job: dict[str, Any]) -> None:
         job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{_hex()}", "created_at": int(start + offset),
                               "level": "error" if status == "failed" else "info", "message": message,
                               "type": "metrics" if data else "message", "data": data or None})
+        if data.get("billing_cap"):
+            job["checkpoints"].append(_checkpoint(job, start + offset, data["step"], {}))
+            job["user_paused_at"] = start + offset  # held until its user resumes it (or cancels)
+            job["cap_paused"] = True
+            break
         if data and data["step"] > t.steps - 3:
             # the docs: the last three epochs stay deployable as checkpoints
-            job["checkpoints"].append({"object": "fine_tuning.job.checkpoint", "id": f"ftchkpt-{_hex()}",
-                                       "created_at": int(start + offset), "fine_tuning_job_id": job["id"],
-                                       "step_number": data["step"],
-                                       "metrics": {"step": data["step"], "train_loss": data["train_loss"]},
-                                       "fine_tuned_model_checkpoint": f"{job['model']}.ft-{job['id'][6:]}:ckpt-step-{data['step']}"})
+            job["checkpoints"].append(_checkpoint(job, start + offset, data["step"], data))
         if status == "failed":
             job["error"] = {"code": "invalidTrainingFile", "message": message, "param": "training_file"}
             job["finished_at"] = int(start + offset)
@@ -145,6 +172,39 @@ def job_json(app: "AzureEmulatorApp", job: dict[str, Any], version: str) -> dict
     elif status in PAUSE_STATES:
         out["status"] = "running"  # the 2024-10-21 schema has no pause states
     return out
+
+
+def _emulated_reward(grader: dict[str, Any], sample: str, item: dict[str, Any]) -> float | None:
+    """The text graders' reward, computed as documented; None for python and model graders (not run here)."""
+    import difflib
+    import re
+
+    def fill(template: str) -> str:
+        def one(match: "re.Match[str]") -> str:
+            namespace, _, path = match.group(1).strip().partition(".")
+            value: Any = {"output_text": sample} if namespace == "sample" else item
+            for part in path.split("."):
+                value = value.get(part, "") if isinstance(value, dict) else ""
+            return str(value)
+        return re.sub(r"\{\{\s*([^}]*?)\s*\}\}", one, template)
+
+    kind = grader.get("type")
+    if kind == "string_check":
+        left, right, op = fill(grader["input"]), fill(grader["reference"]), grader["operation"]
+        return float({"eq": left == right, "ne": left != right, "like": right in left,
+                      "ilike": right.lower() in left.lower()}[op])
+    if kind == "text_similarity" and grader.get("evaluation_metric") == "fuzzy_match":
+        return difflib.SequenceMatcher(None, fill(grader["input"]), fill(grader["reference"])).ratio()
+    if kind == "multi":
+        scores = {key: _emulated_reward(inner, sample, item) for key, inner in grader["graders"].items()}
+        if any(v is None for v in scores.values()):
+            return None
+        import math
+
+        names = {**scores, **{f: getattr(math, f, None) or {"abs": abs, "min": min, "max": max}[f]
+                              for f in azure_rft.MULTI_FUNCTIONS}}
+        return float(eval(grader["calculate_output"].replace("^", "**"), {"__builtins__": {}}, names))  # noqa: S307
+    return None
 
 
 def find_checkpoint(app: "AzureEmulatorApp", checkpoint_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -176,17 +236,40 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
                     raise err(400, "invalidPayload", f"Unrecognized request argument supplied: {field} "
                               f"(api-version {version}).", field)
         model = str(body.get("model") or "")
-        training_type = body.get("trainingType") or "Standard"  # no trainingType: regional training
-        region = store.account(account)["region"]
-        if rules.base_model(model) is None or rules.training_refusal(model, training_type, region) is not None:
+        training_type = rules.canonical_training_type(body.get("trainingType") or "Standard")  # none: regional
+        found = store.account(account)
+        region = found["region"]
+        training = store.files.get(body.get("training_file") or "")
+        vision = training is not None and b'"image_url"' in training["content"]
+        if (rules.base_model(model) is None or training_type is None
+                or rules.training_refusal(model, training_type, region, vision=vision) is not None):
             # the service's own wording, misleading as it is (issue 10 point 2)
             raise err(400, "invalidPayload", f"The specified base model does not support fine-tuning: {model}", "model")
-        training = store.files.get(body.get("training_file") or "")
+        row = rules.base_model(model)
+        if row is not None and row.open_weight and found.get("kind") != "AIServices":
+            raise err(400, "invalidPayload", f"{model} can be fine-tuned only on a Foundry resource; {account} is an "
+                      "Azure OpenAI resource.", "model")
+        method = body.get("method") or {"type": "supervised"}
+        method_type = str(method.get("type") or "supervised")
+        refused = rules.method_refusal(model, method_type)
+        if refused is not None:
+            raise err(400, "invalidPayload", f"Fine-tuning method '{method_type}' is not supported for model {model}: "
+                      f"{refused}.", "method")
         if training is None:
             raise err(400, "invalidPayload", f"Training file {body.get('training_file')} not found.", "training_file")
         if body.get("validation_file") and body["validation_file"] not in store.files:
             raise err(400, "invalidPayload", f"Validation file {body['validation_file']} not found.", "validation_file")
-        hyper = (body.get("method") or {}).get("supervised", {}).get("hyperparameters") or body.get("hyperparameters") or {}
+        grader = None
+        if method_type == "reinforcement":
+            rft = method.get("reinforcement") or {}
+            grader = rft.get("grader")
+            problems = azure_rft.grader_problems(grader) + azure_rft.hyperparameter_problems(rft.get("hyperparameters") or {})
+            if not body.get("validation_file"):
+                problems.append("reinforcement fine-tuning requires a validation file")
+            if problems:
+                raise err(400, "invalidPayload", "Invalid reinforcement fine-tuning request: " + "; ".join(problems),
+                          "method")
+        hyper = (method.get(method_type) or {}).get("hyperparameters") or body.get("hyperparameters") or {}
         job_id = f"ftjob-{_hex()}"
         job = {"id": job_id, "model": model, "created_at": int(app.now), "finished_at": None, "fine_tuned_model": None,
                "training_file": training["id"], "validation_file": body.get("validation_file"),
@@ -195,7 +278,8 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
                "trained_tokens": None, "suffix": body.get("suffix"), "seed": body.get("seed", 42), "error": None,
                "metadata": body.get("metadata"), "method": body.get("method") or {"type": "supervised"},
                "training_type": training_type, "status": "pending", "applied": 0, "events": [], "checkpoints": [],
-               "account": account, "problem": _validate_jsonl(training["content"]),
+               "account": account, "problem": (_validate_rft(training["content"], grader) if grader is not None
+                                                else _validate_jsonl(training["content"])),
                "tokens": max(len(training["content"]) // 4, 1)}
         store.ft_jobs[job_id] = job
         return Response.json(job_json(app, job, version), 201)
@@ -242,6 +326,11 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
             raise err(400, "invalidState", "Only a job paused by its user can be resumed.")
         job["shift"] = job.get("shift", 0.0) + app.now - job.pop("user_paused_at")
         job["user_paused_at"] = None
+        if job.pop("cap_paused", False):  # paused by the service at the RFT billing cap: training goes on
+            job["status"] = "running"
+            job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{_hex()}",
+                                  "created_at": int(app.now), "level": "info", "type": "message", "data": None,
+                                  "message": "Job resumed past the billing cap: billing continues with no further limit."})
         return Response.json(job_json(app, job, version))
 
     def delete_job(request: Request) -> Response:
@@ -272,6 +361,35 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
         advance(app, job)
         return page(list(reversed(job["checkpoints"])), request)
 
+    def validate_grader(request: Request) -> Response:
+        grader = request.json().get("grader")
+        problems = azure_rft.grader_problems(grader)
+        if problems:
+            raise err(400, "invalidPayload", "Invalid grader: " + "; ".join(problems), "grader")
+        return Response.json({"grader": grader})
+
+    def run_grader(request: Request) -> Response:
+        body = request.json()
+        grader = body.get("grader")
+        problems = azure_rft.grader_problems(grader)
+        if problems:
+            raise err(400, "invalidPayload", "Invalid grader: " + "; ".join(problems), "grader")
+        if "model_sample" not in body:
+            raise err(400, "invalidPayload", "model_sample is required.", "model_sample")
+        reward = _emulated_reward(grader, str(body["model_sample"]), body.get("item") or {})
+        errors_ = {k: False for k in ("formula_parse_error", "sample_parse_error", "truncated_observation_error",
+                                      "unresponsive_reward_error", "invalid_variable_error", "other_error",
+                                      "python_grader_server_error", "python_grader_runtime_error",
+                                      "model_grader_server_error", "model_grader_refusal_error", "model_grader_parse_error")}
+        if reward is None:  # python and model graders are not executed by the emulator
+            errors_["other_error"] = True
+        return Response.json({"reward": reward or 0.0, "sub_rewards": {}, "model_grader_token_usage_per_model": {},
+                              "metadata": {"name": grader.get("name"), "type": grader.get("type"), "errors": errors_,
+                                           "execution_time": 0.0, "scores": {}, "token_usage": None,
+                                           "sampled_model_name": None}})
+
+    router.add("POST", "/openai/v1/fine_tuning/alpha/graders/validate", validate_grader)
+    router.add("POST", "/openai/v1/fine_tuning/alpha/graders/run", run_grader)
     for prefix in ("/openai", "/openai/v1"):
         router.add("POST", f"{prefix}/fine_tuning/jobs", create_job)
         router.add("GET", f"{prefix}/fine_tuning/jobs", list_jobs)

@@ -23,6 +23,7 @@ from typing import Any
 
 from cloudtune.emulators._http import EmulatorApp, EmulatorClock, HTTPError, Request, Response, Router
 from cloudtune.emulators.azure._state import Rules, Seed, Store, Timeline
+from cloudtune.service_facts import azure_openai as rules
 
 
 def classify_host(host: str) -> tuple[str, str]:
@@ -33,7 +34,7 @@ def classify_host(host: str) -> tuple[str, str]:
         return "arm", ""
     if host in ("login.microsoftonline.com", "login.windows.net", "sts.windows.net"):
         return "login", ""
-    if host.endswith(".openai.azure.com") or host.endswith(".cognitiveservices.azure.com"):
+    if host.endswith((".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")):
         return "aoai", label
     if host.endswith(".blob.core.windows.net"):
         return "blob", label
@@ -76,6 +77,13 @@ class AzureEmulatorApp(EmulatorApp):
             return None  # token endpoint is public; blob access rides on the SAS/key the SDK got
         if service == "aoai":
             ok = bool(request.headers.get("api-key")) or _bearer(request)
+            audience = _audience(request)
+            if audience is not None:
+                self.store.token_audiences.append((request.path, audience))
+                # the data plane takes the v1 samples' scope and the legacy Cognitive Services one
+                # (service_facts.azure_openai.V1_SCOPE / DATED_SCOPE); a management token is refused
+                ok = ok and audience in (rules.V1_SCOPE.removesuffix("/.default"),
+                                         rules.DATED_SCOPE.removesuffix("/.default"))
         else:
             ok = _bearer(request)
         if ok:
@@ -133,6 +141,22 @@ class AzureEmulatorApp(EmulatorApp):
                                   int(body.get("capacity", 1)), tags={}, ready=True)
             return Response.json({"ok": True})
         return super().handle(request)
+
+
+def _audience(request: Request) -> str | None:
+    """The ``aud`` claim of the emulator's own bearer tokens (header.payload.signature), else None."""
+    import base64
+    import json
+
+    auth = request.headers.get("authorization", "")
+    parts = auth[7:].split(".") if auth.lower().startswith("bearer ") else []
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    return claims.get("aud") if isinstance(claims, dict) else None
 
 
 def _bearer(request: Request) -> bool:

@@ -113,7 +113,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:
         p = request.params
         return Response.json({
             "id": f"/subscriptions/{p['sub']}/resourceGroups/{p['rg']}/providers/Microsoft.CognitiveServices/accounts/{name}",
-            "name": name, "type": "Microsoft.CognitiveServices/accounts", "kind": "OpenAI", "location": account["region"],
+            "name": name, "type": "Microsoft.CognitiveServices/accounts", "kind": account.get("kind", "OpenAI"), "location": account["region"],
             "sku": {"name": "S0"}, "properties": {"endpoint": f"https://{name}.openai.azure.com/",
                                                    "provisioningState": "Succeeded"}})
 

@@ -30,6 +30,7 @@ class Timeline:
     delete_s: float = 1.0
     steps: int = 10  # training steps reported over the running phase
     developer_pause_s: float = 3.0  # a developerTier job is paused by the service this long, mid-training
+    rft_hour_s: float = 0.2  # emulated seconds per billed RFT training hour (default: a job stays under the $5,000 cap)
 
 
 @dataclass
@@ -54,8 +55,12 @@ class Seed:
     # workspaces that are NOT hub-based projects (plain Azure ML workspaces)
     plain_workspaces: dict[str, str] = field(default_factory=lambda: {"ct-workspace": "eastus2"})
     storage_account: str = "ctstorage"
-    # one resource where Standard training and deployment of the GPT-4.1 family exist, one where they do not
-    openai_accounts: dict[str, str] = field(default_factory=lambda: {"ct-aoai": "swedencentral", "ct-aoai-eus": "eastus"})
+    # one resource where Standard training and deployment of the GPT-4.1 family exist, one where they do not,
+    # one in North Central US (Standard deployments of gpt-4o fine-tunes are not offered there)
+    openai_accounts: dict[str, str] = field(default_factory=lambda: {"ct-aoai": "swedencentral", "ct-aoai-eus": "eastus",
+                                                                     "ct-aoai-ncus": "northcentralus"})
+    # Foundry resources (ARM kind AIServices): the open-weight models fine-tune only on these
+    foundry_accounts: dict[str, str] = field(default_factory=lambda: {"ct-foundry": "eastus2"})
 
 
 def new_id(prefix: str) -> str:
@@ -124,8 +129,11 @@ class Store:
         for name, region in seed.plain_workspaces.items():
             self.workspaces[name] = {"region": region, "kind": "Default"}
         self.accounts: dict[str, dict[str, Any]] = {
-            name: {"region": region, "key": new_key()} for name, region in seed.openai_accounts.items()
+            name: {"region": region, "key": new_key(), "kind": "OpenAI"} for name, region in seed.openai_accounts.items()
         }
+        self.accounts.update({name: {"region": region, "key": new_key(), "kind": "AIServices"}
+                              for name, region in seed.foundry_accounts.items()})
+        self.token_audiences: list[tuple[str, str]] = []  # (data-plane path, the bearer token's aud)
         self.blobs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.uncommitted_blocks: dict[tuple[str, str, str], dict[str, bytes]] = {}
         # Azure OpenAI data plane
