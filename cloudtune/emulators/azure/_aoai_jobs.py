@@ -91,7 +91,8 @@ def _plan(app: "AzureEmulatorApp", job: dict[str, Any]) -> list[tuple[float, str
     price = azure_rft.hourly_price(rules.base_model(job["model"]).short) if rft and rules.base_model(job["model"]) else None
     # RFT bills per training hour (t.rft_hour_s emulated seconds each); at the cap the service pauses the job
     # and keeps a deployable checkpoint; a user resume goes on with no further limit (how-to-reinforcement-...)
-    cap_at = start + t.rft_hour_s * azure_rft.PAUSE_AT_USD / price if price else None
+    hour_s = t.rft_hour_s or t.running_s / 10
+    cap_at = start + hour_s * azure_rft.PAUSE_AT_USD / price if price else None
     for step in range(1, t.steps + 1):
         at = start + t.running_s * step / (t.steps + 1) + (pause_s if step > half else 0.0)
         if pause_s and step == half + 1:

@@ -30,7 +30,7 @@ class Timeline:
     delete_s: float = 1.0
     steps: int = 10  # training steps reported over the running phase
     developer_pause_s: float = 3.0  # a developerTier job is paused by the service this long, mid-training
-    rft_hour_s: float = 0.2  # emulated seconds per billed RFT training hour (default: a job stays under the $5,000 cap)
+    rft_hour_s: float = 0.0  # emulated seconds per billed RFT training hour; 0: running_s / 10 (a job bills 10 h)
 
 
 @dataclass
