@@ -243,10 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", dest="baseline", action="store_const", const="base", help=argparse.SUPPRESS)
     p.add_argument("--few-shot", type=int, default=0, metavar="K",
                    help="also ask the base model prompted with K training examples (fixed seed)")
-    p.add_argument("--judge", metavar="TARGET", help="pairwise judge: a run id or PROVIDER:DEPLOYMENT")
+    p.add_argument("--judge", metavar="TARGET",
+                   help="pairwise judge: a run id, PROVIDER:DEPLOYMENT or local:MODEL")
     p.add_argument("--report", metavar="DIR", help="write report.md, report.html, charts and examples.jsonl here")
     p.add_argument("--concurrency", type=int, metavar="N", help="requests in flight per target (default per provider)")
     p.add_argument("--limit", type=int, help="only the first N eval examples")
+    p.add_argument("--metric", choices=["exact_match", "token_f1", "rouge_l"],
+                   help="the metric the verdict ranks on (default token_f1)")
+    p.add_argument("--no-cache", action="store_true", help="ask every question again instead of reusing cached answers")
     p.add_argument("--json", action="store_true", help="every figure as one JSON document")
 
     p = command(

@@ -395,7 +395,8 @@ class Pipeline(UploadSteps):
 
         assert run.spec.eval_file is not None
         self.reporter.step(run, f"Evaluating on {run.spec.eval_file}")
-        report = evaluate_deployment(self.provider, run.live_deployment(), run.spec.eval_file)
+        report = evaluate_deployment(self.provider, run.live_deployment(), run.spec.eval_file,
+                                     model=run.fine_tuned_model)  # cached: a later compare reuses these answers
         run.evaluation = report.summary()
         self.reporter.step(run, report.headline())
         self._advance(run, Step.EVALUATED)

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune import errors
-from cloudtune.compare import bootstrap
+from cloudtune.compare import stats
 from cloudtune.compare.evalset import FEW_SHOT_SEED, few_shot_messages, load_eval_file
 from cloudtune.compare.judge import JUDGE_DECODING, judge_pair
 from cloudtune.compare.metrics import ROUGE_VARIANT
-from cloudtune.compare.report import Comparison, render_terminal
+from cloudtune.compare.answer_cache import AnswerCache
+from cloudtune.compare.report import PRIMARY_METRIC, Comparison, render_terminal
 from cloudtune.compare.runfacts import live_deployment, run_facts
 from cloudtune.compare.runner import (
     DECODING,
@@ -61,6 +62,23 @@ class BaseDeployments:
         wait_for_deployment(provider, name, target="ready", timeout_s=1800)
         return name
 
+    def model_deployment(self, provider: Provider, model: str, name: str) -> str:
+        """``model`` if it already names a deployment, else ``model`` deployed as ``name``."""
+        from cloudtune.poller import wait_for_deployment
+
+        try:
+            provider.get_deployment(model)
+            return model
+        except errors.NotFound:
+            pass
+        except errors.CloudtuneError:
+            pass  # not a deployment name the provider accepts: a model to deploy
+        say(f"Deploying {model} as {name} for the comparison")
+        self.made.append((provider, name))
+        provider.deploy(model, name=name)
+        wait_for_deployment(provider, name, target="ready", timeout_s=1800)
+        return name
+
     def remove(self) -> None:
         """Undeploy each and wait until it is gone, as cleanup does: a deployment left
         half-deleted still counts against quota (and a local one still holds a server)."""
@@ -91,8 +109,10 @@ def _prefixes(runs: list[Run]) -> list[str]:
     return [r.provider if providers.count(r.provider) == 1 else f"{r.provider}-{r.run_id[-4:]}" for r in runs]
 
 
-def _judge_target(spec: str, ledger: Any, opened: list[Provider]) -> Target:
-    """``--judge RUN`` (that run's deployment) or ``--judge PROVIDER:DEPLOYMENT``."""
+def _judge_target(spec: str, ledger: Any, opened: list[Provider], bases: BaseDeployments) -> Target:
+    """``--judge RUN`` (that run's deployment), ``--judge PROVIDER:DEPLOYMENT`` or
+    ``--judge local:MODEL`` (a local model, deployed for the comparison unless a local
+    deployment has that name, and removed afterwards)."""
     from cloudtune import registry
     from cloudtune.pipeline import provider_for
 
@@ -113,14 +133,51 @@ def _judge_target(spec: str, ledger: Any, opened: list[Provider]) -> Target:
                                   hint="e.g. --judge openai:gpt-4.1-mini-2025-04-14")
     provider = registry.get_provider(provider_name, {})
     opened.append(provider)
+    if provider_name == "local":
+        deployment = bases.model_deployment(provider, deployment, "ct-judge-" + hashlib.sha256(
+            deployment.encode()).hexdigest()[:8])
     return Target(spec, provider, deployment, kind="judge", provider_name=provider_name)
 
 
+def _git_commit(folder: Path) -> dict[str, Any] | None:
+    """The commit checked out where the eval file lives, and whether the tree has changes."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head.stdout.strip(), "uncommitted_changes": bool(dirty.stdout.strip())}
+
+
+def provenance(eval_path: Path, training_files: list[Path]) -> dict[str, Any]:
+    """What produced this comparison: cloudtune's version, the git commit of the eval file's
+    checkout (when it is in one) and the files' hashes."""
+    import cloudtune
+
+    git = _git_commit(eval_path.resolve().parent)
+    hashes = {}
+    for path in training_files:
+        try:
+            hashes[str(path)] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            hashes[str(path)] = None
+    return {"cloudtune_version": cloudtune.__version__, "git_commit": git["commit"] if git else None,
+            "git_uncommitted_changes": git["uncommitted_changes"] if git else None,
+            "eval_sha256": hashlib.sha256(eval_path.read_bytes()).hexdigest(), "training_sha256": hashes}
+
+
 def require_compare_extra(*, charts: bool) -> None:
-    """compare computes with numpy (the bootstrap) and rouge-score, and draws the report's charts
+    """compare computes with numpy and scipy (intervals, exact tests) and rouge-score, and draws the report's charts
     with matplotlib: all checked before a single question is asked, so a missing extra costs no
     requests and says how to install it instead of ending in a traceback halfway."""
-    needed = [("numpy", "numpy"), ("rouge_score", "rouge-score")] + ([("matplotlib", "matplotlib")] if charts else [])
+    needed = [("numpy", "numpy"), ("scipy", "scipy"), ("rouge_score", "rouge-score")] + (
+        [("matplotlib", "matplotlib")] if charts else [])
     missing = []
     for module, package in needed:
         try:
@@ -150,30 +207,34 @@ def build_comparison(args: argparse.Namespace) -> Comparison:
     with_base = getattr(args, "baseline", None) == "base"
     opened: list[Provider] = []
     bases = BaseDeployments()
-    comparison = Comparison(examples, [])
+    comparison = Comparison(examples, [], primary_metric=getattr(args, "metric", None) or PRIMARY_METRIC)
+    cache = None if getattr(args, "no_cache", False) else AnswerCache()
+    few_shot_rows: dict[str, list[int]] = {}
     try:
-        judge = _judge_target(args.judge, ledger, opened) if getattr(args, "judge", None) else None
+        judge = _judge_target(args.judge, ledger, opened, bases) if getattr(args, "judge", None) else None
         for run, prefix in zip(runs, _prefixes(runs)):
             provider = provider_for(run)
             opened.append(provider)
             concurrency = args.concurrency or default_concurrency(run.provider)
             price, note = _price(run, fine_tuned=True)
             targets = [Target(f"{prefix} fine-tuned", provider, live_deployment(run) or "", "fine-tuned",
-                              run.provider, run.run_id, price=price, price_note=note)]
+                              run.provider, run.run_id, price=price, price_note=note, model=run.fine_tuned_model)]
             if with_base or few_shot:
                 base_name = bases.name_for(run, provider)
                 price, note = _price(run, fine_tuned=False)
                 if with_base:
                     targets.append(Target(f"{prefix} base", provider, base_name, "base", run.provider, run.run_id,
-                                          price=price, price_note=note))
+                                          price=price, price_note=note, model=run.spec.base_model))
                 if few_shot:
-                    shots = few_shot_messages(run.spec.training_file, few_shot)
+                    lines = few_shot_rows.setdefault(run.run_id, [])
+                    shots = few_shot_messages(run.spec.training_file, few_shot, line_numbers=lines)
                     targets.append(Target(f"{prefix} {few_shot}-shot", provider, base_name, "few-shot", run.provider,
-                                          run.run_id, prefix=shots, price=price, price_note=note))
+                                          run.run_id, prefix=shots, price=price, price_note=note,
+                                          model=run.spec.base_model))
             baseline = targets[1].label if len(targets) > 1 else None
             for target in targets:
                 say(f"Asking {target.label} ({target.deployment}) {len(examples)} questions, {concurrency} at a time")
-                comparison.reports.append(evaluate_target(target, examples, concurrency=concurrency))
+                comparison.reports.append(evaluate_target(target, examples, concurrency=concurrency, cache=cache))
                 if baseline and target.label != baseline:
                     comparison.baselines[target.label] = baseline
             comparison.runs.append(run_facts(run, provider))
@@ -194,8 +255,10 @@ def build_comparison(args: argparse.Namespace) -> Comparison:
     comparison.settings = {
         "eval_file": str(eval_path), "eval_sha256": hashlib.sha256(eval_path.read_bytes()).hexdigest(),
         "examples": len(examples), "decoding": dict(DECODING), "rouge": ROUGE_VARIANT,
-        "bootstrap": f"{bootstrap.RESAMPLES} paired resamples, 95% percentile interval, seed {bootstrap.SEED}",
-        "few_shot": {"k": few_shot, "seed": FEW_SHOT_SEED} if few_shot else None,
+        "statistics": stats.describe(), "primary_metric": comparison.primary_metric,
+        "provenance": provenance(eval_path, [run.spec.training_file for run in runs]),
+        "answer_cache": (f"{cache.hits} answers reused, {cache.misses} asked" if cache else "off (--no-cache)"),
+        "few_shot": {"k": few_shot, "seed": FEW_SHOT_SEED, "rows": few_shot_rows} if few_shot else None,
         "baseline": "base" if with_base else None,
         "judge": {"target": args.judge, "decoding": JUDGE_DECODING} if getattr(args, "judge", None) else None,
         "concurrency": args.concurrency, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -79,14 +79,22 @@ def load_eval_file(path: Path, limit: int | None = None, *, validate: bool = Tru
     return examples
 
 
-def few_shot_messages(training_file: Path, k: int, *, seed: int = FEW_SHOT_SEED) -> list[dict[str, Any]]:
+def few_shot_messages(training_file: Path, k: int, *, seed: int = FEW_SHOT_SEED,
+                      line_numbers: list[int] | None = None) -> list[dict[str, Any]]:
     """K training examples (drawn with a fixed seed) as user/assistant turns to put before
-    each eval prompt. System messages are left out: the eval prompt brings its own."""
-    rows = [messages for _, messages in _examples(training_file)]
+    each eval prompt. System messages are left out: the eval prompt brings its own. The
+    training file's line numbers of the examples drawn are appended to ``line_numbers``."""
+    numbered = _examples(training_file)
+    rows = [messages for _, messages in numbered]
     if k > len(rows):
         raise errors.InvalidInput(f"--few-shot {k} asks for more examples than {training_file} has ({len(rows)}).")
+    # random.sample's choice depends only on the population size and k: drawing indices picks
+    # the same examples as drawing the rows themselves did before line numbers were recorded
+    chosen = random.Random(seed).sample(range(len(rows)), k)
+    if line_numbers is not None:
+        line_numbers.extend(numbered[i][0] for i in chosen)
     shots: list[dict[str, Any]] = []
-    for messages in random.Random(seed).sample(rows, k):
+    for messages in (rows[i] for i in chosen):
         shots.extend({"role": m["role"], "content": m.get("content")} for m in messages
                      if isinstance(m, dict) and m.get("role") in ("user", "assistant"))
     return shots

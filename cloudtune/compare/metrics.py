@@ -63,6 +63,20 @@ def rouge_l(answer: str, reference: str, *, stemming: bool = True) -> float:
 SCORES = {"exact_match": exact_match, "token_f1": token_f1, "rouge_l": rouge_l}
 
 
+# An answer this close to the reference (token F1 or ROUGE-L) that is still not an exact
+# match is flagged for a reader to check: lexical overlap scores "Grass is a color" 0.82
+# against "Grass is green", and only a person (or a judge) can tell it is wrong.
+CLOSE_BUT_WRONG = 0.5
+# Targets "disagree" on an example when their exact-match results differ or their scores on
+# the primary metric are more than this far apart.
+DISAGREEMENT_SPREAD = 0.2
+
+
+def close_but_wrong(scores: dict[str, float]) -> bool:
+    return bool(scores) and scores.get("exact_match") == 0.0 and \
+        max(scores.get("token_f1", 0.0), scores.get("rouge_l", 0.0)) >= CLOSE_BUT_WRONG
+
+
 def score_answer(answer: str, reference: str) -> dict[str, float]:
     return {name: fn(answer, reference) for name, fn in SCORES.items()}
 

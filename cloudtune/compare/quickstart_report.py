@@ -7,7 +7,9 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtune.compare import bootstrap
+from cloudtune.compare import stats
+from cloudtune.compare.answer_cache import AnswerCache
+from cloudtune.compare.command import provenance
 from cloudtune.compare.evalset import load_eval_file
 from cloudtune.compare.metrics import ROUGE_VARIANT
 from cloudtune.compare.report import Comparison
@@ -29,15 +31,19 @@ def compare_base_and_fine_tuned(run: Run, provider: Provider, base_deployment: s
     assert run.spec.eval_file is not None
     examples = load_eval_file(run.spec.eval_file)
     targets = [Target("base", provider, base_deployment, "base", run.provider, run.run_id,
-                      price_note="local: your hardware, no price"),
+                      price_note="local: your hardware, no price", model=run.spec.base_model),
                Target("fine-tuned", provider, live_deployment(run) or "", "fine-tuned", run.provider, run.run_id,
-                      price_note="local: your hardware, no price")]
-    comparison = Comparison(examples, [evaluate_target(t, examples, concurrency=1, **chat_params) for t in targets],
+                      price_note="local: your hardware, no price", model=run.fine_tuned_model)]
+    cache = AnswerCache()
+    comparison = Comparison(examples, [evaluate_target(t, examples, concurrency=1, cache=cache, **chat_params)
+                                       for t in targets],
                             baselines={"fine-tuned": "base"}, runs=[run_facts(run, provider)])
     comparison.settings = {"eval_file": str(run.spec.eval_file), "examples": len(examples),
                            "eval_sha256": hashlib.sha256(Path(run.spec.eval_file).read_bytes()).hexdigest(),
                            "decoding": {**DECODING, **chat_params}, "rouge": ROUGE_VARIANT,
-                           "bootstrap": f"{bootstrap.RESAMPLES} paired resamples, 95% percentile interval, "
-                                        f"seed {bootstrap.SEED}", "baseline": "base"}
+                           "statistics": stats.describe(), "baseline": "base",
+                           "primary_metric": comparison.primary_metric,
+                           "provenance": provenance(Path(run.spec.eval_file), [run.spec.training_file]),
+                           "answer_cache": f"{cache.hits} answers reused, {cache.misses} asked"}
     written = write_report(comparison, cloudtune_home() / "reports" / run.run_id)
     return comparison, written["report.html"]

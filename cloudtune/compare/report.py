@@ -1,5 +1,11 @@
 """The comparison as data: every figure in one dictionary (``--json``), a rich table for
-the terminal and the plain statements of which differences are real."""
+the terminal and the plain statements of which differences are real.
+
+Which pairs are compared: each target against its baseline (``baselines``), each fine-tune
+against the few-shot prompt of the same run, every fine-tune against every other, and the
+best-ranked target against every other (the winner is named only when it beats all of
+them). Every pair is compared on every metric; Holm's adjustment runs over all pairs of
+one metric (:mod:`cloudtune.compare.stats`)."""
 
 from __future__ import annotations
 
@@ -7,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtune.compare import metrics
-from cloudtune.compare.bootstrap import Difference, paired_bootstrap
+from cloudtune.compare.stats import Difference, adjust, paired_difference
 from cloudtune.compare.evalset import EvalExample
 from cloudtune.compare.judge import JudgeResult
 from cloudtune.compare.runfacts import RunFacts
 from cloudtune.compare.runner import TargetReport
 
 METRIC_LABELS = {"exact_match": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L"}
+PRIMARY_METRIC = "token_f1"  # the ranking's metric unless --metric says otherwise
 
 
 @dataclass
@@ -24,28 +31,77 @@ class Comparison:
     settings: dict[str, Any] = field(default_factory=dict)
     runs: list[RunFacts] = field(default_factory=list)
     judgements: list[JudgeResult] = field(default_factory=list)
-    _intervals: dict[str, list[Difference]] = field(default_factory=dict, repr=False)
+    primary_metric: str = PRIMARY_METRIC
+    _table: dict[tuple[str, str], list[Difference]] | None = field(default=None, repr=False)
 
     def report(self, label: str) -> TargetReport:
         return next(r for r in self.reports if r.label == label)
 
-    def differences(self, label: str) -> list[Difference]:
-        """Paired intervals of ``label`` minus its baseline, over examples both answered
-        (computed once: the table, the JSON and the report files all show them)."""
-        if label not in self._intervals:
-            self._intervals[label] = self._differences(label)
-        return self._intervals[label]
+    def kind(self, label: str) -> str | None:
+        target = self.report(label).target
+        return target.kind if target else None
 
-    def _differences(self, label: str) -> list[Difference]:
-        baseline_label = self.baselines.get(label)
-        if baseline_label is None:
+    def ranked(self) -> list[TargetReport]:
+        """Targets by their mean on the primary metric, best first (unanswered last)."""
+        def key(report: TargetReport) -> float:
+            value = report.summary()[self.primary_metric]
+            return -1.0 if value is None else value
+        return sorted(self.reports, key=key, reverse=True)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (target, other) compared, each unordered pair once (see the module docstring)."""
+        out: list[tuple[str, str]] = []
+
+        def add(a: str, b: str) -> None:
+            if a != b and (a, b) not in out and (b, a) not in out:
+                out.append((a, b))
+
+        for label, baseline in self.baselines.items():
+            add(label, baseline)
+        tuned = [r for r in self.reports if self.kind(r.label) == "fine-tuned"]
+        for ft in tuned:
+            for other in self.reports:
+                if self.kind(other.label) == "few-shot" and other.target and ft.target \
+                        and other.target.run_id == ft.target.run_id:
+                    add(ft.label, other.label)
+        for i, a in enumerate(tuned):
+            for b in tuned[i + 1:]:
+                add(a.label, b.label)
+        ranked = self.ranked()
+        for other in ranked[1:]:
+            add(ranked[0].label, other.label)
+        return out
+
+    def table(self) -> dict[tuple[str, str], list[Difference]]:
+        """Every pair's paired differences on every metric over the examples both answered,
+        Holm-adjusted per metric (computed once: terminal, JSON and report files agree)."""
+        if self._table is None:
+            table: dict[tuple[str, str], list[Difference]] = {}
+            for a, b in self.pairs():
+                both = [(x, y) for x, y in zip(self.report(a).answers, self.report(b).answers) if x.ok and y.ok]
+                if both:
+                    table[(a, b)] = [paired_difference(name, [x.scores[name] for x, _ in both],
+                                                       [y.scores[name] for _, y in both]) for name in metrics.SCORES]
+            adjust([d for found in table.values() for d in found])
+            self._table = table
+        return self._table
+
+    def difference(self, label: str, other: str, metric: str) -> Difference | None:
+        """``label`` minus ``other`` on ``metric``, whichever way round the pair was stored."""
+        table = self.table()
+        for key, flip in (((label, other), False), ((other, label), True)):
+            for d in table.get(key, []):
+                if d.metric == metric:
+                    return d.reversed() if flip else d
+        return None
+
+    def differences(self, label: str) -> list[Difference]:
+        """``label`` minus its baseline on every metric (empty without a baseline)."""
+        baseline = self.baselines.get(label)
+        if baseline is None:
             return []
-        mine, theirs = self.report(label), self.report(baseline_label)
-        pairs = [(a, b) for a, b in zip(mine.answers, theirs.answers) if a.ok and b.ok]
-        if not pairs:
-            return []
-        return [paired_bootstrap(name, [a.scores[name] for a, _ in pairs], [b.scores[name] for _, b in pairs])
-                for name in metrics.SCORES]
+        found = [self.difference(label, baseline, name) for name in metrics.SCORES]
+        return [d for d in found if d is not None]
 
     def worse_than_baseline(self, label: str, metric: str = "token_f1") -> list[dict[str, Any]]:
         """Examples where ``label`` scored below its baseline (or failed where it answered)."""
@@ -66,38 +122,62 @@ class Comparison:
         return out
 
     def statements(self) -> list[str]:
+        """Each pair in words: every metric against the baseline, the primary metric otherwise."""
         lines = []
         for report in self.reports:
             for diff in self.differences(report.label):
                 lines.append(diff.statement(report.label, self.baselines[report.label]))
+        for (a, b), found in self.table().items():
+            if self.baselines.get(a) != b and self.baselines.get(b) != a:
+                lines += [d.statement(a, b) for d in found if d.metric == self.primary_metric]
         for judged in self.judgements:
             s = judged.summary()
             if s["win_rate"] is None:
                 lines.append(f"judge {s['judge']}: no usable verdict for {s['target']} vs {s['baseline']} "
                              f"({s['unparsed']} unparsed, {s['failed']} failed of {s['asked']})")
             else:
-                noise = "within noise" if s["within_noise"] else "a real difference"
                 lines.append(f"judge {s['judge']}: {s['target']} wins {s['win_rate']:.0%} against {s['baseline']} "
-                             f"(95% CI {s['ci_low']:.0%} to {s['ci_high']:.0%}, both orders asked): {noise}")
+                             f"(95% CI {s['ci_low']:.0%} to {s['ci_high']:.0%}, n={s['judged_examples']}, "
+                             f"p={s['p_value']:.3g}, both orders asked): {s['verdict']}")
         return lines
 
     def example_rows(self) -> list[dict[str, Any]]:
+        """Everything about every example (examples.jsonl, the all-examples table): each target's
+        answer, error, latency, tokens and scores, whether it is worse than its baseline on the
+        primary metric, whether it is close but wrong, and whether the targets disagree."""
+        metric = self.primary_metric
         rows = []
         for i, example in enumerate(self.examples):
+            answers: dict[str, dict[str, Any]] = {}
+            for r in self.reports:
+                a = r.answers[i]
+                baseline = self.baselines.get(r.label)
+                theirs = self.report(baseline).answers[i] if baseline else None
+                worse = bool(theirs is not None and theirs.ok and (not a.ok or a.scores[metric] < theirs.scores[metric]))
+                answers[r.label] = {"text": a.text, "error": a.error, "latency_s": round(a.latency_s, 4),
+                                    "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
+                                    **a.scores, "close_but_wrong": a.ok and metrics.close_but_wrong(a.scores),
+                                    "baseline": baseline, "worse_than_baseline": worse}
+            done = [a for a in answers.values() if not a["error"]]
+            spread = (max(a[metric] for a in done) - min(a[metric] for a in done)) if done else 0.0
             rows.append({
-                "index": i, "prompt": example.prompt, "reference": example.reference,
-                "answers": {r.label: {"text": r.answers[i].text, "error": r.answers[i].error,
-                                      "latency_s": round(r.answers[i].latency_s, 4), **r.answers[i].scores}
-                            for r in self.reports},
+                "index": i, "question": example.question, "prompt": example.prompt, "reference": example.reference,
+                "disagreement": len({a["exact_match"] for a in done}) > 1 or spread > metrics.DISAGREEMENT_SPREAD,
+                "answers": answers,
             })
         return rows
 
     def to_dict(self, *, examples: bool = True) -> dict[str, Any]:
+        from cloudtune.compare.verdict import verdict
+
         doc: dict[str, Any] = {
             "settings": self.settings,
             "targets": [{**r.summary(), "baseline": self.baselines.get(r.label)} for r in self.reports],
+            "verdict": verdict(self),
             "differences": {r.label: [d.to_dict() for d in self.differences(r.label)] for r in self.reports
                             if r.label in self.baselines},
+            "pairs": [{"target": a, "other": b, **d.to_dict()} for (a, b), found in self.table().items()
+                      for d in found],
             "judge": [j.summary() for j in self.judgements],
             "runs": [f.to_dict() for f in self.runs],
             "failures": [{"target": r.label, "index": a.index, "question": self.examples[a.index].question,
@@ -118,8 +198,28 @@ def _diff_cell(comparison: Comparison, label: str, metric: str) -> str:
     for diff in comparison.differences(label):
         if diff.metric == metric:
             mark = "~" if diff.within_noise else "*"
-            return f"{diff.difference:+.3f} [{diff.low:+.3f},{diff.high:+.3f}]{mark}"
+            span = "" if diff.low is None or diff.high is None else f" [{diff.low:+.3f},{diff.high:+.3f}]"
+            return f"{diff.difference:+.3f}{span}{mark} p={diff.p_holm:.2g}"
     return ""
+
+
+def render_verdict(comparison: Comparison, console: Any) -> None:
+    """The ranked table and the verdict lines: the first thing the terminal shows."""
+    from rich.table import Table
+
+    from cloudtune.compare.verdict import verdict
+
+    found = verdict(comparison)
+    table = Table(title=f"verdict: targets ranked on {METRIC_LABELS[found['metric']]} (95% interval)")
+    for column in ("#", "target", "mean", "95% interval", "n", "cost / 1,000 answers", "mean latency s"):
+        table.add_column(column, overflow="fold")
+    for row in found["ranking"]:
+        span = "-" if row["low"] is None else f"{row['low']:.3f} to {row['high']:.3f} ({row['interval_method']})"
+        table.add_row(str(row["rank"]), row["label"], _fmt(row["mean"]), span, str(row["answered"]),
+                      _fmt(row["cost_per_1000_answers_usd"], ".4f", "n/a"), _fmt(row["mean_latency_s"], ".2f"))
+    console.print(table)
+    for line in found["lines"]:
+        console.print(line, markup=False, highlight=False)
 
 
 def render_terminal(comparison: Comparison, stream: Any) -> None:
@@ -128,6 +228,7 @@ def render_terminal(comparison: Comparison, stream: Any) -> None:
     from rich.table import Table
 
     console = Console(file=stream, width=max(140, Console(file=stream).width))
+    render_verdict(comparison, console)
     table = Table(title="cloudtune compare", show_lines=False)
     for column in ("target", "ok/failed", "exact", "F1", "ROUGE-L", "Δ F1 vs baseline (95% CI)",
                    "mean s", "p95 s", "tokens in/out", "cost USD"):
@@ -156,5 +257,5 @@ def render_terminal(comparison: Comparison, stream: Any) -> None:
         console.print(f"failed: {label} example {answer.index + 1}: {answer.error}", markup=False, highlight=False)
     if len(failures) > 20:
         console.print(f"... {len(failures) - 20} more failed requests (see --json or the report)")
-    console.print(f"Δ: * real difference, ~ within noise (paired bootstrap, {comparison.settings.get('bootstrap')}); "
+    console.print(f"Δ: * better/worse, ~ not shown to differ, p Holm-adjusted ({comparison.settings.get('statistics')}); "
                   f"ROUGE-L = {metrics.ROUGE_VARIANT}", markup=False, highlight=False)

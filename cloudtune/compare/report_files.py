@@ -1,5 +1,7 @@
 """``--report DIR``: report.md, a self-contained report.html (charts inlined as base64 PNG,
-no script, no external URL), loss_curves.png, metrics.png and examples.jsonl.
+the all-examples table's filters as inline JavaScript, no external URL), loss_curves.png,
+metrics.png and examples.jsonl. Both reports open with the verdict
+(:mod:`cloudtune.compare.verdict`).
 
 The report holds the eval questions, the models' answers and the errors of failed requests:
 like everything else cloudtune writes, its files are the owner's only (0600 in a 0700 folder
@@ -15,88 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.compare import metrics
+from cloudtune.compare.charts import loss_curves_png, metrics_png
+from cloudtune.compare.examples_view import STYLE as EXAMPLES_STYLE
+from cloudtune.compare.examples_view import examples_html
 from cloudtune.compare.report import METRIC_LABELS, Comparison
 from cloudtune.fsperm import open_private, private_dir, write_private
 from cloudtune.secrets import scrub
-
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def loss_curves_png(comparison: Comparison, path: Path) -> Path:
-    """Training (solid) and validation (dashed) loss of every run on one chart."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    drawn = 0
-    for i, facts in enumerate(comparison.runs):
-        colour = COLOURS[i % len(COLOURS)]
-        if facts.train_curve:
-            ax.plot(*zip(*facts.train_curve), color=colour, linewidth=2, label=f"{facts.provider} {facts.run_id} train")
-            drawn += 1
-        if facts.valid_curve:
-            ax.plot(*zip(*facts.valid_curve), color=colour, linewidth=2, linestyle="--", marker="o",
-                    label=f"{facts.provider} {facts.run_id} validation")
-            drawn += 1
-    if not drawn:
-        ax.text(0.5, 0.5, "no loss metrics reported by the providers", ha="center", va="center",
-                transform=ax.transAxes)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Training and validation loss")
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    with open_private(path) as out:
-        fig.savefig(out, format="png")
-    plt.close(fig)
-    return path
-
-
-def metrics_png(comparison: Comparison, path: Path) -> Path:
-    """Mean of each score per target, with the 95% interval of the mean (bootstrap of the
-    target's own scores) as error bars."""
-    from cloudtune.compare.bootstrap import mean_interval
-
-    plt = _pyplot()
-    names = list(metrics.SCORES)
-    reports = comparison.reports
-    width = 0.8 / max(1, len(reports))
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for i, report in enumerate(reports):
-        means, lows, highs = [], [], []
-        for name in names:
-            values = [a.scores[name] for a in report.answered()]
-            if values:
-                interval = mean_interval(name, values)
-                means.append(interval.difference)
-                lows.append(interval.difference - interval.low)
-                highs.append(interval.high - interval.difference)
-            else:
-                means.append(0.0), lows.append(0.0), highs.append(0.0)
-        positions = [j + (i - (len(reports) - 1) / 2) * width for j in range(len(names))]
-        ax.bar(positions, means, width, yerr=[lows, highs], capsize=4, label=report.label,
-               color=COLOURS[i % len(COLOURS)])
-    ax.set_xticks(range(len(names)), [METRIC_LABELS[n] for n in names])
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("mean score (95% CI)")
-    ax.set_title("Scores per target")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with open_private(path) as out:
-        fig.savefig(out, format="png")
-    plt.close(fig)
-    return path
-
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
@@ -116,13 +42,25 @@ def _target_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 def _difference_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    header = ["target", "baseline", "metric", "difference", "95% CI", "verdict"]
+    header = ["target", "compared with", "metric", "n", "difference", "95% interval", "better/worse",
+              "sign test p", "Holm p", "verdict", "examples needed"]
     rows = []
-    for report in comparison.reports:
-        for d in comparison.differences(report.label):
-            rows.append([report.label, comparison.baselines[report.label], METRIC_LABELS[d.metric],
-                         f"{d.difference:+.3f}", f"{d.low:+.3f} to {d.high:+.3f}",
-                         "within noise" if d.within_noise else ("better" if d.difference > 0 else "worse")])
+    for (a, b), found in comparison.table().items():
+        for d in found:
+            span = "-" if d.low is None else f"{d.low:+.3f} to {d.high:+.3f} ({d.interval_method})"
+            needed = "-" if d.needed is None or d.verdict in ("better", "worse") else f"{d.needed:,}"
+            rows.append([a, b, METRIC_LABELS[d.metric], str(d.examples), f"{d.difference:+.3f}", span,
+                         f"{d.wins}/{d.losses}", f"{d.p_value:.3g}", _fmt(d.p_holm, ".3g"), d.verdict, needed])
+    return header, rows
+
+
+def _ranking_rows(verdict: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["#", "target", METRIC_LABELS[verdict["metric"]], "95% interval", "n", "cost per 1,000 answers USD",
+              "mean latency s"]
+    rows = [[str(r["rank"]), r["label"], _fmt(r["mean"]),
+             "-" if r["low"] is None else f"{r['low']:.3f} to {r['high']:.3f} ({r['interval_method']})",
+             str(r["answered"]), _fmt(r["cost_per_1000_answers_usd"], ".4f") if r["cost_per_1000_answers_usd"]
+             is not None else "n/a", _fmt(r["mean_latency_s"], ".3f")] for r in verdict["ranking"]]
     return header, rows
 
 
@@ -168,24 +106,36 @@ def _failure_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 def _sections(comparison: Comparison) -> list[tuple[str, tuple[list[str], list[list[str]]] | list[str]]]:
     settings = comparison.settings
+    provenance = settings.get("provenance") or {}
     notes = [(f"Eval file: {settings.get('eval_file')} ({settings.get('examples')} examples, "
               f"sha256 {str(settings.get('eval_sha256'))[:12]})"),
              f"Decoding (every target): {json.dumps(settings.get('decoding'))}",
              f"ROUGE-L: {metrics.ROUGE_VARIANT}",
-             f"Intervals: {settings.get('bootstrap')}; a difference whose interval holds 0 is within noise.",
+             f"Statistics: {settings.get('statistics')}.",
              "Inference cost: list prices per target (see JSON for sources); local targets have no price."]
+    if provenance:
+        notes.append(f"cloudtune {provenance.get('cloudtune_version')}, git commit "
+                     f"{provenance.get('git_commit') or 'unknown (not a git checkout)'}")
     if settings.get("few_shot"):
-        notes.append(f"Few-shot: {settings['few_shot']['k']} training examples, seed {settings['few_shot']['seed']}")
+        rows = "; ".join(f"{run}: rows {', '.join(map(str, ids))}" for run, ids in
+                         (settings["few_shot"].get("rows") or {}).items())
+        notes.append(f"Few-shot: {settings['few_shot']['k']} training examples, seed {settings['few_shot']['seed']}"
+                     + (f" (training file line numbers {rows})" if rows else ""))
+    if settings.get("answer_cache"):
+        notes.append(f"Answers reused from the cache: {settings['answer_cache']}")
     if settings.get("judge"):
-        notes.append(f"Judge: {settings['judge']['target']}, each pair asked in both orders")
+        notes.append(f"Judge: {settings['judge']['target']}, each pair asked in both orders, one JSON verdict "
+                     f"per reply, one retry on a reply that is not one")
     return [
         ("Summary", comparison.statements() or ["Only one target: nothing to compare against."]),
         ("Targets", _target_rows(comparison)),
-        ("Differences against the baseline", _difference_rows(comparison)),
-        ("Judge", (["target", "baseline", "judge", "win rate", "95% CI", "asked", "unparsed", "failed"],
+        ("Paired differences", _difference_rows(comparison)),
+        ("Judge", (["target", "baseline", "judge", "win rate", "95% CI", "verdict", "asked", "unparsed", "retried",
+                    "failed", "first-position rate"],
                    [[j["target"], j["baseline"], j["judge"], _fmt(j["win_rate"], ".1%"),
-                     f"{_fmt(j['ci_low'], '.1%')} to {_fmt(j['ci_high'], '.1%')}", str(j["asked"]),
-                     str(j["unparsed"]), str(j["failed"])] for j in (x.summary() for x in comparison.judgements)])),
+                     f"{_fmt(j['ci_low'], '.1%')} to {_fmt(j['ci_high'], '.1%')}", str(j.get("verdict") or "-"),
+                     str(j["asked"]), str(j["unparsed"]), str(j.get("retried", 0)), str(j["failed"]),
+                     _fmt(j.get("first_position_rate"), ".1%")] for j in (x.summary() for x in comparison.judgements)])),
         ("Training", _run_rows(comparison)),
         ("Examples where the fine-tune is worse than the baseline (token F1)", _worse_rows(comparison)),
         ("Failed requests", _failure_rows(comparison)),
@@ -193,8 +143,10 @@ def _sections(comparison: Comparison) -> list[tuple[str, tuple[list[str], list[l
     ]
 
 
-def _markdown(comparison: Comparison) -> str:
-    parts = ["# cloudtune compare", "", "![metrics](metrics.png)", "", "![loss curves](loss_curves.png)", ""]
+def _markdown(comparison: Comparison, verdict: dict[str, Any]) -> str:
+    parts = ["# cloudtune compare", "", "## Verdict", "", _md_table(*_ranking_rows(verdict)), ""]
+    parts += [f"- {line}" for line in verdict["lines"]]
+    parts += ["", "![metrics](metrics.png)", "", "![loss curves](loss_curves.png)", ""]
     for title, content in _sections(comparison):
         parts += [f"## {title}", ""]
         if isinstance(content, tuple):
@@ -208,13 +160,19 @@ def _markdown(comparison: Comparison) -> str:
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1150px}
 table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;
 text-align:left;vertical-align:top}th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd}
-.charts{display:flex;gap:12px;flex-wrap:wrap}.charts img{width:560px}"""
+.charts{display:flex;gap:12px;flex-wrap:wrap}.charts img{width:560px}#verdict{border:2px solid #333;
+padding:4px 16px;margin-bottom:16px}#verdict li{margin:4px 0}#winner{font-weight:bold}"""
 
 
-def _html(comparison: Comparison, charts: dict[str, Path]) -> str:
+def _html(comparison: Comparison, charts: dict[str, Path], verdict: dict[str, Any]) -> str:
     inline = {name: base64.b64encode(path.read_bytes()).decode() for name, path in charts.items()}
+    lines = verdict["lines"]
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>cloudtune compare</title>",
-             f"<style>{STYLE}</style></head><body><h1>cloudtune compare</h1><div class='charts' id='charts'>"]
+             f"<style>{STYLE}\n{EXAMPLES_STYLE}</style></head><body><h1>cloudtune compare</h1>",
+             "<section id='verdict'><h2>Verdict</h2>", _html_table(*_ranking_rows(verdict)),
+             f"<ul><li id='winner'>{html.escape(lines[0])}</li>"
+             + "".join(f"<li class='question'>{html.escape(line)}</li>" for line in lines[1:]) + "</ul></section>",
+             "<div class='charts' id='charts'>"]
     parts += [f"<img id='{name.split('.')[0]}' alt='{name}' src='data:image/png;base64,{data}'>"
               for name, data in inline.items()]
     parts.append("</div>")
@@ -224,6 +182,8 @@ def _html(comparison: Comparison, charts: dict[str, Path]) -> str:
             parts.append(_html_table(*content) if content[1] else "<p><em>none</em></p>")
         else:
             parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in content) + "</ul>")
+        if title == "Targets":
+            parts += ["<h2 id='all-examples'>Every example</h2>", examples_html(comparison)]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -235,6 +195,9 @@ def write_report(comparison: Comparison, directory: Path) -> dict[str, Path]:
     examples = directory / "examples.jsonl"
     rows = (json.dumps(row, ensure_ascii=False) for row in comparison.example_rows())
     write_private(examples, "".join(scrub(row) + "\n" for row in rows))
-    markdown = write_private(directory / "report.md", scrub(_markdown(comparison)))
-    page = write_private(directory / "report.html", scrub(_html(comparison, charts)))
+    from cloudtune.compare.verdict import verdict
+
+    found = verdict(comparison)
+    markdown = write_private(directory / "report.md", scrub(_markdown(comparison, found)))
+    page = write_private(directory / "report.html", scrub(_html(comparison, charts, found)))
     return {"report.md": markdown, "report.html": page, "examples.jsonl": examples, **charts}

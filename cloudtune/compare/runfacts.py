@@ -44,6 +44,8 @@ class RunFacts:
     training_price_note: str | None = None
     final_train_loss: float | None = None
     final_valid_loss: float | None = None
+    epochs: float | None = None  # what the run trained for (the spec, else the job's reported epochs)
+    total_steps: float | None = None  # the job's total, else the last step reported
     train_curve: list[tuple[float, float]] = field(default_factory=list)  # (step, loss)
     valid_curve: list[tuple[float, float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -110,6 +112,10 @@ def run_facts(run: Run, provider: Provider) -> RunFacts:
     except Exception as exc:  # noqa: BLE001
         facts.problems.append(f"events: {exc}")
     metrics = job.metrics or {}
+    spec_epochs = getattr(getattr(run.spec, "hyperparameters", None), "epochs", None)
+    facts.epochs = float(spec_epochs or metrics.get("epochs") or 0) or None
+    last_step = max((s for s, _ in facts.train_curve + facts.valid_curve), default=None)
+    facts.total_steps = float(metrics.get("total_steps") or 0) or last_step
     facts.final_train_loss = metrics.get("train_loss", facts.train_curve[-1][1] if facts.train_curve else None)
     facts.final_valid_loss = metrics.get("valid_loss", facts.valid_curve[-1][1] if facts.valid_curve else None)
     return facts

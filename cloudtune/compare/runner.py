@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune import timescale
 from cloudtune.compare import metrics
+from cloudtune.compare.answer_cache import AnswerCache
 from cloudtune.compare.evalset import EvalExample, load_eval_file, with_prefix
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Target:
     prefix: list[dict[str, Any]] = field(default_factory=list)  # few-shot turns
     price: tuple[float, float] | None = None  # USD per 1M (input, output) tokens
     price_note: str | None = None
+    model: str | None = None  # what the deployment serves: the answer cache's key (None: not cached)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Answer:
     completion_tokens: int = 0
     error: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    cached: bool = False  # reused from the answer cache, not asked again
 
     @property
     def ok(self) -> bool:
@@ -83,6 +86,7 @@ class TargetReport:
             "examples": len(self.answers),
             "answered": len(done),
             "failed_requests": len(self.answers) - len(done),
+            "cached_answers": sum(a.cached for a in done),
         }
         for name in metrics.SCORES:
             value = metrics.mean([a.scores[name] for a in done])
@@ -110,11 +114,18 @@ class TargetReport:
 
 
 def ask(target: Target, example: EvalExample, index: int, params: dict[str, Any],
-        sleep: Callable[[float], None] = timescale.sleep) -> Answer:
+        sleep: Callable[[float], None] = timescale.sleep, cache: AnswerCache | None = None) -> Answer:
     """One question, retried on transient errors; any failure becomes a recorded answer."""
     from cloudtune.retry import call_with_retries
 
     messages = with_prefix(example.prompt, target.prefix)
+    key = AnswerCache.key(target.provider_name, target.model, messages, params) if cache and target.model else None
+    found = cache.get(key) if cache and key else None
+    if found is not None:
+        return Answer(index, found["text"], float(found.get("latency_s") or 0.0), int(found.get("prompt_tokens") or 0),
+                      int(found.get("completion_tokens") or 0), scores=metrics.score_answer(found["text"],
+                                                                                            example.reference),
+                      cached=True)
     started = time.perf_counter()
     try:
         result = call_with_retries(lambda: target.provider.chat(target.deployment, messages, **params), sleep=sleep,
@@ -122,20 +133,28 @@ def ask(target: Target, example: EvalExample, index: int, params: dict[str, Any]
     except Exception as exc:  # noqa: BLE001 - one failing example must not sink the comparison
         return Answer(index, None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
     latency = result.latency_s if result.latency_s is not None else time.perf_counter() - started
+    if cache and key and result.content is not None:
+        cache.put(key, {"text": result.content, "latency_s": latency, "prompt_tokens": result.prompt_tokens or 0,
+                        "completion_tokens": result.completion_tokens or 0})
     return Answer(index, result.content, latency, result.prompt_tokens or 0, result.completion_tokens or 0,
                   scores=metrics.score_answer(result.content, example.reference))
 
 
 def evaluate_target(target: Target, examples: list[EvalExample], *, concurrency: int | None = None,
-                    sleep: Callable[[float], None] = timescale.sleep, **chat_params: Any) -> TargetReport:
+                    sleep: Callable[[float], None] = timescale.sleep, cache: AnswerCache | None = None,
+                    **chat_params: Any) -> TargetReport:
     params = {**DECODING, **chat_params}
     workers = max(1, concurrency or default_concurrency(target.provider_name))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ask-{target.label}") as pool:
-        answers = list(pool.map(lambda item: ask(target, item[1], item[0], params, sleep), enumerate(examples)))
+        answers = list(pool.map(lambda item: ask(target, item[1], item[0], params, sleep, cache),
+                                enumerate(examples)))
     return TargetReport(target.label, answers, target)
 
 
-def evaluate_deployment(provider: Provider, deployment: str, eval_file: Path, **chat_params: Any) -> TargetReport:
-    """What ``cloudtune run`` with ``eval`` records: one deployment on one eval file."""
-    target = Target(deployment, provider, deployment, provider_name=getattr(provider, "name", ""))
-    return evaluate_target(target, load_eval_file(eval_file), **chat_params)
+def evaluate_deployment(provider: Provider, deployment: str, eval_file: Path, *, model: str | None = None,
+                        **chat_params: Any) -> TargetReport:
+    """What ``cloudtune run`` with ``eval`` records: one deployment on one eval file; with
+    ``model`` (what the deployment serves) its answers go to the answer cache for ``compare``."""
+    name = getattr(provider, "name", "")
+    target = Target(deployment, provider, deployment, provider_name=name, model=model)
+    return evaluate_target(target, load_eval_file(eval_file), cache=AnswerCache() if model else None, **chat_params)

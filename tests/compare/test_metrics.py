@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from cloudtune.catalog import inference_price_for
-from cloudtune.compare.bootstrap import paired_bootstrap
 from cloudtune.compare.metrics import (
     exact_match,
     inference_cost,
@@ -60,43 +57,3 @@ def test_inference_cost_from_the_price_table() -> None:
     assert inference_cost(1_000_000, 500_000, price[:2]) == pytest.approx(0.30 + 0.60)
     assert inference_price_for("local", "HuggingFaceTB/SmolLM2-135M-Instruct", fine_tuned=True) is None
     assert inference_cost(10, 10, None) is None
-
-
-def test_bootstrap_of_a_constant_difference_is_that_constant() -> None:
-    result = paired_bootstrap("exact_match", [1.0] * 30, [0.75] * 30)
-    assert (result.difference, result.low, result.high) == pytest.approx((0.25, 0.25, 0.25))
-    assert not result.within_noise
-    assert "better" in result.statement("ft", "base")
-
-
-def test_bootstrap_interval_matches_the_normal_theory_interval() -> None:
-    # differences are +1 on half the examples, 0 on the other half: mean 0.5, sd 0.5,
-    # so the 95% interval of the mean is 0.5 +- 1.96 * 0.5 / sqrt(n)
-    n = 400
-    target = [1.0, 0.0] * (n // 2)
-    baseline = [0.0] * n
-    result = paired_bootstrap("token_f1", target, baseline)
-    half_width = 1.96 * 0.5 / math.sqrt(n)
-    assert result.difference == pytest.approx(0.5)
-    assert result.low == pytest.approx(0.5 - half_width, abs=0.01)
-    assert result.high == pytest.approx(0.5 + half_width, abs=0.01)
-
-
-def test_bootstrap_says_within_noise_when_the_interval_holds_zero() -> None:
-    target = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
-    baseline = [0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
-    result = paired_bootstrap("exact_match", target, baseline)
-    assert result.within_noise and result.low < 0 < result.high
-    assert "within noise" in result.statement("ft", "base")
-    assert paired_bootstrap("exact_match", target, baseline) == result  # fixed seed
-
-
-def test_bootstrap_refuses_unpaired_samples() -> None:
-    with pytest.raises(ValueError):
-        paired_bootstrap("x", [1.0], [1.0, 0.0])
-
-
-def test_identical_scores_are_called_the_same_not_noise() -> None:
-    result = paired_bootstrap("exact_match", [1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
-    assert (result.low, result.high) == (0.0, 0.0)
-    assert result.statement("ft", "base") == "exact_match: ft and base score the same on every example"

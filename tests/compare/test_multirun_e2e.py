@@ -59,8 +59,9 @@ def test_three_providers_from_one_spec_then_one_comparison(hosts: dict[str, Any]
         f"model:\n  local: {data['model']}\n  openai: gpt-4o-mini\n  azure: gpt-4o-mini-2024-07-18\n"
         f"train: {data['train']}\neval: {data['eval']}\n"
         "hyperparameters: {epochs: 2, batch_size: 4}\nseed: 5\ncleanup: never\n")
-    # the OpenAI fine-tune errors on two examples of the comparison: its run's smoke test and
-    # evaluation (1 + 6 requests) go through, the next two are refused
+    # the openai run's smoke test and evaluation (1 + 6 requests) go through, the next two are
+    # refused: the comparison reuses the fine-tune's answers from the run's evaluation (the
+    # answer cache), so those two are the openai base model's first two questions
     hosts["openai"].control("/_emulator/faults", [{"route": "POST /v1/chat/completions$", "status": 400,
                                                    "skip": 7, "times": 2, "message": "injected failure"}])
     home = tmp_path / "home"
@@ -81,16 +82,20 @@ def test_three_providers_from_one_spec_then_one_comparison(hosts: dict[str, Any]
     comparison = doc["comparison"]
     targets = {t["label"]: t for t in comparison["targets"]}
     assert set(targets) == {f"{p} {kind}" for p in ("local", "openai", "azure") for kind in ("fine-tuned", "base")}
-    assert (targets["openai fine-tuned"]["answered"], targets["openai fine-tuned"]["failed_requests"]) == (4, 2)
-    assert [f["target"] for f in comparison["failures"]] == ["openai fine-tuned"] * 2
+    assert (targets["openai base"]["answered"], targets["openai base"]["failed_requests"]) == (4, 2)
+    assert [f["target"] for f in comparison["failures"]] == ["openai base"] * 2
     assert targets["local fine-tuned"]["failed_requests"] == 0 and targets["azure fine-tuned"]["answered"] == 6
+    # every fine-tune's answers came from its run's evaluation, none was asked twice
+    assert all(targets[f"{p} fine-tuned"]["cached_answers"] == 6 for p in ("local", "openai", "azure"))
+    assert all(targets[f"{p} base"]["cached_answers"] == 0 for p in ("local", "openai", "azure"))
     # each base model answered through its own provider's chat, like the fine-tunes
-    assert all(targets[f"{p} base"]["answered"] == 6 for p in ("local", "openai", "azure"))
+    assert all(targets[f"{p} base"]["answered"] == 6 for p in ("local", "azure"))
     assert targets["local fine-tuned"]["inference_cost_usd"] is None  # your hardware
     assert targets["azure fine-tuned"]["inference_cost_usd"] > 0
     # every fine-tune is measured against its own base model, with intervals
     assert set(comparison["differences"]) == {"local fine-tuned", "openai fine-tuned", "azure fine-tuned"}
     assert {d["examples"] for d in comparison["differences"]["openai fine-tuned"]} == {4}
+    assert comparison["verdict"]["ranking"] and len(comparison["verdict"]["lines"]) == 4
     learned = {d["metric"]: d for d in comparison["differences"]["azure fine-tuned"]}["token_f1"]
     assert learned["low"] <= learned["difference"] <= learned["high"]
     facts = {f["provider"]: f for f in comparison["runs"]}

@@ -185,8 +185,10 @@ def _register_inference(app: "AzureEmulatorApp", router: Router) -> None:
 
 def chat_completion(model: str, messages: list) -> dict:
     """A deterministic answer that names the model, so tests can tell models apart."""
+    from cloudtune.emulators.judging import judge_reply
+
     last = next((m.get("content") for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
-    text = f"Ready. ({model} heard: {str(last)[:40]})"
+    text = judge_reply(str(last)) or f"Ready. ({model} heard: {str(last)[:40]})"
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
     return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
