@@ -25,13 +25,12 @@ from cloudtune.compare.evalset import EvalExample
 from cloudtune.compare.runner import Target, TargetReport
 from cloudtune.compare.stats import paired_difference
 
-JUDGE_DECODING: dict[str, Any] = {"temperature": 0, "max_tokens": 96}
+JUDGE_DECODING: dict[str, Any] = {"temperature": 0, "max_tokens": 64}
 VERDICTS = ("first", "second", "tie")
-INSTRUCTION = ("You compare two answers to a question and decide which is better, using the reference answer as "
-               "ground truth. Reply with exactly one JSON object and nothing else, of the form "
-               '{"verdict": "first" | "second" | "tie", "reason": "<one short sentence>"}.')
-RETRY = ("Your reply was not one JSON object of the required form. Reply again with only "
-         '{"verdict": "first" | "second" | "tie", "reason": "<one short sentence>"}.')
+INSTRUCTION = ("Which answer to the question is better, judged against the reference answer? Reply with exactly "
+               'one JSON object and nothing else: {"verdict": "first" | "second" | "tie", "reason": "<one sentence>"}.')
+RETRY = ('That was not one JSON object. Reply with only {"verdict": "first" | "second" | "tie", '
+         '"reason": "<one sentence>"}.')
 
 
 def judge_prompt(example: EvalExample, first: str, second: str) -> list[dict[str, str]]:

@@ -129,9 +129,9 @@ def verdict(comparison: Comparison) -> dict[str, Any]:
     winner, winner_line = _winner(comparison)
     questions = {
         "beat_base": _against(comparison, "base", "Did fine-tuning beat the base model?",
-                              "Not asked (add --baseline base)."),
+                              "Not asked in this comparison (compare --baseline base asks it)."),
         "beat_few_shot": _against(comparison, "few-shot", "Did fine-tuning beat few-shot prompting?",
-                                  "Not asked (add --few-shot K)."),
+                                  "Not asked in this comparison (compare --few-shot K asks it)."),
         "best_fine_tune": _best_fine_tune(comparison),
     }
     return {"metric": comparison.primary_metric, "ranking": ranking(comparison), "winner": winner,

@@ -309,12 +309,16 @@ def test_report_files_are_private_and_hold_no_secret(openai_session: OpenAISessi
 
 
 def test_compare_after_run_reuses_the_runs_evaluation(openai_session: OpenAISession) -> None:
+    from tests.openai.conftest import chat_example
+
+    # questions no earlier test of this module asked, so only the run's evaluation is in the cache
+    write_jsonl(openai_session.tmp / "fresh-eval.jsonl", [chat_example(i) for i in range(30, 38)])
     ran = openai_session("run", "--provider", "openai", "--model", "gpt-4o-mini", "--train", "train.jsonl",
-                         "--eval", "eval.jsonl", "--json")
+                         "--eval", "fresh-eval.jsonl", "--json")
     assert ran.returncode == 0, ran.stderr[-3000:]
     run_id = last_json(ran)["run_id"]
     before = openai_session.control("/_emulator/state")["chat_requests"]
-    done = openai_session("compare", run_id, "--eval", "eval.jsonl", "--baseline", "base", "--json")
+    done = openai_session("compare", run_id, "--eval", "fresh-eval.jsonl", "--baseline", "base", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     doc = last_json(done)
     targets = {t["label"]: t for t in doc["targets"]}
@@ -323,9 +327,10 @@ def test_compare_after_run_reuses_the_runs_evaluation(openai_session: OpenAISess
     assert openai_session.control("/_emulator/state")["chat_requests"] - before == 8
     assert "8 answers reused" in doc["settings"]["answer_cache"]
     # the same decoding again: now everything is reused, and --no-cache asks afresh
-    again = last_json(openai_session("compare", run_id, "--eval", "eval.jsonl", "--baseline", "base", "--json"))
+    again = last_json(openai_session("compare", run_id, "--eval", "fresh-eval.jsonl", "--baseline", "base", "--json"))
     assert {t["cached_answers"] for t in again["targets"]} == {8}
     assert openai_session.control("/_emulator/state")["chat_requests"] - before == 8
-    fresh = last_json(openai_session("compare", run_id, "--eval", "eval.jsonl", "--no-cache", "--json"))
+    fresh = last_json(openai_session("compare", run_id, "--eval", "fresh-eval.jsonl", "--no-cache", "--json"))
+    assert "targets" in fresh, fresh
     assert fresh["targets"][0]["cached_answers"] == 0 and fresh["settings"]["answer_cache"].startswith("off")
     assert openai_session.control("/_emulator/state")["chat_requests"] - before == 16
