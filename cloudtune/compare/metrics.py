@@ -61,6 +61,7 @@ def rouge_l(answer: str, reference: str, *, stemming: bool = True) -> float:
 
 
 SCORES = {"exact_match": exact_match, "token_f1": token_f1, "rouge_l": rouge_l}
+METRIC_LABELS = {"exact_match": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L"}
 
 
 # An answer this close to the reference (token F1 or ROUGE-L) that is still not an exact

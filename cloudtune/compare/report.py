@@ -19,7 +19,7 @@ from cloudtune.compare.judge import JudgeResult
 from cloudtune.compare.runfacts import RunFacts
 from cloudtune.compare.runner import TargetReport
 
-METRIC_LABELS = {"exact_match": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L"}
+METRIC_LABELS = metrics.METRIC_LABELS
 PRIMARY_METRIC = "token_f1"  # the ranking's metric unless --metric says otherwise
 
 

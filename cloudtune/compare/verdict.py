@@ -15,18 +15,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.compare.metrics import METRIC_LABELS
 from cloudtune.compare.stats import BETTER, SAME, TOO_FEW, WORSE, Difference, mean_interval
 
 if TYPE_CHECKING:
-    from cloudtune.compare.report import Comparison
     from cloudtune.compare.runner import TargetReport
+
+# ``comparison`` below is a cloudtune.compare.report.Comparison; it is not imported, not even for
+# type checking, because report.py reads the verdict from here (no import circle).
+Comparison = Any
 
 _ANSWER = {BETTER: "yes", WORSE: "no, worse", SAME: "the same on every example"}
 
 
 def _metric_label(metric: str) -> str:
-    from cloudtune.compare.report import METRIC_LABELS
-
     return METRIC_LABELS.get(metric, metric)
 
 
