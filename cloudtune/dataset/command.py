@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation", metavar="FILE", default=None, help="validation data, JSONL")
     parser.add_argument("--provider", default="openai", help="openai | azure | local (default: openai)")
     parser.add_argument("--model", default=None, help="base model, e.g. gpt-4o-mini-2024-07-18")
-    parser.add_argument("--method", default="supervised", choices=("supervised", "dpo"))
+    parser.add_argument("--method", default="supervised", choices=("supervised", "dpo", "reinforcement"))
+    parser.add_argument("--grader", metavar="FILE", default=None,
+                        help="reinforcement: the grader (YAML / JSON) whose item.* fields the data must carry")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for the estimate (default: auto rule)")
     parser.add_argument("--tokenizer", default=None, metavar="DIR",
                         help="local Hugging Face tokenizer directory (local models)")
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         problem = None if path is None else not_a_regular_file(path)
         if problem is not None and problem != "does not exist":  # a missing file is the report's own finding
             raise errors.DatasetError(f"{path} {problem}.")
+    if args.method == "reinforcement":
+        return _run_reinforcement(args)
     report = validate_file(
         args.file,
         provider=args.provider,
@@ -65,6 +69,39 @@ def run(args: argparse.Namespace) -> int:
         out.write(report.render(color=color, max_problems=getattr(args, "max_problems", 50)))
     out.flush()
     return EXIT_USABLE if report.ok else EXIT_NOT_USABLE
+
+
+def _run_reinforcement(args: argparse.Namespace) -> int:
+    """RFT data (Azure OpenAI): each example ends with a user message and carries the grader's fields
+    (cloudtune.service_facts.azure_rft, also what ``run`` checks before upload)."""
+    import json
+    from pathlib import Path
+
+    from cloudtune import errors
+    from cloudtune.service_facts import azure_rft
+
+    grader = None
+    if args.grader:
+        import yaml
+
+        text = Path(args.grader).read_text(encoding="utf-8")
+        grader = json.loads(text) if args.grader.endswith(".json") else yaml.safe_load(text)
+        problems = azure_rft.grader_problems(grader)
+        if problems:
+            raise errors.ConfigError(f"The grader in {args.grader} would be refused: " + "; ".join(problems))
+    found = []
+    for path in (args.file, args.validation):
+        if path is not None:
+            found += [{"file": path, "line": line, "message": message}
+                      for line, message in azure_rft.data_problems(Path(path).read_bytes(), grader,
+                                                                   limit=getattr(args, "max_problems", 50))]
+    if args.json:
+        sys.stdout.write(json.dumps({"ok": not found, "method": "reinforcement", "problems": found}, indent=2) + "\n")
+    else:
+        for problem in found:
+            sys.stdout.write(f"error: {problem['file']} line {problem['line']}: {problem['message']}\n")
+        sys.stdout.write(("OK: " if not found else "Not usable: ") + f"reinforcement data ({azure_rft.SOURCE})\n")
+    return EXIT_USABLE if not found else EXIT_NOT_USABLE
 
 
 def main(argv: list[str] | None = None) -> int:

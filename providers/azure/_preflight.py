@@ -80,6 +80,12 @@ def _refuse(why: str, hint: str, code: str) -> errors.CapabilityError:
 def _foundry_resource_check(route: Any, row: rules.BaseModel) -> list[str]:
     """The open-weight models fine-tune "only on Foundry resources" (fine-tune-supported-models.md):
     refuse a classic Azure OpenAI resource; an unknown kind (no ARM access) is left to the service."""
+    if not route.settings.get("endpoint", "AZURE_OPENAI_ENDPOINT"):
+        raise _refuse(
+            f"{row.dated_id} is fine-tuned only through the Azure OpenAI jobs API on a Foundry resource, and no "
+            "endpoint is configured (a hub-based project's serverless route does not offer it)",
+            "Set AZURE_OPENAI_ENDPOINT (or -o endpoint=) to a Foundry resource, https://<resource>.services.ai.azure.com",
+            "FoundryResourceRequired")
     kind = route.account_kind()
     if kind and kind != "aiservices":
         raise _refuse(

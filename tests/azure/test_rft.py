@@ -225,3 +225,20 @@ def test_local_reinforcement_is_refused_naming_the_azure_route(tmp_path: Path) -
     assert result.returncode == errors.EXIT_CAPABILITY, (result.stdout[-2000:], result.stderr[-2000:])
     assert "--provider azure --model o4-mini --method reinforcement" in result.stdout + result.stderr
     assert os.path.isdir(tmp_path / "home")
+
+
+def test_validate_command_checks_rft_data_against_the_grader(tmp_path: Path) -> None:
+    from tests.support.testenv import env_without
+
+    env = env_without("AZURE_", "OPENAI_", "CLOUDTUNE_")
+    env.update(CLOUDTUNE_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    grader = _grader_file(tmp_path / "grader.yaml", STRING_CHECK)
+
+    def validate(data: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cloudtune", "validate", str(data), "--provider", "azure",
+                               "--method", "reinforcement", "--grader", str(grader)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    assert validate(_rft_data(tmp_path / "good.jsonl")).returncode == 0
+    bad = validate(_rft_data(tmp_path / "bad.jsonl", field="answer"))
+    assert bad.returncode == 2 and "item.solution" in bad.stdout

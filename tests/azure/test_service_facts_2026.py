@@ -203,3 +203,38 @@ def test_which_route_serves_which_open_weight_model() -> None:
     assert route_for_model("Ministral-3B", has_endpoint=True, has_project=True) == "serverless"  # both list it
     assert route_for_model("Ministral-3B", has_endpoint=True, has_project=False) == "openai"
     assert route_for_model("Phi-4-mini-instruct", has_endpoint=True, has_project=False) == "serverless"
+
+
+def test_an_open_weight_model_without_a_foundry_endpoint_says_what_is_needed(
+        azure_emulator: AzureEmulator, azure_env: dict, training_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT")  # a classic hub-based project only
+    provider, _ = _provider(azure_emulator, "gpt-oss-20b")
+    assert provider.route_name() == "openai"  # the serverless route does not offer it
+    with pytest.raises(errors.CapabilityError) as caught:
+        provider.plan(_spec("gpt-oss-20b", training_file))
+    assert "Foundry resource" in str(caught.value) and "AZURE_OPENAI_ENDPOINT" in str(caught.value.hint)
+
+
+def test_the_service_refuses_a_retired_serverless_model_too(azure_emulator: AzureEmulator, azure_env: dict,
+                                                           training_file: Path) -> None:
+    provider, _ = _provider(azure_emulator, "Phi-4-mini-instruct")
+    file_id = provider.upload_file(training_file)
+    provider._route("serverless")._preflight_done.add("Mistral-Large-2411")  # skip the provider's own check
+    jobs = azure_emulator.app.store.summary()["ml_jobs"]
+    with pytest.raises(errors.CloudtuneError) as refused:  # the catalog no longer resolves it; no job is made
+        provider.create_job(_spec("Mistral-Large-2411", training_file), training_file_id=file_id,
+                            validation_file_id=file_id, run_id=uuid.uuid4().hex)
+    assert "Mistral-Large-2411" in str(refused.value)
+    assert azure_emulator.app.store.summary()["ml_jobs"] == jobs
+    from cloudtune.service_facts import azure_serverless as facts
+
+    assert "retired on 2026-01-30" in facts.refusal("Mistral-Large-2411", "eastus2")  # the job route's own answer
+    provider.delete_file(file_id)
+
+
+def test_the_openai_hint_says_until_when_azure_serves() -> None:
+    from providers.openai.provider import alternatives
+
+    hint = alternatives("gpt-4.1-nano-2025-04-14")
+    assert "--model gpt-4.1-nano-2025-04-14" in hint and "until 2027-10-14" in hint
+    assert "--model gpt-4.1-mini-2025-04-14" in alternatives("o4-mini-2025-04-16")  # o4-mini is RFT-only on Azure
