@@ -8,11 +8,11 @@ alpha=32 on all linear layers, fused AdamW, activation checkpointing, per-device
 Recipes, each in its own process (benchmarks/_qlora_children.py), in this order:
 
 - ``ours``: local_backend.trainer as it ships on CUDA (packed, padding-free, varlen attention,
-  chunked or Liger loss), logging every 3 steps;
+  chunked loss), logging every 3 steps;
 - ``trl_fast``: TRL SFTTrainer + PEFT in TRL's fast configuration (BFD packing, padding-free,
   Liger kernels and loss where installed): the reference column;
 - ``ours_no_packing``: ours with padded (length-grouped) batches, the packing ablation;
-- ``ours_chunked_loss``: ours with our chunked loss instead of Liger's (where time is left).
+- ``ours_liger_loss``: ours with Liger's fused loss instead of our chunked one (where time is left).
 
 Every recipe runs with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (less
 fragmentation for everyone alike).
@@ -40,7 +40,7 @@ from benchmarks import local_qlora
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().parent / "_qlora_children.py"
 RECIPES = (("ours", {}), ("trl_fast", {}), ("ours_no_packing", {"packing": False}),
-           ("ours_chunked_loss", {"loss_impl": "chunked"}))
+           ("ours_liger_loss", {"loss_impl": "liger"}))
 
 
 def _child(recipe: str, settings: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str | None]:

@@ -7,9 +7,10 @@ negative log-likelihoods, equal up to float rounding (tests/local/test_losses.py
 - ``chunked``: the last hidden states at labelled positions go through the output layer
   a chunk of tokens at a time, each chunk under activation checkpointing, so at most one
   chunk of logits exists at any time, in the forward pass and in the backward pass;
-- ``liger``: liger-kernel's fused linear cross-entropy, used only where it is installed
-  and the tensors are on CUDA (it returns a sum, so DPO, which needs per-sequence sums,
-  uses ``chunked``).
+- ``liger``: liger-kernel's fused linear cross-entropy, when asked for, where it is
+  installed and the tensors are on CUDA (it returns a sum, so DPO, which needs per-sequence
+  sums, uses ``chunked``). Not the default: on an H200 it trained no faster than ``chunked``
+  and synchronised with the host 3 times per step (benchmarks/RESULTS.md, 2026-12-04).
 """
 
 from __future__ import annotations

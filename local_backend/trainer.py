@@ -68,12 +68,14 @@ class TrainConfig:
     packing: bool | None = None  # padding-free packed batches; None = on with CUDA (supervised)
     group_by_length: bool | None = None  # None = on with CUDA
     optimizer: str = "auto"  # auto (fused AdamW on CUDA) | adamw | adamw_fused | paged_adamw_8bit
-    loss_impl: str = "auto"  # auto | plain | chunked | liger (auto: liger where installed on CUDA, else chunked; plain on CPU)
+    # auto | plain | chunked | liger. auto: chunked on CUDA (as fast as Liger's fused loss on an H200, 2026-12-04,
+    # without its 3 host syncs per step: benchmarks/RESULTS.md), plain on CPU; liger only when asked for
+    loss_impl: str = "auto"
     loss_chunk_tokens: int = 1024
     seed: int = 42
     checkpoint_every: int = 50  # optimiser steps; 0 = only at the end of each epoch
     keep_checkpoints: int = 2
-    log_every: int = 1
+    log_every: int | None = None  # optimiser steps per metrics line (one host read each); None = 10 on CUDA, 1 on CPU
     max_steps: int | None = None
     device: str = "auto"  # auto | cpu | cuda
     quantize: str = "auto"  # auto (4-bit on CUDA) | 4bit | none
@@ -162,9 +164,12 @@ class Trainer:
         packing = config.packing
         self.padding_free = bool(on_cuda and self.objective.name == "supervised") if packing is None else bool(packing)
         self.group_by_length = on_cuda if config.group_by_length is None else bool(config.group_by_length)
+        self.log_every = max(1, int(config.log_every or (10 if on_cuda else 1)))
         self.loss_impl = config.loss_impl
         if self.loss_impl == "auto":
-            self.loss_impl = ("liger" if liger_available(self.device) else "chunked") if on_cuda else "plain"
+            self.loss_impl = "chunked" if on_cuda else "plain"
+        elif self.loss_impl == "liger" and not liger_available(self.device):
+            self.loss_impl = "chunked"  # liger-kernel is not installed (or not on CUDA)
         seed_everything(config.seed)
         source = resolve_source(config.base_model)
         self._emit(f"Loading {source.describe()}", stage="loading")
@@ -420,7 +425,7 @@ class Trainer:
                 window_steps += 1
                 window_weight += weight
                 window_tokens += tokens
-                if step % config.log_every == 0 or step == self.total_steps:
+                if step % self.log_every == 0 or step == self.total_steps:
                     values = {name: float(value) for name, value in window.items()}  # the one host sync
                     values = self.parallel.reduce_sums(values, skip=("grad_norm",))
                     elapsed = time.perf_counter() - window_start
