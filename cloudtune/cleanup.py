@@ -53,6 +53,10 @@ def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = T
     (``undeploy NAME``). Raises the first delete error after recording it."""
     provider, reporter = pipeline.provider, pipeline.reporter
     record = CleanupRecord(reason=reason)
+    run.cleanups.append(record)  # saved with every delete below: a cleanup killed midway keeps its record
+    if only is None:
+        _other_tagged_jobs(pipeline, run, cancel=cancel)
+        adopt_tagged_deployments(pipeline, run)
     if job_is_active(run) and only is None:
         job = provider.get_job(run.job_id)  # type: ignore[arg-type]
         pipeline.note_job(run, job)
@@ -82,10 +86,57 @@ def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = T
                              and (only is None or (r.id or r.name) in only)]:
                 _delete_one(pipeline, run, resource, record)
     finally:
-        run.cleanups.append(record)
         pipeline.ledger.save(run)
         _report(pipeline, run, record)
     return record
+
+
+def _other_tagged_jobs(pipeline: "Pipeline", run: Run, *, cancel: bool) -> None:
+    """Jobs beside the run's own that carry its tag (two runners drove it, or another tool made
+    one; issue 16 point 6) are the run's too: their models are recorded so that this cleanup
+    deletes them. An active one is refused like the run's own job, or cancelled with ``cancel``."""
+    if not run.job_id:
+        return  # no job of its own yet: the pipeline's look for one (find_jobs) decides, not cleanup
+    others = [job for job in pipeline.provider.find_jobs(run.run_id) if job.id != run.job_id]
+    for job in others:
+        run.record(ResourceKind.JOB, ResourceState.OWNED, id=job.id, name=run.run_id,
+                   ).note = "another job carrying this run's tag"
+        if not job.is_terminal:
+            if not cancel:
+                pipeline.ledger.save(run)
+                raise JobStillActive(
+                    f"Job {job.id}, which also carries run {run.run_id}'s tag, is still {job.state}. Nothing was deleted.",
+                    hint=f"`cloudtune cleanup {run.run_id} --cancel` cancels it, waits until it stops, then deletes.")
+            pipeline.reporter.step(run, f"Cancelling job {job.id} (it also carries this run's tag)")
+            pipeline.record_call(run, "cancel_job", lambda job_id=job.id: pipeline.provider.cancel_job(job_id),
+                                 job_id=job.id)
+            job = poller.wait_for_job(pipeline.provider, job.id, timeout_s=CANCEL_WAIT_S,
+                                      sleep=pipeline.sleep, clock=pipeline.clock)
+        if job.fine_tuned_model and not run.resource(ResourceKind.MODEL, id=job.fine_tuned_model):
+            run.record(ResourceKind.MODEL, ResourceState.OWNED, id=job.fine_tuned_model)
+    pipeline.ledger.save(run)
+
+
+def adopt_tagged_deployments(pipeline: "Pipeline", run: Run) -> list[str]:
+    """Deployments of the run's model that carry the run's tag but are not in this ledger (another
+    machine's ``resume`` deployed them; issue 16 point 11) are recorded as the run's, so that
+    ``cleanup`` and ``undeploy`` delete them. Only the tag counts: a name proves nothing."""
+    provider = pipeline.provider
+    if not run.fine_tuned_model or not provider.supports("list_deployments"):
+        return []
+    adopted = []
+    for deployment in provider.list_deployments(run.fine_tuned_model):
+        if deployment.run_id != run.run_id or str(deployment.state) in ("deleting", "deleted"):
+            continue
+        known = run.resource(ResourceKind.DEPLOYMENT, id=deployment.name)
+        if known is not None and known.state in _ACTIVE_STATES:
+            continue
+        run.record(ResourceKind.DEPLOYMENT, ResourceState.OWNED, id=deployment.name, name=deployment.name,
+                   model=deployment.model).note = "found at the service by its run tag"
+        adopted.append(deployment.name)
+    if adopted:
+        pipeline.ledger.save(run)
+    return adopted
 
 
 def _report(pipeline: "Pipeline", run: Run, record: CleanupRecord) -> None:
@@ -155,13 +206,19 @@ def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[str, 
         resource.id = resource.id or name
         return "ours", None
     if resource.kind == ResourceKind.MODEL:
-        if run.job_id:
+        job_ids = [r.id for r in run.resources if r.kind == ResourceKind.JOB and r.id and r.state == ResourceState.OWNED]
+        produced = []
+        for job_id in dict.fromkeys([*([run.job_id] if run.job_id else []), *job_ids]):
             try:
-                job: Job = provider.get_job(run.job_id)
+                job: Job = provider.get_job(job_id)
             except errors.NotFound:
                 return "ours", None  # the job record is gone; the model id came from it
-            if job.fine_tuned_model and job.fine_tuned_model != resource.id:
-                return "foreign", f"this run's job produced {job.fine_tuned_model}"
+            if job.fine_tuned_model == resource.id:
+                return "ours", None
+            if job.fine_tuned_model:
+                produced.append(job.fine_tuned_model)
+        if produced:
+            return "foreign", f"this run's job produced {', '.join(produced)}"
         return "ours", None
     if resource.kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET):
         if resource.id is None:  # an upload whose answer never came back: find it by its run-tagged name
@@ -227,11 +284,56 @@ def delete_model_safely(
     return deleted
 
 
+def settle_interrupted_deletes(pipeline: "Pipeline", run: Run) -> list[str]:
+    """Ask the provider about every resource whose delete was sent but never answered (state
+    ``deleting``: the process died or lost the answer). Gone -> ``deleted`` (counted as gone in the
+    cleanup that sent it); still there -> ``owned`` again (the delete did not happen; ``cleanup``
+    sends it again); the provider cannot tell -> left ``deleting``, which ``resume`` never reports
+    as finished. Returns a line per change; the caller holds the run's lock and saves."""
+    changed: list[str] = []
+    for resource in [r for r in run.resources if r.state == ResourceState.DELETING]:
+        exists = _still_exists(pipeline.provider, resource)
+        if exists is None:
+            continue
+        if exists:
+            resource.state, resource.note = ResourceState.OWNED, "a delete was sent but did not happen"
+            changed.append(f"{resource.ref} still exists")
+            continue
+        resource.state, resource.note = ResourceState.DELETED, "deleted; the answer to the delete was lost"
+        if not run.cleanups:  # a ledger written before cleanups were recorded up front
+            run.cleanups.append(CleanupRecord(reason="an interrupted cleanup"))
+        run.cleanups[-1].gone.append(resource.ref)  # the cleanup that sent the delete
+        changed.append(f"{resource.ref} was deleted")
+    return changed
+
+
+def _still_exists(provider: Any, resource: Resource) -> bool | None:
+    ident = resource.id or resource.name
+    if ident is None:
+        return None
+    try:
+        if resource.kind == ResourceKind.MODEL:
+            return provider.model_exists(ident)
+        if resource.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT):
+            return str(provider.get_deployment(ident).state) not in ("deleting", "deleted")
+        if resource.kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET) and provider.supports("get_file"):
+            provider.get_file(ident)
+            return True
+    except errors.NotFound:
+        return False
+    except errors.UnsupportedOperation:
+        return None
+    return None
+
+
 def undone_by_cleanup(run: Run) -> str | None:
-    """Why ``resume`` cannot report ``run`` as finished - its model was deleted by a cleanup - or
-    ``None``. A finished run whose own ``--cleanup always`` policy deleted the model did what it was
-    asked; a model deleted by a later ``cloudtune cleanup`` (or a failed run's policy) was undone."""
+    """Why ``resume`` cannot report ``run`` as finished - its model was deleted by a cleanup, or a
+    delete of it was sent and nobody knows whether it happened - or ``None``. A finished run whose
+    own ``--cleanup always`` policy deleted the model did what it was asked; a model deleted by a
+    later ``cloudtune cleanup`` (or a failed run's policy) was undone."""
     model = run.resource(ResourceKind.MODEL, id=run.fine_tuned_model) if run.fine_tuned_model else None
+    if model is not None and model.state == ResourceState.DELETING:
+        return f"a delete of its model {run.fine_tuned_model} was sent, and the provider cannot say whether it happened"
     if model is None or model.state != ResourceState.DELETED:
         return None
     when = next((c for c in reversed(run.cleanups) if model.ref in c.deleted or model.ref in c.gone), None)

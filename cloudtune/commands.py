@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
-from cloudtune.cleanup import undone_by_cleanup
+from cloudtune.cleanup import settle_interrupted_deletes, undone_by_cleanup
 from cloudtune.config import build_spec, parse_duration
 from cloudtune.ledger import cloudtune_home
-from cloudtune.locks import RunLock, is_locked_elsewhere
+from cloudtune.locks import RunLock
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.state import StateStore, describe_unreadable, open_state
-from cloudtune.types import CleanupPolicy, JobState, Run, Step
+from cloudtune.types import CleanupPolicy, JobState, ResourceState, Run, Step
 
 
 class Signalled(KeyboardInterrupt):
@@ -162,15 +162,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if args.cleanup:
             run.spec.cleanup = CleanupPolicy(args.cleanup)
         run.spec.wait = True
+        _settle_deletes(args, ledger, run)
         if run.step == Step.DONE and run.status == "succeeded" and not undone_by_cleanup(run):
             return _finish(args, run, make_reporter("plain"))
         run.status = "active"
         return _drive(args, ledger, run, unpause=True)
 
 
+def _settle_deletes(args: argparse.Namespace, ledger: StateStore, run: Run) -> None:
+    """A delete sent by a process that died before it heard the answer: ask the provider what
+    happened before the run is described as finished (issue 16 point 3)."""
+    if not any(r.state == ResourceState.DELETING for r in run.resources):
+        return
+    with provider_for(run) as provider:
+        changed = settle_interrupted_deletes(Pipeline(ledger, provider), run)
+    ledger.save(run)
+    if changed and not getattr(args, "json", False):
+        say("after an interrupted delete: " + "; ".join(changed))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     ledger = open_state()
-    if _rebuild_wanted(args, ledger):
+    rebuilt = _rebuild_wanted(args, ledger)
+    if rebuilt:
         run = _rebuilt(args, ledger, save=False)  # read-only: nothing is recorded
     else:
         _, run = _load(args.run_id)
@@ -183,6 +197,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 live["checkpoints"] = [c.model_dump(mode="json") for c in provider.list_checkpoints(run.job_id)]
             run.job_state = job.state
             run.fine_tuned_model = run.fine_tuned_model or job.fine_tuned_model
+            if not rebuilt:
+                record_seen(ledger, run.run_id, job)
     if args.json:
         emit_json(run_document(run, **live))
         return 0
@@ -212,18 +228,33 @@ def cmd_watch(args: argparse.Namespace) -> int:
             on_job=lambda j: reporter.job(run, j), on_event=lambda e: reporter.event(run, e),
         )
     reporter.close()
-    # watching is read-only towards the run unless nobody else drives it: record the end then
-    if not is_locked_elsewhere(run.run_id):
-        with RunLock(run.run_id):
-            run = ledger.get_run(run.run_id)
-            run.job_state = job.state
-            run.fine_tuned_model = job.fine_tuned_model or run.fine_tuned_model
-            ledger.save(run)
+    run = record_seen(ledger, run.run_id, job) or run
     if args.json:
         emit_json({"type": "result", **run_document(run)})
     else:
         say(f"job {job.id}: {job.state}" + (f" -> {job.fine_tuned_model}" if job.fine_tuned_model else ""), sys.stdout)
     return 0 if job.state == JobState.SUCCEEDED else 1
+
+
+def record_seen(ledger: StateStore, run_id: str, job: Any) -> Run | None:
+    """``status`` and ``watch`` write down the job state they saw (a later sweep must not act on
+    what the run looked like when it was started; issue 16 point 10), under the run's lock. A run
+    another process drives is left to it - it records what it sees - and ``None`` is returned."""
+    from cloudtune.types import ResourceKind
+
+    try:
+        with ledger.lock(run_id):
+            run = ledger.get_run(run_id)
+            if run.job_id != job.id:
+                return run
+            run.job_state = job.state
+            if job.fine_tuned_model:
+                run.fine_tuned_model = run.fine_tuned_model or job.fine_tuned_model
+                if job.is_terminal and run.resource(ResourceKind.MODEL, id=job.fine_tuned_model) is None:
+                    run.record(ResourceKind.MODEL, ResourceState.OWNED, id=job.fine_tuned_model)
+            return ledger.save(run)
+    except errors.RunLocked:
+        return None
 
 
 def cmd_pause(args: argparse.Namespace) -> int:

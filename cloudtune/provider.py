@@ -266,6 +266,12 @@ class Provider(abc.ABC):
         """Delete a fine-tuned model; already gone is success (unless the caller passes
         ``missing_ok=False``, handled by the base class); still deployed -> Conflict."""
 
+    def model_exists(self, model: str) -> bool | None:
+        """Whether the fine-tuned ``model`` still exists at the service; ``None`` when this provider
+        cannot tell. Asked before a run calls a model its own: a rebuild on a fresh machine, a
+        resume after a delete whose answer never came back (issue 16 points 3 and 5)."""
+        return None
+
     @abc.abstractmethod
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
         """One chat completion against a deployment (smoke tests, evaluation)."""
@@ -323,6 +329,6 @@ def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
 # The optional operations implemented on the base class go through the same guard,
 # so a provider that declares them unsupported gets its own reason in the error.
-for _operation in ("list_jobs", "pause_job", "resume_job", "get_file"):
+for _operation in ("list_jobs", "pause_job", "resume_job", "get_file", "model_exists"):
     setattr(Provider, _operation, _guarded(_operation, Provider.__dict__[_operation]))
 del _operation

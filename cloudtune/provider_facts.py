@@ -50,6 +50,7 @@ class Operation(str, enum.Enum):
     LIST_DEPLOYMENTS = "list_deployments"
     UNDEPLOY = "undeploy"
     DELETE_MODEL = "delete_model"
+    MODEL_EXISTS = "model_exists"
     CHAT = "chat"
 
     def __str__(self) -> str:

@@ -9,14 +9,20 @@ what carries the tag - never by name or size alone.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cloudtune import errors
 from cloudtune.provider import search_since
-from cloudtune.types import FineTuneSpec, ResourceKind, ResourceState, Run, Step, utcnow
+from cloudtune.types import FineTuneSpec, Job, ResourceKind, ResourceState, Run, Step, utcnow
 
 if TYPE_CHECKING:
     from cloudtune.pipeline import Pipeline
+
+
+def deployment_name(run: Run) -> str:
+    from cloudtune.pipeline import deployment_name as default_name
+
+    return default_name(run)
 
 
 def started_at(run_id: str) -> datetime:
@@ -30,8 +36,6 @@ def started_at(run_id: str) -> datetime:
 def rebuild_run(pipeline: "Pipeline", spec: FineTuneSpec, run_id: str) -> tuple[Run, list[str]]:
     """A :class:`Run` holding what the provider has that carries ``run_id``, and a line per
     finding. Nothing is created or deleted; the caller decides whether to save it."""
-    from cloudtune.pipeline import deployment_name
-
     provider = pipeline.provider
     run = Run(run_id=run_id, spec=spec, provider=spec.provider, created_at=started_at(run_id))
     found: list[str] = []
@@ -46,26 +50,25 @@ def rebuild_run(pipeline: "Pipeline", spec: FineTuneSpec, run_id: str) -> tuple[
     if run.training_file_id:
         run.step = Step.UPLOADED
     jobs = provider.find_jobs(run_id)
+    if len(jobs) > 1:
+        raise several_jobs(run_id, jobs)
     if jobs:
         job = jobs[0]
         run.job_id, run.job_state, run.step = job.id, job.state, Step.JOB_CREATED
         run.record(ResourceKind.JOB, ResourceState.OWNED, id=job.id, name=run_id)
         found.append(f"job {job.id} ({job.state})")
-        if job.fine_tuned_model:
-            run.fine_tuned_model = job.fine_tuned_model
-            run.record(ResourceKind.MODEL, ResourceState.OWNED, id=job.fine_tuned_model)
-            found.append(f"model {job.fine_tuned_model}")
         if job.is_terminal:
             run.step = Step.JOB_FINISHED
-        if job.fine_tuned_model and provider.supports("list_deployments"):
-            for deployment in provider.list_deployments(job.fine_tuned_model):
-                tagged = deployment.run_id == run_id
-                named = deployment.run_id is None and deployment.name == deployment_name(run)
-                if tagged or named:
-                    run.record(ResourceKind.DEPLOYMENT, ResourceState.OWNED, id=deployment.name,
-                               name=deployment.name, model=deployment.model)
-                    found.append(f"deployment {deployment.name}")
-                    run.step = Step.DEPLOYED
+        if job.fine_tuned_model:
+            run.fine_tuned_model = job.fine_tuned_model
+            if provider.model_exists(job.fine_tuned_model) is False:  # the job remembers a model deleted since
+                run.record(ResourceKind.MODEL, ResourceState.DELETED, id=job.fine_tuned_model,
+                           note="no longer on the service")
+                found.append(f"model {job.fine_tuned_model} (deleted: no longer on the service)")
+            else:
+                run.record(ResourceKind.MODEL, ResourceState.OWNED, id=job.fine_tuned_model)
+                found.append(f"model {job.fine_tuned_model}")
+                _deployments(provider, run, job.fine_tuned_model, found)
     if not found:
         raise errors.NotFound(
             f"Run {run_id} is not in this machine's ledger, and the {spec.provider} provider has nothing tagged "
@@ -73,3 +76,35 @@ def rebuild_run(pipeline: "Pipeline", spec: FineTuneSpec, run_id: str) -> tuple[
             hint="Check the run id and --provider; `cloudtune run` starts a new run.",
         )
     return run, found
+
+
+def _deployments(provider: Any, run: Run, model: str, found: list[str]) -> None:
+    """Only a deployment tagged with the run is the run's. One that merely has the run's default
+    name (a person can make one) is recorded ``foreign``: never deleted by this run (issue 16
+    point 4). A service without tags has nothing to prove ownership with on a fresh machine, so
+    nothing of it is adopted."""
+    if not provider.supports("list_deployments"):
+        return
+    for deployment in provider.list_deployments(model):
+        if deployment.run_id == run.run_id:
+            run.record(ResourceKind.DEPLOYMENT, ResourceState.OWNED, id=deployment.name, name=deployment.name,
+                       model=deployment.model)
+            found.append(f"deployment {deployment.name}")
+            run.step = Step.DEPLOYED
+        elif deployment.name == deployment_name(run):
+            run.record(ResourceKind.DEPLOYMENT, ResourceState.FOREIGN, id=deployment.name, name=deployment.name,
+                       model=deployment.model).note = "has this run's name but not its tag; not created by it"
+            found.append(f"deployment {deployment.name} (not this run's: no run tag)")
+
+
+def several_jobs(run_id: str, jobs: list[Job]) -> errors.Conflict:
+    """Several jobs carry one run's tag (two runners drove it, or another tool made one): which
+    one is the run's cannot be known, so nothing guesses (issue 16 point 6)."""
+    listed = ", ".join(f"{job.id} ({job.state}{', ' + job.fine_tuned_model if job.fine_tuned_model else ''})"
+                       for job in jobs)
+    return errors.Conflict(
+        f"{len(jobs)} jobs carry run {run_id}'s tag: {listed}. cloudtune will not guess which one is the run's.",
+        hint=f"`cloudtune cleanup {run_id}` (--cancel for active ones) deletes what every one of them made; "
+             "then start a new run (`cloudtune run --like RUN`).",
+        code="SeveralJobsForRun",
+    )

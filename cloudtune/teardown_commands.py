@@ -8,15 +8,15 @@ import argparse
 import os
 import sys
 
-from cloudtune import errors
-from cloudtune.cleanup import delete_model_safely, job_is_active, run_cleanup
+from cloudtune import errors, poller
+from cloudtune.cleanup import adopt_tagged_deployments, delete_model_safely, job_is_active, run_cleanup
 from cloudtune.commands import _finish, _load, _locked_run, _wait_lock, interruptible
 from cloudtune.config import parse_duration, parse_options
 from cloudtune.locks import RunLock, is_locked_elsewhere
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.state import describe_unreadable, open_state
-from cloudtune.types import Run
+from cloudtune.types import ResourceKind, ResourceState, Run
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -68,6 +68,8 @@ def _cancel_driven_elsewhere(args: argparse.Namespace, run: Run) -> int:
 def cmd_undeploy(args: argparse.Namespace) -> int:
     with _locked_run(args) as (ledger, run):
         reporter = make_reporter(choose_mode(args.json))
+        with provider_for(run) as provider:  # deployments another machine made for this run count too
+            adopt_tagged_deployments(Pipeline(ledger, provider, reporter), run)
         names = [args.name] if getattr(args, "name", None) else list(run.deployments)
         if not names or not set(names) & set(run.deployments):
             reporter.close()
@@ -88,8 +90,9 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
     from cloudtune import registry
 
     model, provider_name, options = args.model, args.provider, parse_options(args.option)
-    run = None
-    if not provider_name:
+    run = _run_owning_model(model)  # the run records the delete, under its lock (issue 16 point 5)
+    by_model_id = run is not None
+    if run is None and not provider_name:
         try:
             _, run = _load(args.model)
         except errors.InvalidInput:
@@ -104,8 +107,8 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
         with _locked_run(args, run.run_id) as (ledger, run), provider_for(run) as provider, interruptible():
             if not run.fine_tuned_model:
                 raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model.")
-            model = run.fine_tuned_model
-            deleted = Pipeline(ledger, provider).cleanup(run, files=False, reason="cloudtune delete-model")
+            model = model if by_model_id else run.fine_tuned_model
+            deleted = _delete_run_model(args, Pipeline(ledger, provider), run, model, by_id=by_model_id)
     else:
         with registry.get_provider(provider_name, options) as provider, interruptible():
             try:
@@ -123,6 +126,51 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
     else:
         say("deleted " + (", ".join(deleted) or "nothing"), sys.stdout)
     return 0
+
+
+def _delete_run_model(args: argparse.Namespace, pipeline: Pipeline, run: Run, model: str, *,
+                      by_id: bool) -> list[str]:
+    """``delete-model`` of a model a run in this ledger made: deployments made outside the run stop
+    everything (unless --include-unmanaged) before anything is deleted; then the run's own
+    deployments of it and the model go through the run's cleanup, so the run records the delete."""
+    provider = pipeline.provider
+    adopt_tagged_deployments(pipeline, run)
+    recorded = run.resource(ResourceKind.MODEL, id=model)
+    if by_id and recorded is not None and recorded.state in (ResourceState.DELETED, ResourceState.FOREIGN):
+        raise errors.InvalidInput(f"There is no model {model!r} to delete: run {run.run_id} records it as "
+                                  f"{recorded.state}" + (f" ({recorded.note})" if recorded.note else "") + ".",
+                                  hint="`cloudtune status RUN` shows what the run made and what is left of it.")
+    ours = {r.id or r.name for r in run.resources if r.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT)
+            and r.state in (ResourceState.OWNED, ResourceState.INTENDED, ResourceState.DELETING)}
+    others = [d for d in (provider.list_deployments(model) if provider.supports("list_deployments") else [])
+              if d.name not in ours and d.run_id != run.run_id and str(d.state) not in ("deleting", "deleted")]
+    if others and not args.include_unmanaged:
+        raise errors.Conflict(
+            f"Model {model} is also deployed outside run {run.run_id} as {', '.join(d.name for d in others)}; "
+            "nothing was deleted.",
+            hint="Delete those deployments yourself, or pass --include-unmanaged to delete them too.",
+            provider=provider.name)
+    deleted = []
+    for deployment in others:
+        provider.undeploy(deployment.name)
+        poller.wait_for_deployment(provider, deployment.name, target="deleted", timeout_s=3600.0,
+                                   sleep=pipeline.sleep, clock=pipeline.clock)
+        deleted.append(f"deployment:{deployment.name}")
+    serving = {r.id or r.name or "" for r in run.resources
+               if r.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT) and r.model == model}
+    record = run_cleanup(pipeline, run, reason="cloudtune delete-model", files=False, only={model, *serving})
+    if by_id and f"model:{model}" in record.gone:
+        raise errors.InvalidInput(f"There is no model {model!r} to delete on {provider.name}: it was already gone "
+                                  f"(recorded in run {run.run_id}).")
+    return deleted + record.deleted
+
+
+def _run_owning_model(model: str) -> Run | None:
+    """The run in this ledger that made ``model`` (its fine-tuned model, or a model it recorded)."""
+    for run in open_state().list_runs(limit=100_000):
+        if run.fine_tuned_model == model or run.resource(ResourceKind.MODEL, id=model) is not None:
+            return run
+    return None
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -148,12 +196,15 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         try:
             with RunLock(listed.run_id, wait_s=_wait_lock(args)):
                 run = ledger.get_run(listed.run_id)
-                if selected_by_age and job_is_active(run) and not args.cancel:
-                    results.append({"run_id": run.run_id, "ok": True, "deleted": [],
-                                    "skipped": f"job {run.job_id} still {run.job_state}"})
-                    continue
                 with provider_for(run) as provider, interruptible():
-                    record = run_cleanup(Pipeline(ledger, provider, reporter), run, reason="cloudtune cleanup",
+                    pipeline = Pipeline(ledger, provider, reporter)
+                    if selected_by_age and job_is_active(run):  # the ledger's state may be stale: ask
+                        pipeline.note_job(run, provider.get_job(run.job_id))  # type: ignore[arg-type]
+                    if selected_by_age and job_is_active(run) and not args.cancel:
+                        results.append({"run_id": run.run_id, "ok": True, "deleted": [],
+                                        "skipped": f"job {run.job_id} still {run.job_state}"})
+                        continue
+                    record = run_cleanup(pipeline, run, reason="cloudtune cleanup",
                                          models=not args.keep_model, cancel=args.cancel)
             results.append({"run_id": run.run_id, "deleted": record.deleted, "gone": record.gone,
                             "left_alone": record.skipped, "ok": True})

@@ -406,6 +406,9 @@ class OpenAIRoute:
     def undeploy(self, name: str) -> None:
         self.arm.request("DELETE", self._deployments_path(name), CS_API_VERSION)
 
+    def get_model(self, model: str) -> Any:
+        return self.client.models.retrieve(model)  # 404 -> NotFound (a model deleted with its job)
+
     def delete_model(self, model: str) -> None:
         """The v1 spec's ``/models/{id}`` is GET-only; the documented delete of a customized model is
         ``DELETE /openai/fine_tuning/jobs/{job_id}`` in api-version 2024-10-21 (spec

@@ -302,5 +302,19 @@ class AzureProvider(Provider):
                                   hint=hint, provider=self.name, code="ModelStillDeployed")
         route.delete_model(model)
 
+    def model_exists(self, model: str) -> bool | None:
+        route = self._for(model)
+        try:
+            route.get_model(model)
+        except errors.NotFound:
+            return False
+        except errors.CloudtuneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - only "not there" is an answer; the rest is translated
+            if isinstance(self.translate_error(exc), errors.NotFound):
+                return False
+            raise
+        return True
+
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
         return self._for_deployment(deployment).chat(deployment, messages, params)

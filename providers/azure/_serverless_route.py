@@ -361,6 +361,10 @@ class ServerlessRoute:
     def undeploy(self, name: str) -> None:
         self.ml.serverless_endpoints.begin_delete(name)
 
+    def get_model(self, model: str) -> Any:
+        name, version = parse_asset(model)
+        return self.arm.request("GET", f"{self._ws_path()}/models/{name}/versions/{version}", ML_API_VERSION)
+
     def delete_model(self, model: str) -> None:
         name, version = parse_asset(model)
         self.arm.request("DELETE", f"{self._ws_path()}/models/{name}/versions/{version}", ML_API_VERSION)

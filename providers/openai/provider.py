@@ -415,6 +415,13 @@ class OpenAIProvider(Provider):
             raise
         self.names.forget_model(model)
 
+    def model_exists(self, model: str) -> bool | None:
+        try:
+            self._read(lambda: self.client.models.retrieve(model))
+        except errors.NotFound:
+            return False
+        return True
+
     # --------------------------------------------------------------- chat
     def chat(self, deployment: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
         model = self.names.model_for(deployment) or deployment

@@ -34,3 +34,26 @@ def skewed_clock_resume(ctx: Ctx) -> None:
         expect(len(jobs) == 1, f"resume with a fast clock made another job: {sorted(jobs)}")
     finally:
         post(ctx.target.control_url, "/_emulator/advance", {"seconds": RUNNER_AHEAD_S})
+
+
+MODEL_DELETE = {"openai": r"DELETE /v1/models/", "azure-openai": r"DELETE /openai/.*fine_tuning/jobs/"}
+
+
+@scenario("kill-9-inside-cleanup-after-the-model-delete-then-resume", "openai", "azure-openai", issue="16.3")
+def kill_inside_cleanup(ctx: Ctx) -> None:
+    """``cloudtune cleanup`` is killed after the service deleted the model, before the answer
+    arrived: ``resume`` must not report success for a model the service no longer has."""
+    result = ctx.run("--cleanup", "never", "--no-deploy")
+    expect(result.rc == 0, f"run failed: {result.brief()}")
+    run_id, model = result.doc["run_id"], result.doc["fine_tuned_model"]
+    ctx.target.faults({"route": route(MODEL_DELETE, ctx), "kind": "latency", "latency_s": 60.0, "after": True})
+    cleanup = ctx.start("cleanup", run_id, "--json")
+    ctx.wait_for("the service to delete the model (the answer held back)",
+                 lambda: not any(run_id == info.get("run") for info in ctx.snapshot()["model"].values()),
+                 process=cleanup)
+    ctx.signal(cleanup, signal.SIGKILL)
+    ctx.target.clear_faults()
+    resumed = ctx.cli("resume", run_id, "--json")
+    expect(resumed.rc != 0 and resumed.doc.get("status") != "succeeded",
+           f"resume reported success for the deleted model {model}: {resumed.brief()}")
+    expect("deleted" in resumed.text, f"resume does not say the model was deleted: {resumed.brief()}")
