@@ -57,3 +57,29 @@ def kill_inside_cleanup(ctx: Ctx) -> None:
     expect(resumed.rc != 0 and resumed.doc.get("status") != "succeeded",
            f"resume reported success for the deleted model {model}: {resumed.brief()}")
     expect("deleted" in resumed.text, f"resume does not say the model was deleted: {resumed.brief()}")
+
+
+@scenario("hand-made-deployment-with-the-runs-name-seen-from-a-fresh-home", "azure-openai", issue="16.4")
+def hand_made_deployment_from_fresh_home(ctx: Ctx) -> None:
+    """A person made a deployment (no run tag) under the run's default name; a CI runner with an
+    empty home rebuilds the run: the deployment is recorded ``foreign`` and survives every
+    cleanup. It is added to the scenario's "before" records, so the harness's own checks (nothing
+    that existed before is deleted or repointed) guard it to the end; the model it serves cannot
+    be deleted while it does, so the run is left to its owner (the harness does not clean it)."""
+    started = ctx.cli(*ctx.run_args("--no-deploy", "--cleanup", "never"), home="gone")
+    expect(started.rc == 0, f"run failed: {started.brief()}")
+    run_id, model = started.doc["run_id"], started.doc["fine_tuned_model"]
+    ctx.track(run_id, "fresh", cleanup=False)  # the new machine drives it from now on
+    name = f"ct-{run_id}".lower()
+    post(ctx.target.control_url, "/_emulator/external-deployment", {"account": "ct-aoai", "name": name, "model": model})
+    key = f"ct-aoai/{name}"
+    ctx.baseline["deployment"][key] = ctx.snapshot()["deployment"][key]  # a person's, like the bystanders
+    spec = [arg for arg in ctx.run_args("--no-deploy")[1:] if arg != "--json"]
+    resumed = ctx.cli("resume", run_id, *spec, "--json", home="fresh")
+    expect(resumed.rc == 0, f"resume on a fresh home failed: {resumed.brief()}")
+    states = {r["id"]: r["state"] for r in resumed.doc.get("resources", []) if r["kind"] == "deployment"}
+    expect(states == {name: "foreign"}, f"the rebuild recorded the hand-made deployment {name} as {states}")
+    kept = ctx.cli("cleanup", run_id, "--keep-model", "--json", home="fresh")
+    expect(kept.rc == 0, f"cleanup --keep-model failed: {kept.brief()}")
+    ctx.cli("cleanup", run_id, "--json", home="fresh")  # the model is in use by the person's deployment
+    expect(key in ctx.snapshot()["deployment"], f"the fresh home's cleanup deleted the person's {name}")
