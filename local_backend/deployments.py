@@ -4,7 +4,8 @@ Deployments that share a base model (and a serving backend) share one server pro
 which holds the base once and each deployment's LoRA adapter beside it:
 
     deployments/<name>/deployment.json   name, model, base model, adapter dir, group, run id, created
-    deployments/<name>/key               the group's bearer key, mode 0600 (never printed or returned)
+    deployments/<name>/key               the deployment's bearer key, mode 0600 (never printed or returned)
+    keys/<name>                          the key a deployment of that name gets again (kept across undeploys)
     servers/<group>/group.json           base model, backend
     servers/<group>/key                  the bearer key, mode 0600
     servers/<group>/lock                 flock'ed by whoever changes the group's membership
@@ -16,6 +17,11 @@ Membership is the set of deployment records naming the group. The CLI changes it
 the group's file lock (CLI commands run as separate processes) and starts the server when
 none runs; the server watches the records, loads and unloads adapters to match, and exits,
 under the same lock, once the last deployment is gone.
+
+Each deployment on the built-in server has its own key, so two apps on one base are revoked
+separately; a deployment made again under the same name gets the same key back, so an app's
+configuration survives a redeploy (vLLM takes one key per server: its deployments share the
+group's). ``-o serve_port=N`` pins the group's port the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ from local_backend._files import (
 SERVER_MODULE = "local_backend.server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNLOAD_WAIT_S = 30.0
+
+
+class StillServing(RuntimeError):
+    """An undeployed deployment is still answered by its server after the wait."""
 
 
 def valid_name(name: str) -> bool:
@@ -134,13 +144,22 @@ class ServerGroup:
                 found.append(DeploymentDir(path.name, path))
         return found
 
-    def ensure(self, base_model: str, backend: str, host: str | None = None) -> None:
-        """Create the group's files (caller holds the lock)."""
+    def ensure(self, base_model: str, backend: str, host: str | None = None, port: int | None = None) -> None:
+        """Create the group's files (caller holds the lock). A pinned ``port`` must agree with the
+        port of a server already running for the group (it serves every deployment of the base)."""
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / "key").is_file():
             _write_secret(self.path / "key", secrets.token_urlsafe(32))
-        if not (self.path / "group.json").is_file():
-            write_json_atomic(self.path / "group.json", {"base_model": base_model, "backend": backend, "host": host, "created": time.time()})
+        config = self.config()
+        if not config:
+            write_json_atomic(self.path / "group.json", {"base_model": base_model, "backend": backend, "host": host,
+                                                         "port": port, "created": time.time()})
+        elif port and config.get("port") != port:
+            running = self.state().get("port") if self.server_alive() else None
+            if running and running != port:
+                raise PortConflict(f"the server of {base_model} already listens on port {running}; serve_port={port} "
+                                   "would move every deployment of that base (undeploy them first)")
+            write_json_atomic(self.path / "group.json", {**config, "port": port})
 
     def start(self) -> None:
         (self.path / "server.json").unlink(missing_ok=True)
@@ -153,7 +172,25 @@ class ServerGroup:
             self.start()
 
     def stop(self) -> None:
-        procs.stop_process(self.server_pid(), expect=str(self.path))
+        from local_backend.server_group import stop_timeout_s
+
+        # the server drains the requests in flight first (bounded), so wait past that before SIGKILL
+        procs.stop_process(self.server_pid(), expect=str(self.path), timeout_s=stop_timeout_s())
+
+
+class PortConflict(ValueError):
+    """``serve_port`` asked for a port other than the one the group's server listens on."""
+
+
+def _kept_key(name: str) -> str:
+    """The key of deployments named ``name``: made once, then the same at every redeploy."""
+    path = local_root() / "keys" / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_secret(path, secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
 
 @dataclass
@@ -199,14 +236,15 @@ class DeploymentDir:
         return self.group().server_pid() if self.exists() else None
 
     def create(self, *, model: str, base_model: str, adapter_dir: str | None, backend: str = "builtin",
-               run_id: str | None = None, host: str | None = None) -> None:
+               run_id: str | None = None, host: str | None = None, port: int | None = None) -> None:
         """Record the deployment in its server group and start the group's server if none runs.
-        ``host`` other than loopback must be asked for (``-o serve_host=0.0.0.0``)."""
+        ``host`` other than loopback must be asked for (``-o serve_host=0.0.0.0``); ``port`` pins
+        the server's port (``-o serve_port=N``)."""
         group = ServerGroup.for_base(base_model, backend, host)
         with group.locked():
-            group.ensure(base_model, backend, host)
+            group.ensure(base_model, backend, host, port)
             self.path.mkdir(parents=True, exist_ok=True)
-            _write_secret(self.path / "key", group.key())
+            _write_secret(self.path / "key", group.key() if backend == "vllm" else _kept_key(self.name))
             record = {
                 "name": self.name,
                 "model": model,
@@ -264,17 +302,56 @@ class DeploymentDir:
         )
 
     def remove(self) -> None:
-        """Remove this deployment; the server unloads it, or stops if it was the last one."""
+        """Remove this deployment and return once its server no longer answers for it: the last
+        one stops the server (which lets requests in flight finish, bounded); any other is
+        checked at the server itself (``GET /v1/models/NAME`` with its key answers 401 or 404).
+        Raises :class:`StillServing` when the server still answers for it after the wait."""
         group = self.group() if self.record().get("group") else None
         if group is None:
             shutil.rmtree(self.path, ignore_errors=True)
             return
+        try:
+            key = self.key()
+        except OSError:
+            key = None
         with group.locked():
             shutil.rmtree(self.path, ignore_errors=True)
             if not group.members():
                 group.stop()
+                if group.server_alive():
+                    raise StillServing(f"the server of {self.name} (pid {group.server_pid()}) did not stop")
                 shutil.rmtree(group.path, ignore_errors=True)
                 return
         deadline = time.monotonic() + _UNLOAD_WAIT_S
-        while group.server_alive() and self.name in (group.state().get("deployments") or {}) and time.monotonic() < deadline:
+        while group.server_alive() and self._answered_by(group, key) is not False:
+            if time.monotonic() > deadline:
+                raise StillServing(f"the server still answers for {self.name} {_UNLOAD_WAIT_S:g} s after it was "
+                                   f"removed (pid {group.server_pid()}; see {group.path / 'server.log'})")
             timescale.sleep(0.05)
+        # no longer answered; its adapter's memory is given back once the generation in progress
+        # (of another deployment) ends: wait for that too, within the same bound, without failing
+        while group.server_alive() and self.name in (group.state().get("deployments") or {}) \
+                and time.monotonic() < deadline:
+            timescale.sleep(0.05)
+
+    def _answered_by(self, group: ServerGroup, key: str | None) -> bool | None:
+        """Whether the group's server answers 200 for this deployment (None: cannot tell yet)."""
+        import urllib.error
+        import urllib.request
+
+        state = group.state()
+        if state.get("state") != "ready" or not state.get("port"):
+            return None
+        if key is None:
+            return self.name in (state.get("deployments") or {})
+        host = state.get("host") or "127.0.0.1"
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        request = urllib.request.Request(f"http://{host}:{state['port']}/v1/models/{self.name}",
+                                         headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=5) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as exc:
+            return False if exc.code in (401, 404) else None
+        except OSError:
+            return None

@@ -200,7 +200,9 @@ class ChatModel:
                 cut = min((text.find(s) for s in stop if s in text), default=-1)
                 if cut >= 0:
                     text, finish = text[:cut], "stop"
-                ready = _safe_prefix(text, stop) if cut < 0 else text
+                # trailing whitespace waits for what follows it: the end of the answer drops it, so a
+                # streamed answer is the same text as the plain one
+                ready = (_safe_prefix(text, stop) if cut < 0 else text).rstrip()
                 if len(ready) > len(emitted):
                     yield ready[len(emitted) :]
                     emitted = ready
@@ -208,7 +210,7 @@ class ChatModel:
                     break
                 output = model(input_ids=torch.tensor([[token]], device=self.device), use_cache=True, **_cache_of(output))
             else:
-                text = self.tokenizer.decode(new, skip_special_tokens=True).lstrip()
+                text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
                 if len(text) > len(emitted):  # held back as a possible stop prefix, never completed
                     yield text[len(emitted) :]
                     emitted = text

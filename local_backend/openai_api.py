@@ -28,6 +28,12 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 }
 
 
+# Chat roles the server answers. ``developer`` is what OpenAI's newer models call the system
+# message (API reference, "Chat Completions: messages", read 2026-12-04): the chat template knows it
+# as ``system``. ``tool``/``function`` turns need tool calling, which this server does not offer.
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
 class RequestError(Exception):
     """An OpenAI-shaped client error: ``status`` and the ``error`` object."""
 
@@ -82,6 +88,9 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise RequestError(400, f"messages[{index}] needs a 'role'", code="invalid_value", param=f"messages[{index}].role")
+        if message["role"] not in ROLES:
+            raise RequestError(400, f"messages[{index}].role {message['role']!r} is not supported; use one of "
+                               f"{', '.join(sorted(ROLES))}", code="invalid_value", param=f"messages[{index}].role")
         if not isinstance(message.get("content") or "", str):
             raise RequestError(400, "only text content is supported", code="invalid_value", param=f"messages[{index}].content")
     if _integer(body, "n", 1) not in (None, 1):
@@ -101,7 +110,7 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         raise RequestError(400, f"'seed' must be an integer, got {seed!r}", code="invalid_value", param="seed")
     return ChatRequest(
         model=model,
-        messages=[{"role": m["role"], "content": m.get("content") or ""} for m in messages],
+        messages=[{"role": ROLES[m["role"]], "content": m.get("content") or ""} for m in messages],
         stream=bool(body.get("stream")),
         include_usage=bool((options or {}).get("include_usage")),
         max_tokens=completion if completion is not None else _integer(body, "max_tokens", 1),

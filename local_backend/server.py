@@ -5,11 +5,16 @@ LoRA adapter beside it, watches the group's deployment records to load and unloa
 and exits when the last deployment is gone. With the ``vllm`` backend it supervises vLLM's
 OpenAI server instead (``local_backend/vllm_server.py``).
 
-Serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain and ``stream: true``
-server-sent events) on loopback at a random port, behind the group's bearer key from its
-0600 ``key`` file (never logged). The key is checked before a request body is read, bodies
-are bounded, and ``GET /health`` answers without a key. ``server.json`` (pid, port, state,
-loaded deployments, memory) is written atomically, so ``ready`` always means "answering".
+Serves ``GET /v1/models``, ``GET /v1/models/{id}`` and ``POST /v1/chat/completions`` (plain and
+``stream: true`` server-sent events) on loopback at a random port (or the one pinned with
+``-o serve_port=N``). Each deployment has its own bearer key (its 0600 ``key`` file, never
+logged; the same key again when a deployment of that name is made again), so two apps on one
+base are revoked separately: a chat request needs the key of the deployment it names. A key is
+checked before a request body is read, bodies are bounded and must arrive within a read
+timeout, and ``GET /health`` answers without a key. ``server.json`` (pid, port, state, loaded
+deployments, memory) is written atomically, so ``ready`` always means "answering". A deployment
+being removed stops being routed before its adapter is unloaded; when the server stops, requests
+in flight get a grace period and then an error event (see ``local_backend/server_group.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import signal
 import sys
 import threading
 import time
@@ -26,7 +29,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from local_backend._files import write_json_atomic
 from local_backend.deployments import ServerGroup
 from local_backend.openai_api import (
     ChunkWriter,
@@ -34,16 +36,29 @@ from local_backend.openai_api import (
     completion_body,
     parse_chat_request,
 )
+from local_backend.server_group import (
+    InFlight,
+    drain_grace_s,
+    listen_address,
+    on_stop_signals,
+    read_timeout_s,
+    rss_bytes,
+    watch_membership,
+    write_state,
+)
 
-LOOPBACK = "127.0.0.1"
 MAX_BODY_BYTES = 4 * 1024 * 1024
-_SYNC_INTERVAL_S = 0.25
 
 
 def authorised(header: str | None, key: str) -> bool:
-    if not header or not header.startswith("Bearer "):
+    if not header or not header.startswith("Bearer ") or not key:
         return False
     return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), key.encode())
+
+
+def _not_found(model: str) -> RequestError:
+    return RequestError(404, f"The model '{model}' does not exist", code="model_not_found", param="model",
+                        kind="invalid_request_error")
 
 
 def adapter_id(deployment_name: str) -> str:
@@ -54,24 +69,44 @@ def adapter_id(deployment_name: str) -> str:
 class ChatApp:
     """Deployment names -> adapters of one loaded model; answers the OpenAI routes."""
 
-    def __init__(self, chat_model, key: str) -> None:
+    def __init__(self, chat_model) -> None:
         self.chat_model = chat_model
-        self.key = key
-        self.served: dict[str, dict[str, Any]] = {}  # name -> {"adapter": id | None, "model": ..., "created": ...}
+        # name -> {"adapter": id | None, "model": ..., "created": ..., "key": its bearer key}
+        self.served: dict[str, dict[str, Any]] = {}
         self.failed: dict[str, str] = {}
+        self.in_flight = InFlight()
+
+    def key_holder(self, header: str | None) -> bool:
+        """Whether the Authorization header carries the key of a deployment this server serves."""
+        return any(authorised(header, info.get("key", "")) for info in list(self.served.values()))
+
+    def may_use(self, header: str | None, name: str) -> bool:
+        info = self.served.get(name)
+        return info is not None and authorised(header, info.get("key", ""))
+
+    @staticmethod
+    def _model(name: str, info: dict[str, Any]) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": int(info["created"]), "owned_by": "cloudtune-local",
+                "root": info["model"]}
 
     def models(self) -> tuple[int, dict]:
-        data = [
-            {"id": name, "object": "model", "created": int(info["created"]), "owned_by": "cloudtune-local", "root": info["model"]}
-            for name, info in sorted(self.served.items())
-        ]
+        data = [self._model(name, info) for name, info in sorted(self.served.items())]
         return 200, {"object": "list", "data": data, "memory": self.chat_model.memory()}
 
-    def prepare(self, body: dict[str, Any]):
+    def model(self, name: str, header: str | None) -> tuple[int, dict]:
+        info = self.served.get(name)
+        if info is None or not self.may_use(header, name):
+            error = _not_found(name)
+            return error.status, error.body
+        return 200, self._model(name, info)
+
+    def prepare(self, body: dict[str, Any], header: str | None = None):
         request = parse_chat_request(body)
         info = self.served.get(request.model)
-        if info is None:
-            raise RequestError(404, f"The model '{request.model}' does not exist", code="model_not_found", param="model", kind="invalid_request_error")
+        # a key of another deployment on this server does not open this one: answered as OpenAI
+        # answers a model the key's project cannot see
+        if info is None or not self.may_use(header, request.model):
+            raise _not_found(request.model)
         from local_backend.inference import ContextOverflow
 
         try:
@@ -90,25 +125,32 @@ class ChatApp:
 
     # membership ------------------------------------------------------------
     def sync(self, group: ServerGroup) -> bool:
-        """Load the adapters of new deployments, unload those of removed ones; True when any changed."""
-        wanted = {member.name: member.record() for member in group.members()}
+        """Load the adapters of new deployments, unload those of removed ones; True when any changed.
+        A removed deployment stops being routed before its adapter is unloaded (which waits for
+        the generation in progress)."""
+        members = {member.name: member for member in group.members()}
+        wanted = {name: member.record() for name, member in members.items()}
         # Build new dicts and swap them in: request threads read these while this runs.
         served, failed = dict(self.served), dict(self.failed)
         changed = False
-        for name in [n for n in served if n not in wanted]:
-            adapter = served.pop(name)["adapter"]
-            if adapter:
-                self.chat_model.remove_adapter(adapter)
+        removed = [served.pop(name)["adapter"] for name in [n for n in served if n not in wanted]]
+        if removed:
+            self.served = dict(served)  # routed no more; server.json says so once the adapters are unloaded
+            for adapter in removed:
+                if adapter:
+                    self.chat_model.remove_adapter(adapter)
             changed = True
         for name, record in wanted.items():
             if name in served or name in failed:
                 continue
             try:
+                key = members[name].key()
                 adapter = None
                 if record.get("adapter_dir"):
                     adapter = adapter_id(name)
                     self.chat_model.add_adapter(adapter, Path(record["adapter_dir"]))
-                served[name] = {"adapter": adapter, "model": record.get("model", ""), "created": record.get("created") or time.time()}
+                served[name] = {"adapter": adapter, "model": record.get("model", ""),
+                                "created": record.get("created") or time.time(), "key": key}
             except Exception as exc:  # noqa: BLE001 - one bad adapter must not take the others down
                 failed[name] = f"{type(exc).__name__}: {exc}"
             changed = True
@@ -121,6 +163,7 @@ class ChatApp:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    timeout = read_timeout_s()  # every read and write of the connection (socketserver sets it)
 
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines only; headers (and so the key) are never logged.
@@ -150,10 +193,18 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             raise RequestError(400, "Invalid Content-Length", code="invalid_request") from None
+        if length < 0:  # read(-1) would wait for the client to close the connection
+            raise RequestError(400, f"Invalid Content-Length {length}", code="invalid_request")
         if length > MAX_BODY_BYTES:
             raise RequestError(413, f"Request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes", code="request_too_large")
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            raise RequestError(408, f"The request body did not arrive within {self.timeout:g} s", code="request_timeout") from None
+        if len(raw) < length:
+            raise RequestError(400, f"The body ended after {len(raw)} of {length} bytes", code="invalid_request")
+        try:
+            body = json.loads(raw or b"{}")
         except ValueError as exc:
             raise RequestError(400, f"Invalid JSON body: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):
@@ -166,27 +217,40 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/health" and method == "GET":
             return self._send(200, {"status": "ok"}, close=bool(self.headers.get("Content-Length")))
         routes = {("GET", "/v1/models"), ("POST", "/v1/chat/completions")}
-        if (method, path) not in routes:
-            known = any(p == path for _, p in routes)
+        model_id = path[len("/v1/models/"):] if path.startswith("/v1/models/") else None
+        if (method, path) not in routes and not (model_id and method == "GET"):
+            known = any(p == path for _, p in routes) or bool(model_id)
             return self._refuse(RequestError(405 if known else 404, f"No route {method} {path}", code="not_found"), close=True)
-        if not authorised(self.headers.get("Authorization"), app.key):
+        header = self.headers.get("Authorization")
+        if not app.key_holder(header):
             error = RequestError(401, "Invalid or missing API key", code="invalid_api_key", kind="authentication_error")
             return self._refuse(error, close=True)
         if path == "/v1/models":
             return self._send(*app.models(), close=bool(self.headers.get("Content-Length")))
+        if model_id:
+            from urllib.parse import unquote
+
+            return self._send(*app.model(unquote(model_id), header), close=bool(self.headers.get("Content-Length")))
         try:
             body = self._read_body()
         except RequestError as error:
             return self._refuse(error, close=True)
+        with app.in_flight:
+            self._complete(app, body, header)
+
+    def _complete(self, app: ChatApp, body: dict[str, Any], header: str | None) -> None:
         try:
-            request, generation = app.prepare(body)
+            request, generation = app.prepare(body, header)
         except RequestError as error:
             return self._refuse(error)
         try:
             if request.stream:
                 return self._stream(request, generation)
             for _ in generation:
-                pass
+                if app.in_flight.aborting.is_set():
+                    generation.close()
+                    return self._refuse(RequestError(503, "The server is stopping (its last deployment was removed)",
+                                                     code="server_stopping", kind="server_error"), close=True)
             result = generation.result
             return self._send(200, completion_body(request.model, result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens))
         except (BrokenPipeError, ConnectionResetError):
@@ -211,8 +275,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
         event(chunks.role())
+        aborting = self.server.app.in_flight.aborting
         try:
             for piece in generation:
+                if aborting.is_set():
+                    generation.close()
+                    # never a silent end an app would read as a complete answer
+                    event({"error": {"message": "The server is stopping (its last deployment was removed); this "
+                                                "answer is incomplete.", "type": "server_error", "param": None,
+                                     "code": "server_stopping"}})
+                    return
                 event(chunks.content(piece))
         except Exception as exc:  # noqa: BLE001 - headers are gone: report in the stream, as OpenAI does
             generation.close()
@@ -235,85 +307,50 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # waiting requests queue (on the model's lock), they are not refused
 
-    def __init__(self, app: ChatApp, host: str) -> None:
+    def __init__(self, app: ChatApp, host: str, port: int = 0) -> None:
         self.app = app
-        super().__init__((host, 0), _Handler)
-
-
-def _write_state(group: ServerGroup, **state: Any) -> None:
-    write_json_atomic(group.path / "server.json", {"pid": os.getpid(), **state})
+        super().__init__((host, port), _Handler)
 
 
 def serve_builtin(group: ServerGroup) -> int:
     config = group.config()
-    host = config.get("host") or LOOPBACK
-    _write_state(group, state="loading")
+    host, wanted_port = listen_address(group)
+    write_state(group, state="loading")
     try:
         from local_backend.inference import ChatModel
 
-        app = ChatApp(ChatModel(config["base_model"]), group.key())
+        app = ChatApp(ChatModel(config["base_model"]))
         app.sync(group)
-        server = _Server(app, host)
+        try:
+            server = _Server(app, host, wanted_port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {host}:{wanted_port} (serve_port): {exc.strerror}") from None
     except BaseException as exc:
-        _write_state(group, state="failed", pid=None, error=f"{type(exc).__name__}: {exc}")
+        write_state(group, state="failed", pid=None, error=f"{type(exc).__name__}: {exc}")
         raise
     stopping = threading.Event()
-    _on_stop_signals(stopping)
+    on_stop_signals(stopping)
     port = server.server_address[1]
     http = threading.Thread(target=server.serve_forever, daemon=True)
     http.start()
 
     def publish() -> None:
-        _write_state(group, state="ready", port=port, host=host, ready_at=time.time(), deployments=app.served,
-                     failed=app.failed, memory={**app.chat_model.memory(), "rss_bytes": rss_bytes()})
+        # the keys stay in this process: server.json tells which deployments are served, not how to call them
+        served = {name: {k: v for k, v in info.items() if k != "key"} for name, info in app.served.items()}
+        write_state(group, state="ready", port=port, host=host, ready_at=time.time(), deployments=served,
+                    failed=app.failed, memory={**app.chat_model.memory(), "rss_bytes": rss_bytes()})
 
     publish()
     print(f"serving {sorted(app.served)} on http://{host}:{port}/v1", file=sys.stderr)
     watch_membership(group, stopping, lambda: app.sync(group), publish)
-    server.shutdown()
+    server.shutdown()  # no new requests (the listening socket closes next); the ones in flight go on
     server.server_close()
-    _write_state(group, state="stopped", pid=None)
+    write_state(group, state="stopping", pid=None)
+    cut = app.in_flight.drain(drain_grace_s())
+    if cut:
+        print(f"{cut} request(s) still running after the grace period were ended with an error", file=sys.stderr)
+    write_state(group, state="stopped", pid=None)
     return 0
-
-
-def watch_membership(group: ServerGroup, stopping: threading.Event, sync, publish) -> None:
-    """Follow the group's deployment records until stopped or the last one is gone."""
-    while not stopping.wait(_SYNC_INTERVAL_S):
-        if sync():
-            publish()
-        if group.members():
-            continue
-        # Leave only under the group's lock, so a deploy that holds it sees either a live
-        # server that will load its deployment or a dead one it must restart.
-        lock = open(group.path / "lock", "a")  # noqa: SIM115 - held until the process exits
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        if group.members():
-            lock.close()  # a deployment arrived meanwhile
-            continue
-        print("last deployment removed; stopping", file=sys.stderr)
-        return
-
-
-def _on_stop_signals(stopping: threading.Event) -> None:
-    def on_term(signum, frame) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-
-
-def rss_bytes() -> int:
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def main(argv: list[str] | None = None) -> int:

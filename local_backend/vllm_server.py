@@ -29,6 +29,7 @@ from typing import Any
 
 from cloudtune import timescale
 from local_backend._files import read_json
+from local_backend.server_group import listen_address, on_stop_signals, watch_membership, write_state
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's --max-lora-rank accepts
@@ -108,31 +109,25 @@ def _call(url: str, key: str, payload: dict[str, Any] | None = None, timeout: fl
 
 
 def serve_vllm(group) -> int:
-    from local_backend.server import (
-        LOOPBACK,
-        _on_stop_signals,
-        _write_state,
-        watch_membership,
-    )
     from local_backend.sources import local_path, resolve_source
 
     config = group.config()
-    host = config.get("host") or LOOPBACK
-    key = group.key()
-    _write_state(group, state="loading")
+    host, port = listen_address(group)
+    key = group.key()  # vLLM takes one key (VLLM_API_KEY): every deployment of a vLLM group shares it
+    write_state(group, state="loading")
     members = {m.name: m.record() for m in group.members()}
     loras = {name: r["adapter_dir"] for name, r in members.items() if r.get("adapter_dir")}
-    port = _free_port(host)
+    port = port or _free_port(host)
     command = build_command(local_path(resolve_source(config["base_model"])), host=host, port=port, loras=loras,
                             max_loras=int(config.get("max_loras") or 4))
     child = subprocess.Popen(command, env=server_environment(key), stdin=subprocess.DEVNULL)
     stopping = threading.Event()
-    _on_stop_signals(stopping)
+    on_stop_signals(stopping)
     base = f"http://{host}:{port}"
     deadline = time.monotonic() + _START_TIMEOUT_S
     while not stopping.is_set():
         if child.poll() is not None or time.monotonic() > deadline:
-            _write_state(group, state="failed", pid=None, error=f"vLLM server exited with {child.returncode} (see server.log)")
+            write_state(group, state="failed", pid=None, error=f"vLLM server exited with {child.returncode} (see server.log)")
             _stop_child(child)
             return 1
         try:
@@ -143,13 +138,13 @@ def serve_vllm(group) -> int:
         timescale.sleep(1)
     if stopping.is_set():  # asked to stop while vLLM was still starting
         _stop_child(child)
-        _write_state(group, state="stopped", pid=None)
+        write_state(group, state="stopped", pid=None)
         return 0
     served = dict(loras)
 
     def sync() -> bool:
         if child.poll() is not None:  # vLLM died: say so and stop; the next deploy starts a new one
-            _write_state(group, state="failed", pid=None, error=f"vLLM server exited with {child.returncode} (see server.log)")
+            write_state(group, state="failed", pid=None, error=f"vLLM server exited with {child.returncode} (see server.log)")
             stopping.set()
             return False
         wanted = {m.name: m.record().get("adapter_dir") for m in group.members()}
@@ -166,14 +161,14 @@ def serve_vllm(group) -> int:
 
     def publish() -> None:
         deployments = {name: {"adapter": name} for name in served}
-        _write_state(group, state="ready", port=port, host=host, ready_at=time.time(), deployments=deployments,
+        write_state(group, state="ready", port=port, host=host, ready_at=time.time(), deployments=deployments,
                      memory={"note": "vLLM preallocates GPU memory (--gpu-memory-utilization); adapters share its LoRA slots"})
 
     sync()
     publish()
     watch_membership(group, stopping, sync, publish)
     _stop_child(child)
-    _write_state(group, state="stopped", pid=None)
+    write_state(group, state="stopped", pid=None)
     return 0
 
 

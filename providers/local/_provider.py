@@ -91,6 +91,9 @@ class LocalOptions(ProviderOptions):
         None, description="vllm | builtin: the server behind a deployment (default: vllm when usable)")
     serve_host: Text | None = Field(
         None, description="the address a deployment's server listens on (default 127.0.0.1)")
+    serve_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="the port a deployment's server listens on, kept across redeploys (default: any free port)")
     num_processes: int | None = Field(
         None, description="training processes per machine under torchrun (one per GPU; gloo on CPU)")
     nnodes: int | None = Field(None, description="machines in a multi-node training run (default 1)")
@@ -403,8 +406,13 @@ class LocalProvider(Provider):
             backend, _ = choose_backend(has_adapter=adapter is not None, requested=self.options.get("serve_backend"))
         except ValueError as exc:
             raise errors.InvalidInput(str(exc), provider=self.name) from None
-        deployment.create(model=model, base_model=base_model, adapter_dir=adapter, backend=backend, run_id=run_id,
-                          host=self.options.get("serve_host"))
+        from local_backend.deployments import PortConflict
+
+        try:
+            deployment.create(model=model, base_model=base_model, adapter_dir=adapter, backend=backend, run_id=run_id,
+                              host=self.options.get("serve_host"), port=self.options.get("serve_port"))
+        except PortConflict as exc:
+            raise errors.Conflict(f"Cannot deploy {name}: {exc}.", provider=self.name) from None
         return self._deployment(deployment)
 
     def _deployment(self, deployment: DeploymentDir) -> Deployment:
@@ -429,7 +437,12 @@ class LocalProvider(Provider):
         deployment = self._deploydir(name)
         if not deployment.exists():
             raise errors.NotFound(f"local deployment {name} does not exist", provider=self.name)
-        deployment.remove()
+        from local_backend.deployments import StillServing
+
+        try:
+            deployment.remove()  # returns once the server no longer answers for it
+        except StillServing as exc:
+            raise errors.ProviderError(f"Undeploying {name} did not take effect: {exc}.", provider=self.name) from None
 
     def delete_model(self, model: str) -> None:
         job_id = job_id_for(model)

@@ -33,9 +33,6 @@ KNOWN_CIRCLES: list[frozenset[str]] = [
     # the parallel strategies, the torchrun supervisor and the rank entry point (which subclasses
     # the worker) in one module (parallel.py apart from launch.py)
     frozenset({"local_backend.distributed", "local_backend.fsdp", "local_backend.trainer", "local_backend.worker"}),
-    # vllm_server uses the chat server's private stop-signal and state helpers (one server-group
-    # lifecycle module both servers use)
-    frozenset({"local_backend.server", "local_backend.vllm_server"}),
     # providers declaring their facts: the catalog asks the registry for a provider's facts while
     # ProviderFacts is typed against catalog's ModelInfo/DataRules (lazy and TYPE_CHECKING imports)
     frozenset({"cloudtune.catalog", "cloudtune.provider", "cloudtune.provider_facts", "cloudtune.registry"}),

@@ -9,8 +9,11 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from cloudtune import poller
 from cloudtune.types import FineTuneSpec, JobState
@@ -72,7 +75,11 @@ def test_three_adapters_and_the_base_share_one_process(provider, local_home: Pat
 
     pid = deployments[0].details["pid"]
     provider.undeploy("ft-a")
-    listed = _models(url, key)
+    # each deployment has its own key: ft-a's is revoked with it, the others' keys still work
+    with pytest.raises(urllib.error.HTTPError) as revoked:
+        _models(url, key)
+    assert revoked.value.code == 401
+    listed = _models(url, DeploymentDir("ft-b").key())
     assert sorted(m["id"] for m in listed["data"]) == ["base", "ft-b", "ft-c"]
     assert listed["memory"]["weights_bytes"] == memory_three["weights_bytes"] - adapter_size
     assert _answer(provider, "ft-b") == TARGET_ANSWER and pid_alive(pid)
