@@ -137,9 +137,17 @@ def _serve(address: str) -> None:
     listener.bind(address)
     listener.listen(64)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    parent = os.getppid()
+    listener.settimeout(1.0)
     print("ready", flush=True)
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            if os.getppid() != parent:  # the test process is gone (killed): so is the zygote
+                return
+            continue
+        conn.settimeout(None)
         if os.fork() == 0:
             listener.close()
             _child(conn)  # never returns
