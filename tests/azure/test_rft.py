@@ -168,6 +168,15 @@ def test_an_rft_job_runs_and_a_job_paused_at_the_cap_is_a_clear_state(azure_emul
                                                                         "eval_interval": 2}
     final = poller.wait_for_job(provider, job_id, timeout_s=3600, sleep=time.sleep, clock=time.clock)
     assert final.state == JobState.SUCCEEDED and final.fine_tuned_model.startswith("o4-mini-2025-04-16.ft-")
+    # ARM (the emulator) accepts a DeveloperTier deployment of an o4-mini fine-tune (fine-tuning-deploy.md)
+    from cloudtune.types import DeployOptions
+
+    name = "rft-dev-" + job_id[-6:]
+    deployed = provider.deploy(final.fine_tuned_model, name=name, options=DeployOptions(sku="DeveloperTier"))
+    assert deployed.details["sku"] == "DeveloperTier"
+    assert any("2027-10-16" in note for note in deployed.details["notes"])  # when o4-mini fine-tunes stop serving
+    provider.undeploy(name)
+    poller.wait_for_deployment(provider, name, target="deleted", timeout_s=600, sleep=time.sleep, clock=time.clock)
 
     timeline = azure_emulator.app.store.timeline
     old = timeline.rft_hour_s
