@@ -101,3 +101,15 @@ def test_a_sweep_asks_for_the_jobs_state_and_status_records_it(session: Session)
     results = {r["run_id"]: r for r in _doc(swept)["runs"]}
     assert not results[first["run_id"]].get("skipped"), results
     assert session.state()["models"] == 0
+
+
+def test_watch_records_the_end_it_saw_unless_another_process_drives_the_run(session: Session,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _doc(session.run("--no-wait", "--no-deploy", "--cleanup", "never"))
+    second = _doc(session.run("--no-wait", "--no-deploy", "--cleanup", "never"))
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(session.tmp / "home"))
+    with RunLock(second["run_id"]):  # another process drives the second run: watch only reads it
+        assert session("watch", second["run_id"], "--json").returncode == 0
+        assert session("watch", first["run_id"], "--json").returncode == 0
+    assert _doc(session("status", first["run_id"], "--offline", "--json"))["state"] == "succeeded"
+    assert _doc(session("status", second["run_id"], "--offline", "--json"))["state"] != "succeeded"
