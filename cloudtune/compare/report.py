@@ -136,9 +136,13 @@ class Comparison:
                 lines.append(f"judge {s['judge']}: no usable verdict for {s['target']} vs {s['baseline']} "
                              f"({s['unparsed']} unparsed, {s['failed']} failed of {s['asked']})")
             else:
+                bias = (f"; it named the first position in {s['first_position_rate']:.0%} of its decisive verdicts"
+                        if s["first_position_rate"] is not None else "")
+                unusable = (f"; {s['unparsed']} unparsed and {s['failed']} failed of {s['asked']} left out"
+                            if s["unparsed"] or s["failed"] else "")
                 lines.append(f"judge {s['judge']}: {s['target']} wins {s['win_rate']:.0%} against {s['baseline']} "
                              f"(95% CI {s['ci_low']:.0%} to {s['ci_high']:.0%}, n={s['judged_examples']}, "
-                             f"p={s['p_value']:.3g}, both orders asked): {s['verdict']}")
+                             f"p={s['p_value']:.3g}, both orders asked): {s['verdict']}{bias}{unusable}")
         return lines
 
     def example_rows(self) -> list[dict[str, Any]]:
@@ -160,10 +164,13 @@ class Comparison:
                                     "baseline": baseline, "worse_than_baseline": worse}
             done = [a for a in answers.values() if not a["error"]]
             spread = (max(a[metric] for a in done) - min(a[metric] for a in done)) if done else 0.0
+            judged = {f"{j.target} vs {j.baseline}": {"verdicts": j.verdicts[i], "replies": j.replies[i],
+                                                      "score": j.per_example[i]}
+                      for j in self.judgements if i < len(j.verdicts)}  # [target first, baseline first]
             rows.append({
                 "index": i, "question": example.question, "prompt": example.prompt, "reference": example.reference,
                 "disagreement": len({a["exact_match"] for a in done}) > 1 or spread > metrics.DISAGREEMENT_SPREAD,
-                "answers": answers,
+                "answers": answers, **({"judge": judged} if judged else {}),
             })
         return rows
 

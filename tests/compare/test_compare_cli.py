@@ -115,6 +115,9 @@ def test_judge_is_asked_both_orders(full: dict, openai_session: OpenAISession) -
     assert judged[FT]["first_position_rate"] == 0.5
     # the 2-shot prompt and the base model answer the same here: all ties, no decisive verdict to judge bias by
     assert judged[SHOT]["win_rate"] == 0.5 and judged[SHOT]["first_position_rate"] is None
+    # every verdict and reply is kept per example, both orders
+    kept = full["examples"][0]["judge"][f"{FT} vs {BASE}"]
+    assert len(kept["verdicts"]) == 2 and all(json.loads(reply)["verdict"] for reply in kept["replies"])
     assert any(line.startswith(f"judge openai:gpt-4o-mini: {FT} wins") for line in full["statements"])
 
 
