@@ -155,6 +155,22 @@ class RateLimited(TransientError):
     pass
 
 
+class SeveralJobsForRun(Conflict):
+    """Several jobs carry one run's tag (two runners drove it, or another tool made one): which one
+    is the run's cannot be known, so nothing guesses (issue 16 point 6)."""
+
+    @classmethod
+    def listing(cls, run_id: str, jobs: list) -> "SeveralJobsForRun":  # type: ignore[type-arg]
+        listed = ", ".join(f"{job.id} ({job.state}{', ' + job.fine_tuned_model if job.fine_tuned_model else ''})"
+                           for job in jobs)
+        return cls(
+            f"{len(jobs)} jobs carry run {run_id}'s tag: {listed}. cloudtune will not guess which one is the run's.",
+            hint=f"`cloudtune cleanup {run_id}` (--cancel for active ones) deletes what every one of them made; "
+                 "then start a new run (`cloudtune run --like RUN`).",
+            code="SeveralJobsForRun",
+        )
+
+
 class JobFailed(CloudtuneError):
     exit_code = EXIT_JOB_FAILED
 

@@ -236,9 +236,7 @@ class Pipeline(UploadSteps):
     def _find_job(self, run: Run) -> Job | None:
         found = self.provider.find_jobs(run.run_id)
         if len(found) > 1:
-            from cloudtune.rebuild import several_jobs
-
-            raise several_jobs(run.run_id, found)
+            raise errors.SeveralJobsForRun.listing(run.run_id, found)
         return found[0] if found else None
 
     def _adopt(self, run: Run, job: Job, *, adopted: bool) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune import errors
 from cloudtune.provider import search_since
-from cloudtune.types import FineTuneSpec, Job, ResourceKind, ResourceState, Run, Step, utcnow
+from cloudtune.types import FineTuneSpec, ResourceKind, ResourceState, Run, Step, utcnow
 
 if TYPE_CHECKING:
     from cloudtune.pipeline import Pipeline
@@ -51,7 +51,7 @@ def rebuild_run(pipeline: "Pipeline", spec: FineTuneSpec, run_id: str) -> tuple[
         run.step = Step.UPLOADED
     jobs = provider.find_jobs(run_id)
     if len(jobs) > 1:
-        raise several_jobs(run_id, jobs)
+        raise errors.SeveralJobsForRun.listing(run_id, jobs)
     if jobs:
         job = jobs[0]
         run.job_id, run.job_state, run.step = job.id, job.state, Step.JOB_CREATED
@@ -95,16 +95,3 @@ def _deployments(provider: Any, run: Run, model: str, found: list[str]) -> None:
             run.record(ResourceKind.DEPLOYMENT, ResourceState.FOREIGN, id=deployment.name, name=deployment.name,
                        model=deployment.model).note = "has this run's name but not its tag; not created by it"
             found.append(f"deployment {deployment.name} (not this run's: no run tag)")
-
-
-def several_jobs(run_id: str, jobs: list[Job]) -> errors.Conflict:
-    """Several jobs carry one run's tag (two runners drove it, or another tool made one): which
-    one is the run's cannot be known, so nothing guesses (issue 16 point 6)."""
-    listed = ", ".join(f"{job.id} ({job.state}{', ' + job.fine_tuned_model if job.fine_tuned_model else ''})"
-                       for job in jobs)
-    return errors.Conflict(
-        f"{len(jobs)} jobs carry run {run_id}'s tag: {listed}. cloudtune will not guess which one is the run's.",
-        hint=f"`cloudtune cleanup {run_id}` (--cancel for active ones) deletes what every one of them made; "
-             "then start a new run (`cloudtune run --like RUN`).",
-        code="SeveralJobsForRun",
-    )

@@ -28,9 +28,8 @@ EMULATORS = "cloudtune.emulators"
 # Shrink this list; never grow it.
 KNOWN_CIRCLES: list[frozenset[str]] = [
     # cleanup is typed against Pipeline and reaches into its attributes; uploads calls cleanup's
-    # upload finder; rebuild (lazily) drives a Pipeline that imports it (a run context that
-    # Pipeline, an Uploader and a Cleaner are built on)
-    frozenset({"cloudtune.cleanup", "cloudtune.pipeline", "cloudtune.uploads", "cloudtune.rebuild"}),
+    # upload finder (a run context that Pipeline, an Uploader and a Cleaner are built on)
+    frozenset({"cloudtune.cleanup", "cloudtune.pipeline", "cloudtune.uploads"}),
     # the parallel strategies, the torchrun supervisor and the rank entry point (which subclasses
     # the worker) in one module (parallel.py apart from launch.py)
     frozenset({"local_backend.distributed", "local_backend.fsdp", "local_backend.trainer", "local_backend.worker"}),
