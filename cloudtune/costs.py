@@ -48,8 +48,7 @@ def before_upload(run: Any, provider: Any, reporter: Any, report: Any) -> float 
         if note:
             reporter.step(run, f"Hosting: {note}")
     budget = getattr(spec, "max_cost_usd", None)
-    hourly = getattr(provider, "hourly_billing", None)
-    billing = hourly(spec) if callable(hourly) else None
+    billing = provider.hourly_billing(spec)
     if billing is not None:  # billed per training hour (Azure RFT): the token estimate does not apply
         _check_hourly_budget(spec, budget, *billing)
         return None

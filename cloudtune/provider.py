@@ -165,6 +165,11 @@ class Provider(abc.ABC):
         """The hourly cost of the deployment ``spec`` will make, or None when there is none."""
         return None
 
+    def hourly_billing(self, spec: FineTuneSpec) -> tuple[float | None, float] | None:
+        """(USD per training hour or None when unpublished, the bill at which the service pauses the job)
+        for training billed by the hour rather than by the token (Azure RFT); None otherwise."""
+        return None
+
     def translate_error(self, exc: BaseException) -> errors.CloudtuneError:
         """Turn this provider's SDK exception into a cloudtune error. Override it."""
         return errors.ProviderError(f"{self.name}: {type(exc).__name__}: {exc}", provider=self.name)

@@ -251,3 +251,14 @@ def test_validate_command_checks_rft_data_against_the_grader(tmp_path: Path) -> 
     assert validate(_rft_data(tmp_path / "good.jsonl")).returncode == 0
     bad = validate(_rft_data(tmp_path / "bad.jsonl", field="answer"))
     assert bad.returncode == 2 and "item.solution" in bad.stdout
+
+
+def test_openai_reinforcement_is_refused_naming_the_azure_route(tmp_path: Path) -> None:
+    from providers.openai.provider import OpenAIProvider
+
+    spec = FineTuneSpec(provider="openai", base_model="o4-mini-2025-04-16", method="reinforcement",
+                        training_file=_rft_data(tmp_path / "t.jsonl"))
+    with pytest.raises(errors.CapabilityError) as caught:
+        OpenAIProvider({}).plan(spec)
+    assert caught.value.exit_code == errors.EXIT_CAPABILITY
+    assert "2026-10-23" in str(caught.value) and "--provider azure --model o4-mini" in str(caught.value.hint)
