@@ -46,7 +46,7 @@ def plan_openai(route: Any, spec: FineTuneSpec) -> list[str]:
     else:
         training_type = rules.canonical_training_type(route.training_type) or route.training_type
     region = route.region()
-    vision = b'"image_url"' in Path(spec.training_file).read_bytes() if Path(spec.training_file).is_file() else False
+    vision = region == "japaneast" and _has_images(Path(spec.training_file))  # the one region that refuses vision
     refusal = rules.training_refusal(model, training_type, region, vision=vision)
     if refusal is not None:
         other = [t for t in rules.TRAINING_TYPES
@@ -70,6 +70,19 @@ def plan_openai(route: Any, spec: FineTuneSpec) -> list[str]:
 
         notes.extend(plan_reinforcement(route, spec, row))
     return notes
+
+
+def _has_images(path: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the chat JSONL has image content parts, read in chunks (files go up to 512 MB)."""
+    if not path.is_file():
+        return False
+    needle, tail = b'"image_url"', b""
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            if needle in tail + block:
+                return True
+            tail = block[-len(needle):]
+    return False
 
 
 def _refuse(why: str, hint: str, code: str) -> errors.CapabilityError:
