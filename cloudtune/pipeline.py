@@ -67,8 +67,26 @@ class SilentReporter:
 
 def provider_for(run_or_spec: Run | FineTuneSpec, **kwargs: Any) -> Provider:
     spec = run_or_spec.spec if isinstance(run_or_spec, Run) else run_or_spec
+    if isinstance(run_or_spec, Run):
+        _refuse_another_machines_run(run_or_spec)
     options = {**spec.provider_options, "base_model": spec.base_model}
     return registry.get_provider(spec.provider, options, **kwargs)
+
+
+def _refuse_another_machines_run(run: Run) -> None:
+    """A provider that is not hosted (the local backend) keeps a run's files, job and adapters on
+    the machine that made them; from another machine sharing the state that run cannot be driven."""
+    from cloudtune.state import open_state, this_machine
+
+    if registry.provider_facts(run.provider).hosted:
+        return
+    origin = open_state().origin(run.run_id)
+    if origin is not None and origin != this_machine():
+        raise errors.InvalidInput(
+            f"Run {run.run_id} ({run.provider}) lives on host {origin.get('host')} in CLOUDTUNE_HOME "
+            f"{origin.get('home')}: its files and job are on that machine, not on this one.",
+            hint="Run this command on that machine (the shared state shows the run everywhere; "
+                 "`cloudtune status RUN --offline` works here).")
 
 
 def deployment_name(run: Run) -> str:

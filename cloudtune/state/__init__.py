@@ -28,10 +28,11 @@ from cloudtune.state.base import (
     cloudtune_home,
     describe_unreadable,
     new_run_id,
+    this_machine,
 )
 
 __all__ = ["SCHEMA_VERSION", "LockHolder", "StateStore", "StepRecord", "Unreadable", "close_states",
-           "cloudtune_home", "connect_state", "describe_unreadable", "new_run_id", "open_state", "redacted_url", "state_url"]
+           "cloudtune_home", "connect_state", "describe_unreadable", "new_run_id", "open_state", "this_machine", "redacted_url", "state_url"]
 
 BACKENDS = {
     "sqlite": ("cloudtune.state.sqlite:SQLiteStore", "built in"),

@@ -12,6 +12,10 @@ set (its account is used), else ``DefaultAzureCredential`` against
   longest finite lease Azure grants; 15 the shortest), renewed by a thread of the holder every
   third of that. A dead holder stops renewing and its lease expires; ``cloudtune unlock RUN``
   breaks it at once after showing who held it (the lock blob's metadata).
+- ``PREFIX/index.json`` lists the run ids with their creation times, so ``list`` and ``status``
+  read one small document instead of listing every blob (the listing's XML costs milliseconds
+  per run). A run enters the index before its document is written: a writer killed in between
+  leaves an id without a document, which readers skip.
 - ``PREFIX/meta.json`` carries the schema version; a newer one is refused, never written.
 
 Settings ride in the URL's query: ``?lease_seconds=15`` (tests use the shortest lease).
@@ -42,7 +46,7 @@ from cloudtune import errors
 from cloudtune.state.base import SCHEMA_VERSION, LockHolder, StateSettings, StateStore, StepRecord, refuse_newer
 
 _JSON = ContentSettings(content_type="application/json")
-_RACE_RETRIES = 50  # conditional writes that lost a race are re-read and re-applied this many times
+_RACE_RETRIES = 100  # conditional writes that lost a race are re-read and re-applied this many times
 
 
 class BlobStore(StateStore):
@@ -124,6 +128,32 @@ class BlobStore(StateStore):
         except ResourceNotFoundError:
             return None, None
 
+    def _index_add(self, run_id: str, created_at: float) -> None:
+        blob = self._blob("index.json")
+        for _ in range(_RACE_RETRIES):
+            try:
+                downloaded = blob.download_blob()
+                index, etag = json.loads(downloaded.readall()), downloaded.properties.etag
+            except ResourceNotFoundError:
+                index, etag = {"runs": {}}, None
+            if index["runs"].get(run_id) == created_at:
+                return
+            index["runs"][run_id] = created_at
+            try:
+                if etag is None:
+                    blob.upload_blob(json.dumps(index), overwrite=False, content_settings=_JSON)
+                else:
+                    blob.upload_blob(json.dumps(index), overwrite=True, content_settings=_JSON, etag=etag,
+                                     match_condition=MatchConditions.IfNotModified)
+                return
+            except (ResourceModifiedError, ResourceExistsError):
+                continue
+            except HttpResponseError as exc:
+                if exc.status_code in (409, 412):
+                    continue
+                raise
+        raise errors.StateUnusable(f"The run index at {self.location} kept changing under a write.")
+
     def _change(self, run_id: str, change: Any, *, must_exist: bool = True) -> Any:
         """Read the run's document, apply ``change(doc)`` and write it back only if nobody wrote
         in between (If-Match / If-None-Match); on a lost race, read again and re-apply."""
@@ -167,6 +197,8 @@ class BlobStore(StateStore):
             return None, metadata
 
         try:
+            if mode != "update":
+                self._index_add(run_id, created_at)  # first: an indexed id without a document is skipped
             self._change(run_id, change, must_exist=mode == "update")
         except AzureError as exc:
             raise self._unusable(exc) from None
@@ -187,15 +219,14 @@ class BlobStore(StateStore):
             return list(zip(run_ids, pool.map(self._read_run, run_ids)))
 
     def _run_ids(self, *, older_than: float | None = None, limit: int | None = None) -> list[str]:
-        found: list[tuple[float, str]] = []
         try:
-            for item in self._container.list_blobs(name_starts_with=self._prefix + "runs/", include=["metadata"]):
-                run_id = item.name[len(self._prefix + "runs/"):-len(".json")]
-                created = float((item.metadata or {}).get("created_at") or 0)
-                if older_than is None or created <= older_than:
-                    found.append((created, run_id))
+            index = json.loads(self._blob("index.json").download_blob().readall())["runs"]
+        except ResourceNotFoundError:
+            index = {}
         except AzureError as exc:
             raise self._unusable(exc) from None
+        found = [(float(created), run_id) for run_id, created in index.items()
+                 if older_than is None or float(created) <= older_than]
         found.sort(reverse=True)
         ids = [run_id for _, run_id in found]
         return ids if limit is None else ids[:limit]
@@ -237,10 +268,14 @@ class BlobStore(StateStore):
 
     def _try_lock(self, holder: LockHolder) -> bool:
         try:
-            blob = self._lock_blob(holder.run_id)
+            blob = self._blob(f"locks/{holder.run_id}.lock")
             lease = BlobLeaseClient(blob)
             try:
-                lease.acquire(lease_duration=self.lease_s)
+                try:
+                    lease.acquire(lease_duration=self.lease_s)
+                except ResourceNotFoundError:  # the run's first lock: make the blob, then lease it
+                    self._lock_blob(holder.run_id)
+                    lease.acquire(lease_duration=self.lease_s)
             except HttpResponseError as exc:
                 if exc.status_code == 409:  # LeaseAlreadyPresent: another holder's lease is live
                     return False
@@ -271,8 +306,7 @@ class BlobStore(StateStore):
         stop.set()
         renewer.join(timeout=5)
         try:
-            self._blob(f"locks/{run_id}.lock").set_blob_metadata({}, lease=lease)
-            lease.release()
+            lease.release()  # the holder's metadata stays: it describes nobody once the lease is gone
         except AzureError:
             pass  # the lease expires by itself within lease_seconds
 

@@ -103,6 +103,11 @@ def describe_unreadable(items: list[Unreadable]) -> list[str]:
     return [f"run {u.run_id} cannot be read by this cloudtune and was skipped: {u.reason}" for u in items]
 
 
+def this_machine() -> dict[str, str]:
+    """This machine as runs record it: a provider that keeps jobs on disk keeps them here."""
+    return {"host": socket.gethostname(), "home": str(cloudtune_home())}
+
+
 class StateStore(ABC):
     """Runs, their step journal and their locks. Every method may raise
     :class:`errors.StateUnusable` (exit 2) when the store itself cannot be used (corrupt, written
@@ -182,7 +187,15 @@ class StateStore(ABC):
 
         run = Run(run_id=run_id or new_run_id(), spec=spec, provider=spec.provider)
         self._write(run, mode="create")
+        self.result(run.run_id, "created_on", None, **this_machine())  # where machine-local work lives
         return run
+
+    def origin(self, run_id: str) -> dict[str, str] | None:
+        """The machine (host and CLOUDTUNE_HOME) the run was created on, if recorded."""
+        for step in self.history(run_id):
+            if step.action == "created_on":
+                return {k: str(v) for k, v in step.data.items()}
+        return None
 
     def adopt_run(self, run: Any) -> Any:
         """Record a run rebuilt from its provider (a machine whose state never saw it)."""

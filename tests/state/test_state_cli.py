@@ -107,3 +107,24 @@ def test_an_unknown_state_url_is_exit_2(cli: CLI) -> None:
     assert result.returncode == 2 and "ftp://example/state" in result.stderr
     flag = cli("--state", "mysql://x/y", "list")
     assert flag.returncode == 2 and "mysql://x/y" in flag.stderr
+
+
+def test_a_local_run_driven_from_another_machine_says_where_it_lives(
+        cli: CLI, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudtune.types import FineTuneSpec
+
+    state = postgres_server.new_database()
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(cli.tmp / "home-a"))  # machine A records the run
+    store = connect_state(state)
+    run = store.create_run(FineTuneSpec(provider="local", base_model="tiny", training_file=cli.tmp / "train.jsonl"))
+    run.job_id = "local-job-on-a"
+    store.save(run)
+    store.close()
+
+    elsewhere = cli("resume", run.run_id, CLOUDTUNE_STATE=state, CLOUDTUNE_HOME=str(cli.tmp / "home-b"))
+    assert elsewhere.returncode == 2, elsewhere.stderr
+    assert str(cli.tmp / "home-a") in elsewhere.stderr and "not on this one" in elsewhere.stderr
+    assert "internal error" not in elsewhere.stderr
+    shown = cli("status", run.run_id, "--offline", "--json", CLOUDTUNE_STATE=state,
+                CLOUDTUNE_HOME=str(cli.tmp / "home-b"))
+    assert shown.returncode == 0 and json.loads(shown.stdout)["job_id"] == "local-job-on-a"
