@@ -88,6 +88,8 @@ def _add_run_flags(p: argparse.ArgumentParser, *, config_positional: bool = True
     p.add_argument("--max-parallel", type=int, metavar="N", help="several providers: runs driven at once (default 4)")
     p.add_argument("--report", metavar="DIR", help="several providers: write the comparison report here")
     p.add_argument("--baseline", choices=["base"], help="several providers: also compare each run's base model")
+    # a run on several providers asks each child this first (cloudtune.multirun): nothing is recorded
+    p.add_argument("--preflight-only", action="store_true", help=argparse.SUPPRESS)
     _add_wait_lock(p)
 
 

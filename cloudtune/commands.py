@@ -19,7 +19,7 @@ from cloudtune.locks import RunLock
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.state import StateStore, describe_unreadable, open_state
-from cloudtune.types import CleanupPolicy, JobState, ResourceState, Run, Step
+from cloudtune.types import CleanupPolicy, FineTuneSpec, JobState, ResourceState, Run, Step
 
 
 class Signalled(KeyboardInterrupt):
@@ -134,6 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return multirun.run_many(args)
     spec = build_spec(args)
     registry.provider_class(spec.provider)  # an unknown or uninstalled provider stops here, before any record
+    if getattr(args, "preflight_only", False):
+        return _preflight(spec)
     ledger = open_state()
     run = ledger.create_run(spec)
     args.run_id = run.run_id  # from here on, an unexpected error's message may point at `cloudtune resume`
@@ -141,6 +143,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"run {run.run_id}: {spec.provider} / {spec.base_model}")
     with RunLock(run.run_id):
         return _drive(args, ledger, run)
+
+
+def _preflight(spec: FineTuneSpec) -> int:
+    """``run --preflight-only``: whether this provider can start this spec (SDK, credentials, the
+    provider's own refusals of the model or method), recording and uploading nothing. A run on
+    several providers asks each one first, so none uploads when another could not start."""
+    with provider_for(spec) as provider:
+        result = provider.check()
+        why = f"The {spec.provider} provider cannot start: {'; '.join(result.problems) or 'its preflight failed'}."
+        if not result.sdk_installed:
+            raise errors.CapabilityError(why, hint=result.install_hint, provider=spec.provider)
+        if not result.credentials_found:
+            raise errors.AuthError(why, hint=result.install_hint, provider=spec.provider)
+        provider.plan(spec)  # refusals of the model or the method raise here
+    return 0
 
 
 def _load(run_id: str | None) -> tuple[StateStore, Run]:

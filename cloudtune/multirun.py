@@ -35,6 +35,7 @@ MAX_PARALLEL = 4
 _RUN_LINE = re.compile(r"^run (\S+): ")
 # flags of `cloudtune run` that this module consumes; the rest are passed to every child
 _OWN_FLAGS = {"provider", "like", "json", "config", "max_parallel", "report", "baseline", "handler", "command",
+              "preflight_only",
               "run_id"}
 
 
@@ -169,8 +170,12 @@ def run_many(args: argparse.Namespace) -> int:
                                  f"{', '.join(sorted(registry.known_providers()))}.")
     base = [sys.executable, "-m", "cloudtune", "run", *([config] if config else []), *_passthrough(args)]
     children = [Child(p, [*base, "--provider", p]) for p in providers]
+    refused = _preflight(children)  # every provider is asked before any of them uploads anything
+    startable = [c for c in children if c not in refused]
     if not args.json:
-        say(f"Starting {len(children)} runs ({', '.join(providers)}), at most "
+        for child in refused:
+            say(f"[{child.provider:<7}] cannot start, not run: {child.last_lines[-1] if child.last_lines else child.code}")
+        say(f"Starting {len(startable)} runs ({', '.join(c.provider for c in startable)}), at most "
             f"{args.max_parallel or MAX_PARALLEL} at a time")
     lock = threading.Lock()
     board = None
@@ -181,9 +186,31 @@ def run_many(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if board is not None:
             stack.enter_context(board)
+        for child in refused if board is not None else ():
+            board.line(child.provider, child.last_lines[-1] if child.last_lines else "cannot start")
+            board.finished(child.provider, child.code)
         with ThreadPoolExecutor(max_workers=max(1, args.max_parallel or MAX_PARALLEL)) as pool:
-            list(pool.map(lambda c: _drive_child(c, lock, args.json, board), children))
+            list(pool.map(lambda c: _drive_child(c, lock, args.json, board), startable))
     return _finish(args, children, open_state())
+
+
+def _preflight(children: list[Child]) -> list[Child]:
+    """Ask every child's provider, at once, whether it can start the spec (``run --preflight-only``:
+    SDK, credentials, the provider's refusals of the model or method, the local base model found):
+    a provider that cannot start is found before any provider uploads or trains. Returns those,
+    with their exit code and message; they are reported as refused and not run."""
+    env = {**os.environ, "CLOUDTUNE_PLAIN": "1"}
+
+    def ask(child: Child) -> Child | None:
+        done = subprocess.run([*child.argv, "--preflight-only"], capture_output=True, text=True, env=env)
+        if done.returncode == 0:
+            return None
+        child.code = done.returncode
+        child.last_lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()][-20:]
+        return child
+
+    with ThreadPoolExecutor(max_workers=max(1, len(children))) as pool:
+        return [child for child in pool.map(ask, children) if child is not None]
 
 
 def _finish(args: argparse.Namespace, children: list[Child], ledger: Any) -> int:

@@ -149,6 +149,9 @@ class LocalProvider(Provider):
 
             message, hint = refusal_elsewhere(self.name)
             raise errors.CapabilityError(message, hint=hint, provider=self.name, code="MethodUnavailable")
+        from local_backend.sources import resolve_source
+
+        resolve_source(spec.base_model)  # a base model not found here stops the run before anything is copied
         return []
 
     # ------------------------------------------------------------------- check

@@ -201,3 +201,22 @@ def test_on_a_terminal_the_runs_are_one_live_table_a_row_per_provider(hosts: dic
         assert "succeeded" in row, row
         assert re.search(r"\b(\d+)/\1\b", row), row  # step N/N
     assert not any(line.lstrip().startswith('{"type"') for line in text.splitlines())  # the feed is not shown
+
+
+def test_every_provider_is_asked_before_any_uploads(hosts: dict[str, Any], data: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    """A local base model that is not here (as the built-in SmolLM2 without its wheel) is found
+    before any provider uploads: local copies nothing and is reported; openai still runs."""
+    config = tmp_path / "missing.yaml"
+    config.write_text(f"providers: [local, openai]\nmodel: {{local: {tmp_path / 'absent.gguf'}, openai: gpt-4o-mini}}\n"
+                      f"train: {data['train']}\ndeploy: false\n")
+    home = tmp_path / "home"
+    done = _cli(hosts, home, "run", str(config))
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stderr.splitlines()  # progress lines, prefixed with the provider
+    refused = next(i for i, line in enumerate(lines) if "cannot start" in line)
+    assert "[local" in lines[refused] and "absent.gguf" in lines[refused]
+    uploads = [i for i, line in enumerate(lines) if "Upload" in line]
+    assert uploads and refused < min(uploads)  # known before openai uploaded anything
+    assert not list((home / "local" / "files").glob("*")) if (home / "local" / "files").exists() else True
+    assert "local    refused" in done.stdout and "succeeded" in done.stdout
