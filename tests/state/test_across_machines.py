@@ -18,6 +18,8 @@ from tests.support.state_servers import AzuriteServer, PostgresServer
 
 SLOW_CREATE_S = 8
 
+pytestmark = pytest.mark.slow  # CLIs against real servers (and an emulator)
+
 
 @pytest.fixture(params=["postgresql", "azblob"])
 def shared_state(request: pytest.FixtureRequest) -> str:

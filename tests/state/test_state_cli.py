@@ -12,6 +12,8 @@ from cloudtune.state import connect_state
 from tests.core.conftest import CLI, cli, kill9  # noqa: F401 - the cli fixture
 from tests.support.state_servers import AzuriteServer, PostgresServer
 
+pytestmark = pytest.mark.slow  # CLIs against real servers
+
 
 def _runs(cli: CLI, count: int = 2) -> list[str]:
     ids = []
@@ -128,3 +130,20 @@ def test_a_local_run_driven_from_another_machine_says_where_it_lives(
     shown = cli("status", run.run_id, "--offline", "--json", CLOUDTUNE_STATE=state,
                 CLOUDTUNE_HOME=str(cli.tmp / "home-b"))
     assert shown.returncode == 0 and json.loads(shown.stdout)["job_id"] == "local-job-on-a"
+
+
+def test_unlock_on_postgresql_ends_the_holders_session(cli: CLI, postgres_server: PostgresServer) -> None:
+    state = postgres_server.new_database()
+    driver = cli.start_memory("--json", CLOUDTUNE_STATE=state, CLOUDTUNE_MEMORY_HANG="create_job")
+    try:
+        cli.wait_for_hang(driver)  # alive, holding the run, never finishing
+        run_id = json.loads(cli("list", "--json", CLOUDTUNE_STATE=state).stdout)["runs"][0]["run_id"]
+        assert cli("resume", run_id, CLOUDTUNE_STATE=state).returncode == 6
+        broken = cli("unlock", run_id, "--json", CLOUDTUNE_STATE=state)
+        assert broken.returncode == 0, broken.stderr
+        assert f"pid {driver.pid}" in json.loads(broken.stdout)["holder"]
+        resumed = cli("resume", run_id, "--json", CLOUDTUNE_STATE=state)
+        assert resumed.returncode == 0, resumed.stderr
+        assert len(cli.state()["jobs"]) == 1
+    finally:
+        kill9(driver)
