@@ -83,3 +83,22 @@ def hand_made_deployment_from_fresh_home(ctx: Ctx) -> None:
     expect(kept.rc == 0, f"cleanup --keep-model failed: {kept.brief()}")
     ctx.cli("cleanup", run_id, "--json", home="fresh")  # the model is in use by the person's deployment
     expect(key in ctx.snapshot()["deployment"], f"the fresh home's cleanup deleted the person's {name}")
+
+
+@scenario("endless-has-more-status-watch-cleanup-return", "openai", issue="16.12")
+def endless_has_more(ctx: Ctx) -> None:
+    """Every list answers its first page again with ``has_more: true`` whatever the cursor (a static
+    mock of the published spec): status, watch and cleanup still return, and say a list was cut."""
+    result = ctx.run("--cleanup", "never", "--no-deploy")
+    expect(result.rc == 0, f"run failed: {result.brief()}")
+    run_id = result.doc["run_id"]
+    post(ctx.target.control_url, "/_emulator/openai/settings", {"lists_never_end": True})
+    try:
+        for args in (("status", run_id, "--json"), ("watch", run_id, "--json")):
+            shown = ctx.cli(*args, timeout=90)
+            expect(shown.rc == 0, f"{args[0]} against endless lists failed: {shown.brief()}")
+            expect("stopped listing" in shown.text, f"{args[0]} did not say a list was cut: {shown.brief()}")
+        cleaned = ctx.cli("cleanup", run_id, "--json", timeout=90)
+        expect(cleaned.rc == 0, f"cleanup against endless lists failed: {cleaned.brief()}")
+    finally:
+        post(ctx.target.control_url, "/_emulator/openai/settings", {"lists_never_end": False})
