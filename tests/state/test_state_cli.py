@@ -147,3 +147,13 @@ def test_unlock_on_postgresql_ends_the_holders_session(cli: CLI, postgres_server
         assert len(cli.state()["jobs"]) == 1
     finally:
         kill9(driver)
+
+
+def test_state_in_a_run_config_records_the_run_there(cli: CLI, postgres_server: PostgresServer) -> None:
+    state = postgres_server.new_database()
+    (cli.tmp / "run.yaml").write_text(f"state: {state}\nsuffix: cfg\n")
+    result = cli.run_memory("run.yaml", "--no-deploy", "--json")
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["run_id"]
+    assert not (cli.tmp / "home" / "ledger.sqlite3").exists() or run_id not in cli("list").stdout
+    assert [r["run_id"] for r in json.loads(cli("list", "--json", CLOUDTUNE_STATE=state).stdout)["runs"]] == [run_id]
