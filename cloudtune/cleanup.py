@@ -22,11 +22,14 @@ from cloudtune.types import (
     CLEANUP_ORDER,
     CleanupRecord,
     Job,
+    JobAction,
     Resource,
     ResourceKind,
+    ResourceRef,
     ResourceState,
     Run,
     Step,
+    Verdict,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +72,7 @@ def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = T
                          "deletes in order; or wait for it (`cloudtune resume`).",
                 )
             reporter.step(run, f"Cancelling job {run.job_id} before cleaning up")
-            pipeline.job_call(run, "cancel_job")
+            pipeline.job_call(run, JobAction.CANCEL)
             job = poller.wait_for_job(provider, run.job_id, timeout_s=CANCEL_WAIT_S,  # type: ignore[arg-type]
                                       sleep=pipeline.sleep, clock=pipeline.clock)
             if job.state.value in ("cancelled", "failed") and run.status in ("active", "timed_out", "interrupted"):
@@ -145,16 +148,16 @@ def _report(pipeline: "Pipeline", run: Run, record: CleanupRecord) -> None:
 
 def _delete_one(pipeline: "Pipeline", run: Run, resource: Resource, record: CleanupRecord) -> None:
     verdict, why = ownership(pipeline, run, resource)
-    if verdict == "gone":
+    if verdict == Verdict.GONE:
         resource.state = ResourceState.DELETED
         resource.note = why
         record.gone.append(resource.ref)
         pipeline.ledger.save(run)
         return
-    if verdict == "foreign":
+    if verdict == Verdict.FOREIGN:
         resource.state = ResourceState.FOREIGN
         resource.note = why
-        record.skipped.append(f"{resource.ref} ({why})")
+        record.skipped.append(ResourceRef.of(resource.kind, resource.ref.id, why))
         pipeline.ledger.save(run)
         pipeline.reporter.warn(f"Not deleting {resource.ref}: {why}.")
         return
@@ -184,27 +187,27 @@ def _delete(pipeline: "Pipeline", run: Run, resource: Resource) -> None:
         pipeline.record_call(run, "delete_file", lambda: provider.delete_file(ident), file_id=ident)
 
 
-def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[str, str | None]:
+def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[Verdict, str | None]:
     """Ask the provider, right before a delete, whether ``resource`` is still this run's:
-    ``("ours", None)``, ``("gone", why)`` or ``("foreign", why)``."""
+    ``(Verdict.OURS, None)``, ``(Verdict.GONE, why)`` or ``(Verdict.FOREIGN, why)``."""
     provider = pipeline.provider
     if resource.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT):
         name = resource.id or resource.name
         try:
             current = provider.get_deployment(name)  # type: ignore[arg-type]
         except errors.NotFound:
-            return "gone", "not found"
+            return Verdict.GONE, "not found"
         if str(current.state) == "deleted":
-            return "gone", "deleted"
+            return Verdict.GONE, "deleted"
         expected = resource.model or run.fine_tuned_model
         if expected and current.model != expected:
-            return "foreign", f"now serves {current.model}, not this run's {expected}"
+            return Verdict.FOREIGN, f"now serves {current.model}, not this run's {expected}"
         if current.run_id is not None and current.run_id != run.run_id:
-            return "foreign", f"tagged with run {current.run_id}"
+            return Verdict.FOREIGN, f"tagged with run {current.run_id}"
         if resource.state == ResourceState.INTENDED and current.run_id is None and not expected:
-            return "foreign", "cannot tell whether this run created it"
+            return Verdict.FOREIGN, "cannot tell whether this run created it"
         resource.id = resource.id or name
-        return "ours", None
+        return Verdict.OURS, None
     if resource.kind == ResourceKind.MODEL:
         job_ids = [r.id for r in run.resources if r.kind == ResourceKind.JOB and r.id and r.state == ResourceState.OWNED]
         produced = []
@@ -212,33 +215,33 @@ def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[str, 
             try:
                 job: Job = provider.get_job(job_id)
             except errors.NotFound:
-                return "ours", None  # the job record is gone; the model id came from it
+                return Verdict.OURS, None  # the job record is gone; the model id came from it
             if job.fine_tuned_model == resource.id:
-                return "ours", None
+                return Verdict.OURS, None
             if job.fine_tuned_model:
                 produced.append(job.fine_tuned_model)
         if produced:
-            return "foreign", f"this run's job produced {', '.join(produced)}"
-        return "ours", None
+            return Verdict.FOREIGN, f"this run's job produced {', '.join(produced)}"
+        return Verdict.OURS, None
     if resource.kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET):
         if resource.id is None:  # an upload whose answer never came back: find it by its run-tagged name
             found = find_tagged_upload(pipeline, run, resource)
             if found is None:
-                return "gone", "never stored"
+                return Verdict.GONE, "never stored"
             resource.id = found
-            return "ours", None
+            return Verdict.OURS, None
         if not provider.supports("get_file"):
-            return "ours", None
+            return Verdict.OURS, None
         try:
             remote = provider.get_file(resource.id)
         except errors.NotFound:
-            return "gone", "not found"
+            return Verdict.GONE, "not found"
         except errors.UnsupportedOperation:
-            return "ours", None
+            return Verdict.OURS, None
         if resource.name and remote.name and remote.name != resource.name:
-            return "foreign", f"named {remote.name}, not this run's {resource.name}"
-        return "ours", None
-    return "ours", None
+            return Verdict.FOREIGN, f"named {remote.name}, not this run's {resource.name}"
+        return Verdict.OURS, None
+    return Verdict.OURS, None
 
 
 def find_tagged_upload(pipeline: "Pipeline", run: Run, resource: Resource) -> str | None:
@@ -259,7 +262,7 @@ def delete_model_safely(
     include_unmanaged: bool = False,
     timeout_s: float = 3600.0,
     missing_ok: bool = False,
-) -> list[str]:
+) -> list[ResourceRef]:
     """``cloudtune delete-model MODEL``: list the model's deployments, delete each and wait until
     it is gone, then delete the model. Deployments cloudtune did not create stop everything
     unless ``include_unmanaged``: nothing is deleted before that is known. A model that does not
@@ -277,10 +280,10 @@ def delete_model_safely(
         reporter(f"Deleting deployment {deployment.name}")
         provider.undeploy(deployment.name)
         poller.wait_for_deployment(provider, deployment.name, target="deleted", timeout_s=timeout_s)
-        deleted.append(f"deployment:{deployment.name}")
+        deleted.append(ResourceRef.of(ResourceKind.DEPLOYMENT, deployment.name))
     reporter(f"Deleting model {model}")
     provider.delete_model(model, missing_ok=missing_ok)
-    deleted.append(f"model:{model}")
+    deleted.append(ResourceRef.of(ResourceKind.MODEL, model))
     return deleted
 
 

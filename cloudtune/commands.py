@@ -19,7 +19,7 @@ from cloudtune.locks import RunLock
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.state import StateStore, describe_unreadable, open_state
-from cloudtune.types import CleanupPolicy, FineTuneSpec, JobState, ResourceState, Run, Step
+from cloudtune.types import CleanupPolicy, FineTuneSpec, JobAction, JobState, ResourceState, Run, Step
 
 
 class Signalled(KeyboardInterrupt):
@@ -104,8 +104,8 @@ def _drive(args: argparse.Namespace, ledger: StateStore, run: Run, *, unpause: b
         say(f"cloudtune: {exc}")
         if exc.hint:
             say(f"hint: {exc.hint}")
-        if run.error and run.error.get("cleanup_error"):
-            say(f"cloudtune: the cleanup after it failed too: {run.error['cleanup_error']}")
+        if run.error and run.error.cleanup_error:
+            say(f"cloudtune: the cleanup after it failed too: {run.error.cleanup_error}")
         say(f"run id: {run.run_id}")
         return errors.exit_code_for(exc)
     finally:
@@ -118,7 +118,7 @@ def _on_interrupt(pipeline: Pipeline, run: Run, reporter: Any) -> None:
     the interruption (exit 130): a failed cancel or cleanup is reported beside it."""
     try:
         if run.spec.cancel_on_interrupt and run.job_id and run.job_state and not run.job_state.is_terminal:
-            pipeline.job_call(run, "cancel_job")
+            pipeline.job_call(run, JobAction.CANCEL)
         pipeline.apply_cleanup_policy(run, failed=True)
     except errors.Interrupted:
         raise
@@ -276,7 +276,7 @@ def record_seen(ledger: StateStore, run_id: str, job: Any) -> Run | None:
 
 def cmd_pause(args: argparse.Namespace) -> int:
     with _locked_run(args) as (ledger, run), provider_for(run) as provider:
-        job = Pipeline(ledger, provider).job_call(run, "pause_job")
+        job = Pipeline(ledger, provider).job_call(run, JobAction.PAUSE)
     if args.json:
         emit_json(run_document(run))
     else:
@@ -381,8 +381,8 @@ def describe_run(run: Run) -> list[str]:
         lines.append(f"  job:        {run.job_id} ({run.job_state})")
     if run.fine_tuned_model:
         lines.append(f"  model:      {run.fine_tuned_model}")
-    if run.deployments:
-        lines.append(f"  deployment: {', '.join(run.deployments)}")
+    if run.deployment_names:
+        lines.append(f"  deployment: {', '.join(run.deployment_names)}")
     for name, how in run.endpoints().items():
         key = f" (key: `{how['key_command']}`)" if how.get("key_command") else ""
         lines.append(f"  endpoint:   {name} at {how['endpoint_url']}{key}")
@@ -396,9 +396,9 @@ def describe_run(run: Run) -> list[str]:
     if run.foreign:
         lines.append(f"  not ours:   {', '.join(run.foreign)} (never deleted by this run)")
     if run.error:
-        lines.append(f"  error:      {run.error.get('message')}")
-        if run.error.get("cleanup_error"):
-            lines.append(f"  cleanup error: {run.error['cleanup_error']}")
+        lines.append(f"  error:      {run.error.message}")
+        if run.error.cleanup_error:
+            lines.append(f"  cleanup error: {run.error.cleanup_error}")
     return lines
 
 

@@ -220,7 +220,7 @@ def _finish(args: argparse.Namespace, children: list[Child], ledger: Any) -> int
         entry: dict[str, Any] = {"provider": child.provider, "exit_code": child.code,
                                  "run_id": child.run_id, "status": run.status if run else "refused"}
         if run is not None and run.error:
-            entry["error"] = run.error.get("message")
+            entry["error"] = run.error.message
         elif child.code:
             entry["error"] = next((line for line in child.last_lines if line.startswith("cloudtune:")),
                                   child.last_lines[-1] if child.last_lines else "no output")

@@ -287,18 +287,18 @@ def run_document(run: Any, **extra: Any) -> dict[str, Any]:
         "job_id": run.job_id,
         "state": str(run.job_state) if run.job_state else None,
         "fine_tuned_model": run.fine_tuned_model,
-        "deployment": run.deployments[-1] if run.deployments else None,
-        "deployments": list(run.deployments),
+        "deployment": run.deployment_names[-1] if run.deployment_names else None,
+        "deployments": list(run.deployment_names),
         "endpoint_url": (run.endpoints().get(run.live_deployment() or "") or {}).get("endpoint_url"),
         "endpoints": run.endpoints(),
         "training_file_id": run.training_file_id,
         "validation_file_id": run.validation_file_id,
         "smoke_test": run.smoke_test,
         "evaluation": run.evaluation,
-        "deleted": list(run.deleted),
+        "deleted": list(run.deleted_resources),
         "resources": [r.model_dump(mode="json") for r in run.resources],
         "cleanups": [c.model_dump(mode="json") for c in run.cleanups],
-        "error": run.error,
+        "error": run.error.to_dict() if run.error is not None else None,
     }
     doc.update(extra)
     return doc

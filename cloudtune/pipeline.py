@@ -31,11 +31,14 @@ from cloudtune.types import (
     Deployment,
     FineTuneSpec,
     Job,
+    JobAction,
     JobEvent,
     JobState,
     ResourceKind,
+    ResourceRef,
     ResourceState,
     Run,
+    RunError,
     Step,
 )
 from cloudtune.uploads import (
@@ -130,7 +133,7 @@ class Pipeline(UploadSteps):
         if undone:
             raise errors.WorkUndone(
                 f"Run {run.run_id} cannot be finished: {undone}. Deleted so far: "
-                f"{', '.join(run.deleted) or 'nothing'}.",
+                f"{', '.join(run.deleted_resources) or 'nothing'}.",
                 hint=f"Start a new run with the same spec: `cloudtune run --like {run.run_id}`.",
             )
         run.status = "active"
@@ -146,7 +149,7 @@ class Pipeline(UploadSteps):
             job = self._wait(run)
             if job.state != JobState.SUCCEEDED:
                 run.status = "cancelled" if job.state == JobState.CANCELLED else "failed"
-                run.error = {"message": _job_failure_message(job), "code": job.error.code if job.error else None}
+                run.error = RunError(message=_job_failure_message(job), code=job.error.code if job.error else None)
                 self.ledger.save(run)
                 self.cleanup_after_error(run)
                 return run
@@ -161,7 +164,7 @@ class Pipeline(UploadSteps):
             return run
         except errors.WaitTimeout as exc:
             run.status = "timed_out"
-            run.error = exc.to_dict()
+            run.error = RunError.of(exc)
             self.ledger.save(run)
             raise
         except (errors.Interrupted, KeyboardInterrupt):
@@ -172,7 +175,7 @@ class Pipeline(UploadSteps):
             if run.status == "succeeded":  # the work is done; only the cleanup policy failed
                 raise
             run.status = "failed"
-            run.error = exc.to_dict()
+            run.error = RunError.of(exc)
             self.ledger.save(run)
             self.cleanup_after_error(run)
             raise
@@ -276,14 +279,14 @@ class Pipeline(UploadSteps):
             current = self.provider.get_job(run.job_id)
             if current.state == JobState.PAUSED:
                 self.reporter.step(run, f"Job {run.job_id} is paused; resuming it")
-                self.job_call(run, "resume_job")
+                self.job_call(run, JobAction.RESUME)
         job = self._wait_once(run)
         if self.provider.can_restart(job):
             # the job died with its checkpoints intact (a local worker killed, say): once
             # per invocation, restart it rather than report a failure that is not the job's
             self.reporter.warn(f"Job {job.id} stopped ({job.error.message if job.error else job.provider_status}); "
                                "restarting it from its latest checkpoint.")
-            self.job_call(run, "resume_job")
+            self.job_call(run, JobAction.RESUME)
             job = self._wait_once(run)
         return job
 
@@ -440,21 +443,27 @@ class Pipeline(UploadSteps):
         except errors.CloudtuneError as exc:
             self.reporter.warn(f"Cleanup after the failure also failed: {exc}")
             if run.error is not None:
-                run.error["cleanup_error"] = str(exc)
+                run.error.cleanup_error = str(exc)
             self.ledger.save(run)
 
     def cleanup(self, run: Run, *, models: bool = True, files: bool = True, cancel: bool = False,
-                reason: str = "cloudtune cleanup") -> list[str]:
+                reason: str = "cloudtune cleanup") -> list[ResourceRef]:
         """Delete what the run owns, in order (see :mod:`cloudtune.cleanup`); returns what was deleted."""
         return run_cleanup(self, run, reason=reason, models=models, files=files, cancel=cancel).deleted
 
-    def job_call(self, run: Run, action: str) -> Job:
-        """``cancel_job`` / ``pause_job`` / ``resume_job`` on the run's job, through the ledger;
-        the run keeps the state the provider answered with."""
+    def job_call(self, run: Run, action: JobAction | str) -> Job:
+        """Cancel, pause or resume the run's job, through the ledger; the run keeps the state the
+        provider answered with."""
+        action = JobAction(action)
         if not run.job_id:
-            raise errors.InvalidInput(f"Run {run.run_id} has no job to {action.split('_')[0]}.")
+            raise errors.InvalidInput(f"Run {run.run_id} has no job to {action.verb}.")
         job_id = run.job_id
-        job = self.record_call(run, action, lambda: getattr(self.provider, action)(job_id), job_id=job_id)
+        calls: dict[JobAction, Callable[[str], Job]] = {
+            JobAction.CANCEL: self.provider.cancel_job,
+            JobAction.PAUSE: self.provider.pause_job,
+            JobAction.RESUME: self.provider.resume_job,
+        }
+        job = self.record_call(run, action.value, lambda: calls[action](job_id), job_id=job_id)
         self.note_job(run, job)
         return job
 

@@ -87,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     if args.json:
         emit_json({"run_id": run_.run_id, "provider": "local", "job_id": run_.job_id, "state": str(run_.job_state),
-                   "fine_tuned_model": run_.fine_tuned_model, "deployment": None if not args.keep else run_.deployments,
+                   "fine_tuned_model": run_.fine_tuned_model, "deployment": None if not args.keep else run_.deployment_names,
                    "comparison": comparison.to_dict() if comparison else None, "elapsed_s": round(elapsed, 1),
                    "report": str(report_path) if report_path else None,
-                   "deleted": run_.deleted})
+                   "deleted": run_.deleted_resources})
     else:
         if comparison:
             from cloudtune.compare.report import render_terminal

@@ -16,7 +16,7 @@ from cloudtune.locks import RunLock, is_locked_elsewhere
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
 from cloudtune.state import describe_unreadable, open_state
-from cloudtune.types import ResourceKind, ResourceState, Run
+from cloudtune.types import JobAction, ResourceKind, ResourceRef, ResourceState, Run
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             else:
                 say(message, sys.stdout)
             return 0
-        job = Pipeline(ledger, provider).job_call(run, "cancel_job")
+        job = Pipeline(ledger, provider).job_call(run, JobAction.CANCEL)
         run.status = "cancelled"
         ledger.save(run)
     if args.json:
@@ -70,8 +70,8 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         reporter = make_reporter(choose_mode(args.json))
         with provider_for(run) as provider:  # deployments another machine made for this run count too
             adopt_tagged_deployments(Pipeline(ledger, provider, reporter), run)
-        names = [args.name] if getattr(args, "name", None) else list(run.deployments)
-        if not names or not set(names) & set(run.deployments):
+        names = [args.name] if getattr(args, "name", None) else list(run.deployment_names)
+        if not names or not set(names) & set(run.deployment_names):
             reporter.close()
             message = (f"run {run.run_id} owns no deployment named {args.name}" if getattr(args, "name", None)
                        else f"run {run.run_id} has no deployment of its own") + "; nothing was deleted"
@@ -155,11 +155,11 @@ def _delete_run_model(args: argparse.Namespace, pipeline: Pipeline, run: Run, mo
         provider.undeploy(deployment.name)
         poller.wait_for_deployment(provider, deployment.name, target="deleted", timeout_s=3600.0,
                                    sleep=pipeline.sleep, clock=pipeline.clock)
-        deleted.append(f"deployment:{deployment.name}")
+        deleted.append(ResourceRef.of(ResourceKind.DEPLOYMENT, deployment.name))
     serving = {r.id or r.name or "" for r in run.resources
                if r.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT) and r.model == model}
     record = run_cleanup(pipeline, run, reason="cloudtune delete-model", files=False, only={model, *serving})
-    if by_id and f"model:{model}" in record.gone:
+    if by_id and ResourceRef.of(ResourceKind.MODEL, model) in record.gone:
         raise errors.InvalidInput(f"There is no model {model!r} to delete on {provider.name}: it was already gone "
                                   f"(recorded in run {run.run_id}).")
     return deleted + record.deleted

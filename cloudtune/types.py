@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 
 def utcnow() -> datetime:
@@ -279,6 +279,58 @@ class Step(str, enum.Enum):
 
 RunStatus = Literal["active", "succeeded", "failed", "cancelled", "interrupted", "timed_out"]
 
+#: A run's id (``20261204-151031-0e9adc``): the ledger's key, the tag on everything the run creates.
+RunId = NewType("RunId", str)
+
+
+class JobAction(str, enum.Enum):
+    """What a command may ask of a run's job (each is the provider operation of the same name)."""
+
+    CANCEL = "cancel_job"
+    PAUSE = "pause_job"
+    RESUME = "resume_job"
+
+    @property
+    def verb(self) -> str:
+        return self.value.split("_")[0]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunError(BaseModel):
+    """Why a run stopped: the first error (a cloudtune error's ``to_dict()``, or a failed job's
+    message and code) and, beside it, a cleanup that failed after it. Only what is known is
+    written to the ledger and to ``--json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    message: str = ""
+    type: str | None = None
+    code: str | None = None
+    hint: str | None = None
+    provider: str | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    exit_code: int | None = None
+    #: a cleanup (the run's policy) that failed after the first error
+    cleanup_error: str | None = None
+
+    @classmethod
+    def of(cls, exc: Any) -> "RunError":
+        """From a :class:`~cloudtune.errors.CloudtuneError` (its ``to_dict()``)."""
+        return cls(**exc.to_dict())
+
+    @model_serializer(mode="wrap")
+    def _known_only(self, handler: Any) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def __str__(self) -> str:
+        return self.message
+
 
 class ResourceKind(str, enum.Enum):
     FILE = "file"
@@ -312,6 +364,54 @@ CLEANUP_ORDER = (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT, ResourceKind.MO
                  ResourceKind.DATA_ASSET)
 
 
+class Verdict(str, enum.Enum):
+    """The last ownership check before a delete (:func:`cloudtune.cleanup.ownership`)."""
+
+    OURS = "ours"        # still this run's: delete it
+    GONE = "gone"        # already gone: nothing to delete
+    FOREIGN = "foreign"  # exists but is no longer this run's: never deleted, only reported
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ResourceRef(str):
+    """One resource named in a cleanup record: ``kind:id``, or ``kind:id (why)`` for one left alone.
+    It is the string the ledger and ``--json`` have always shown; its parts are read by name
+    (``ref.kind``, ``ref.id``, ``ref.why``), never by matching text."""
+
+    @classmethod
+    def of(cls, kind: "ResourceKind | str", ident: str, why: str | None = None) -> "ResourceRef":
+        return cls(f"{kind}:{ident}" + (f" ({why})" if why else ""))
+
+    @property
+    def kind(self) -> str:
+        return self.partition(":")[0]
+
+    @property
+    def id(self) -> str:
+        rest = self.partition(":")[2]
+        return rest[: -len(f" ({self.why})")] if self.why else rest
+
+    @property
+    def why(self) -> str | None:
+        rest = self.partition(":")[2]
+        if rest.endswith(")") and " (" in rest:
+            return rest.split(" (", 1)[1][:-1]
+        return None
+
+    @property
+    def bare(self) -> "ResourceRef":
+        """The reference without its reason."""
+        return ResourceRef.of(self.kind, self.id)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(cls, core_schema.str_schema())
+
+
 class Resource(_Model):
     kind: ResourceKind
     id: str | None = None       # None while ``intended`` and the provider has not answered
@@ -326,8 +426,8 @@ class Resource(_Model):
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property
-    def ref(self) -> str:
-        return f"{self.kind}:{self.id or self.name}"
+    def ref(self) -> ResourceRef:
+        return ResourceRef.of(self.kind, self.id or self.name or "")
 
 
 class CleanupRecord(_Model):
@@ -335,10 +435,10 @@ class CleanupRecord(_Model):
 
     at: datetime = Field(default_factory=utcnow)
     reason: str                               # "policy on-failure", "cloudtune cleanup", ...
-    deleted: list[str] = Field(default_factory=list)   # "kind:id"
-    gone: list[str] = Field(default_factory=list)      # already gone when cleanup looked
-    skipped: list[str] = Field(default_factory=list)   # "kind:id (why)": foreign, job still active...
-    errors: list[str] = Field(default_factory=list)
+    deleted: list[ResourceRef] = Field(default_factory=list)   # kind:id, in the order deleted
+    gone: list[ResourceRef] = Field(default_factory=list)      # already gone when cleanup looked
+    skipped: list[ResourceRef] = Field(default_factory=list)   # kind:id (why): foreign, job still active...
+    errors: list[str] = Field(default_factory=list)            # "kind:id: what went wrong"
 
     def summary(self) -> str:
         """One line: what was deleted, already gone, left alone (not this run's) and what failed."""
@@ -378,12 +478,12 @@ class Run(_Model):
     cleanups: list[CleanupRecord] = Field(default_factory=list)
     smoke_test: str | None = None
     evaluation: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    error: RunError | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_older_ledgers(cls, data: Any) -> Any:
-        """Runs recorded before the resource registry kept ``deployments`` / ``deleted`` string lists."""
+        """Runs recorded before the resource records kept ``deployments`` / ``deleted`` string lists."""
         if not isinstance(data, dict) or ("deployments" not in data and "deleted" not in data):
             return data
         data = dict(data)
@@ -405,7 +505,7 @@ class Run(_Model):
     def reached(self, step: Step) -> bool:
         return self.step.order >= step.order
 
-    # ------------------------------------------------------------ the resource registry
+    # ------------------------------------------------------------ the resource records
     def resource(self, kind: ResourceKind, *, id: str | None = None, name: str | None = None,
                  role: str | None = None) -> Resource | None:
         """The newest record of this kind matching every key given."""
@@ -442,21 +542,23 @@ class Run(_Model):
         return [r for r in self.resources if r.state == ResourceState.OWNED and (kind is None or r.kind == kind)]
 
     @property
-    def deployments(self) -> list[str]:
+    def deployment_names(self) -> list[str]:
         """Names of the deployments this run owns and has not deleted (newest last)."""
         return [r.id or r.name or "" for r in self.resources
                 if r.kind == ResourceKind.DEPLOYMENT and r.state in (ResourceState.OWNED, ResourceState.DELETING)]
 
     @property
-    def deleted(self) -> list[str]:
-        """What this run's cleanups deleted, in the order they deleted it."""
+    def deleted_resources(self) -> list[ResourceRef]:
+        """Every resource of this run that is deleted: first what its cleanups deleted, in that
+        order, then what was found gone (a cleanup record's ``deleted`` is one cleanup's)."""
         ordered = [ref for record in self.cleanups for ref in record.deleted]
         gone = [r.ref for r in self.resources if r.state == ResourceState.DELETED and r.ref not in ordered]
         return list(dict.fromkeys(ordered)) + gone
 
     @property
-    def foreign(self) -> list[str]:
-        return [f"{r.ref} ({r.note})" if r.note else r.ref for r in self.resources if r.state == ResourceState.FOREIGN]
+    def foreign(self) -> list[ResourceRef]:
+        return [ResourceRef.of(r.kind, r.id or r.name or "", r.note) for r in self.resources
+                if r.state == ResourceState.FOREIGN]
 
     def endpoints(self) -> dict[str, dict[str, str | None]]:
         """Each live deployment's base URL and the command that prints its key, where known."""
@@ -466,5 +568,5 @@ class Run(_Model):
 
     def live_deployment(self) -> str | None:
         """The deployment to talk to (smoke test, evaluation, compare): the newest owned one."""
-        names = self.deployments
+        names = self.deployment_names
         return names[-1] if names else None
