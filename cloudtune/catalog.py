@@ -17,8 +17,7 @@ computed, ``prices:`` in a run config).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from cloudtune.provider_facts import SPECIAL_TOKENS, ModelInfo, ProviderDataRules, find_model
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -36,65 +35,9 @@ AZURE_CONTEXT_SOURCE = (
 PRICE_DATE = "2025-06-01"
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    provider: str
-    name: str
-    aliases: tuple[str, ...] = ()
-    # Longest single training example the provider accepts, in tokens.
-    context_tokens: int | None = None
-    # tiktoken encoding name; None means a Hugging Face tokenizer or unknown,
-    # in which case token counts are estimates unless a local tokenizer is given.
-    tokenizer: str | None = None
-    methods: tuple[str, ...] = ("supervised",)
-    price_per_1m_training_tokens: float | None = None  # USD
-    price_date: str | None = None
-    price_source: str | None = None
-    notes: str = ""
-    context_source: str | None = None
+# ModelInfo, ProviderDataRules and SPECIAL_TOKENS live with the rest of what a provider declares
+# (cloudtune/provider_facts.py) and are read here under their old names.
 
-    def names(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases)
-
-
-@dataclass(frozen=True)
-class ProviderDataRules:
-    min_examples: int
-    max_file_bytes: int | None  # one ordinary file upload
-    max_upload_bytes: int | None  # the largest file any upload route accepts (e.g. OpenAI Uploads API)
-    # "required" | "accepted" | "refused": the upload copy gets (or loses) the BOM accordingly, so one
-    # file works for every provider (cloudtune/dataset/_encoding.py); the user's file is never changed
-    bom: str
-    special_tokens_are_errors: bool
-    multimodal: bool
-    special_tokens: tuple[str, ...] = ()
-    hosted: bool = True
-    notes: str = ""
-
-
-# Strings that tokenizers of the hosted and common open models treat as control
-# tokens. Inside training content they either get refused by the provider
-# ("contains special tokens") or silently change what the model learns.
-SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>",
-    "<|endofprompt|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|im_sep|>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|end|>",
-)
 
 PROVIDER_RULES: dict[str, ProviderDataRules] = {
     "openai": ProviderDataRules(
@@ -247,18 +190,6 @@ def _build() -> dict[str, tuple[ModelInfo, ...]]:
 
 MODELS: dict[str, tuple[ModelInfo, ...]] = _build()
 
-# A fine-tuned model id ("ft:gpt-4o-mini-2024-07-18:org::abc") or an Azure
-# deployment-style name with a version ("gpt-4o-mini-2024-07-18.ft-abc") should
-# resolve to its base model.
-_FT_PREFIX = re.compile(r"^ft:")
-
-
-def _normalise(name: str) -> str:
-    name = _FT_PREFIX.sub("", name.strip())
-    name = name.split(":", 1)[0]
-    return name.lower()
-
-
 def lookup_model(provider: str, model: str | None) -> ModelInfo | None:
     """Find ``model`` in the model table ``provider`` declares (see :func:`find_model`)."""
     if not model:
@@ -266,32 +197,6 @@ def lookup_model(provider: str, model: str | None) -> ModelInfo | None:
     from cloudtune.registry import provider_facts
 
     return find_model(provider_facts(provider).models, model)
-
-
-def find_model(candidates: tuple[ModelInfo, ...], model: str | None) -> ModelInfo | None:
-    """Find ``model`` among ``candidates``: exact name or alias first, then the
-    longest known name that is a prefix of it (snapshots and fine-tune ids:
-    ``gpt-4o-mini-2024-07-18``, ``gpt-4o-mini-2024-07-18.ft-x``,
-    ``ft:gpt-4o-mini-2024-07-18:org::id``). Local models also match on the
-    last path component (``/models/SmolLM2-135M-Instruct``)."""
-    if not model:
-        return None
-    wanted = _normalise(model)
-    wanted_tail = wanted.rstrip("/").rsplit("/", 1)[-1]
-    for info in candidates:
-        for name in info.names():
-            low = name.lower()
-            if wanted == low or wanted_tail == low.rsplit("/", 1)[-1]:
-                return info
-    best: tuple[int, ModelInfo] | None = None
-    for info in candidates:
-        for name in info.names():
-            low = name.lower()
-            for probe in (wanted, wanted_tail):
-                if probe.startswith(low) and (len(probe) == len(low) or probe[len(low)] in "-._@"):
-                    if best is None or len(low) > best[0]:
-                        best = (len(low), info)
-    return best[1] if best else None
 
 
 def price_for(info: ModelInfo | None, prices: dict[str, float] | None = None) -> tuple[float | None, str | None, str | None]:

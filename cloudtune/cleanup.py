@@ -6,6 +6,9 @@ delete is preceded by a last ownership check against the provider (a deployment 
 this run's model and carries this run's tag; a file still has this run's name), so a name that
 another run or a person took over in the meantime is reported, not deleted.
 
+:class:`Cleaner` is built on the run context (:mod:`cloudtune.run_context`) the pipeline and the
+commands share; nothing here imports the pipeline.
+
 Order: deployments and endpoints (waiting until each is gone), then the model, then files.
 Cleanup has its own record (:class:`cloudtune.types.CleanupRecord`); it never moves the run's
 progress, so ``resume`` can tell "done" from "deleted".
@@ -20,6 +23,7 @@ from cloudtune import errors, poller
 from cloudtune.provider import search_since
 from cloudtune.types import (
     CLEANUP_ORDER,
+    CleanupPolicy,
     CleanupRecord,
     Job,
     JobAction,
@@ -33,7 +37,7 @@ from cloudtune.types import (
 )
 
 if TYPE_CHECKING:
-    from cloudtune.pipeline import Pipeline
+    from cloudtune.run_context import RunContext
 
 #: how long ``cleanup --cancel`` waits for a cancelled job to reach a terminal state
 CANCEL_WAIT_S = 1800.0
@@ -48,21 +52,58 @@ def job_is_active(run: Run) -> bool:
     return bool(run.job_id) and not (run.job_state is not None and run.job_state.is_terminal)
 
 
-def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = True, files: bool = True,
+class Cleaner:
+    """Deletes what a run owns, on a :class:`~cloudtune.run_context.RunContext` (the pipeline's,
+    or a command's): the run's cleanup policy, and cleanups asked for by a command."""
+
+    def __init__(self, context: "RunContext") -> None:
+        self.context = context
+
+    def clean(self, run: Run, *, reason: str, models: bool = True, files: bool = True, cancel: bool = False,
+              only: set[str] | None = None) -> CleanupRecord:
+        """See :func:`run_cleanup`."""
+        return run_cleanup(self.context, run, reason=reason, models=models, files=files, cancel=cancel, only=only)
+
+    def apply_policy(self, run: Run, *, failed: bool) -> None:
+        """The run's cleanup policy (``always``, or ``on-failure`` when ``failed``); skipped, with a
+        warning, while its job is still active."""
+        policy = run.spec.cleanup
+        if policy == CleanupPolicy.ALWAYS or (policy == CleanupPolicy.ON_FAILURE and failed):
+            reporter = self.context.reporter
+            if job_is_active(run):
+                reporter.warn(f"Cleanup (policy {policy}) skipped: job {run.job_id} is still {run.job_state}; "
+                              f"`cloudtune cleanup {run.run_id} --cancel` stops it and cleans up.")
+                return
+            reporter.step(run, f"Cleaning up (policy {policy})")
+            run_cleanup(self.context, run, reason=f"policy {policy}")
+
+    def after_error(self, run: Run) -> None:
+        """The cleanup policy after a failure: a cleanup error is reported beside the run's first
+        error (kept in ``run.error``), never instead of it."""
+        try:
+            self.apply_policy(run, failed=True)
+        except errors.CloudtuneError as exc:
+            self.context.reporter.warn(f"Cleanup after the failure also failed: {exc}")
+            if run.error is not None:
+                run.error.cleanup_error = str(exc)
+            self.context.ledger.save(run)
+
+
+def run_cleanup(context: "RunContext", run: Run, *, reason: str, models: bool = True, files: bool = True,
                 cancel: bool = False, only: set[str] | None = None) -> CleanupRecord:
     """Delete the run's owned resources in order. Refuses (``JobStillActive``, nothing deleted)
     while the job is active, unless ``cancel``: then the job is cancelled, waited for until it
     stops, and what it produced is deleted too. ``only`` limits it to resources with these ids
     (``undeploy NAME``). Raises the first delete error after recording it."""
-    provider, reporter = pipeline.provider, pipeline.reporter
+    provider, reporter = context.provider, context.reporter
     record = CleanupRecord(reason=reason)
     run.cleanups.append(record)  # saved with every delete below: a cleanup killed midway keeps its record
     if only is None:
-        _other_tagged_jobs(pipeline, run, cancel=cancel)
-        adopt_tagged_deployments(pipeline, run)
+        _other_tagged_jobs(context, run, cancel=cancel)
+        adopt_tagged_deployments(context, run)
     if job_is_active(run) and only is None:
         job = provider.get_job(run.job_id)  # type: ignore[arg-type]
-        pipeline.note_job(run, job)
+        context.note_job(run, job)
         if not job.is_terminal:
             if not cancel:
                 raise JobStillActive(
@@ -72,13 +113,13 @@ def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = T
                          "deletes in order; or wait for it (`cloudtune resume`).",
                 )
             reporter.step(run, f"Cancelling job {run.job_id} before cleaning up")
-            pipeline.job_call(run, JobAction.CANCEL)
+            context.job_call(run, JobAction.CANCEL)
             job = poller.wait_for_job(provider, run.job_id, timeout_s=CANCEL_WAIT_S,  # type: ignore[arg-type]
-                                      sleep=pipeline.sleep, clock=pipeline.clock)
+                                      sleep=context.sleep, clock=context.clock)
             if job.state.value in ("cancelled", "failed") and run.status in ("active", "timed_out", "interrupted"):
                 # the run ended here: `list` must not keep saying it timed out or is still going
                 run.status = job.state.value
-            pipeline.note_job(run, job)
+            context.note_job(run, job)
     try:
         for kind in CLEANUP_ORDER:
             if kind == ResourceKind.MODEL and not models:
@@ -87,44 +128,44 @@ def run_cleanup(pipeline: "Pipeline", run: Run, *, reason: str, models: bool = T
                 continue
             for resource in [r for r in run.resources if r.kind == kind and r.state in _ACTIVE_STATES
                              and (only is None or (r.id or r.name) in only)]:
-                _delete_one(pipeline, run, resource, record)
+                _delete_one(context, run, resource, record)
     finally:
-        pipeline.ledger.save(run)
-        _report(pipeline, run, record)
+        context.ledger.save(run)
+        _report(context, run, record)
     return record
 
 
-def _other_tagged_jobs(pipeline: "Pipeline", run: Run, *, cancel: bool) -> None:
+def _other_tagged_jobs(context: "RunContext", run: Run, *, cancel: bool) -> None:
     """Jobs beside the run's own that carry its tag (two runners drove it, or another tool made
-    one; issue 16 point 6) are the run's too: their models are recorded so that this cleanup
+    one) are the run's too: their models are recorded so that this cleanup
     deletes them. An active one is refused like the run's own job, or cancelled with ``cancel``."""
     if not run.job_id:
         return  # no job of its own yet: the pipeline's look for one (find_jobs) decides, not cleanup
-    others = [job for job in pipeline.provider.find_jobs(run.run_id) if job.id != run.job_id]
+    others = [job for job in context.provider.find_jobs(run.run_id) if job.id != run.job_id]
     for job in others:
         run.record(ResourceKind.JOB, ResourceState.OWNED, id=job.id, name=run.run_id,
                    ).note = "another job carrying this run's tag"
         if not job.is_terminal:
             if not cancel:
-                pipeline.ledger.save(run)
+                context.ledger.save(run)
                 raise JobStillActive(
                     f"Job {job.id}, which also carries run {run.run_id}'s tag, is still {job.state}. Nothing was deleted.",
                     hint=f"`cloudtune cleanup {run.run_id} --cancel` cancels it, waits until it stops, then deletes.")
-            pipeline.reporter.step(run, f"Cancelling job {job.id} (it also carries this run's tag)")
-            pipeline.record_call(run, "cancel_job", lambda job_id=job.id: pipeline.provider.cancel_job(job_id),
+            context.reporter.step(run, f"Cancelling job {job.id} (it also carries this run's tag)")
+            context.record_call(run, "cancel_job", lambda job_id=job.id: context.provider.cancel_job(job_id),
                                  job_id=job.id)
-            job = poller.wait_for_job(pipeline.provider, job.id, timeout_s=CANCEL_WAIT_S,
-                                      sleep=pipeline.sleep, clock=pipeline.clock)
+            job = poller.wait_for_job(context.provider, job.id, timeout_s=CANCEL_WAIT_S,
+                                      sleep=context.sleep, clock=context.clock)
         if job.fine_tuned_model and not run.resource(ResourceKind.MODEL, id=job.fine_tuned_model):
             run.record(ResourceKind.MODEL, ResourceState.OWNED, id=job.fine_tuned_model)
-    pipeline.ledger.save(run)
+    context.ledger.save(run)
 
 
-def adopt_tagged_deployments(pipeline: "Pipeline", run: Run) -> list[str]:
+def adopt_tagged_deployments(context: "RunContext", run: Run) -> list[str]:
     """Deployments of the run's model that carry the run's tag but are not in this ledger (another
-    machine's ``resume`` deployed them; issue 16 point 11) are recorded as the run's, so that
+    machine's ``resume`` deployed them) are recorded as the run's, so that
     ``cleanup`` and ``undeploy`` delete them. Only the tag counts: a name proves nothing."""
-    provider = pipeline.provider
+    provider = context.provider
     if not run.fine_tuned_model or not provider.supports("list_deployments"):
         return []
     adopted = []
@@ -138,59 +179,59 @@ def adopt_tagged_deployments(pipeline: "Pipeline", run: Run) -> list[str]:
                    model=deployment.model).note = "found at the service by its run tag"
         adopted.append(deployment.name)
     if adopted:
-        pipeline.ledger.save(run)
+        context.ledger.save(run)
     return adopted
 
 
-def _report(pipeline: "Pipeline", run: Run, record: CleanupRecord) -> None:
-    pipeline.reporter.step(run, "Cleanup: " + record.summary())
+def _report(context: "RunContext", run: Run, record: CleanupRecord) -> None:
+    context.reporter.step(run, "Cleanup: " + record.summary())
 
 
-def _delete_one(pipeline: "Pipeline", run: Run, resource: Resource, record: CleanupRecord) -> None:
-    verdict, why = ownership(pipeline, run, resource)
+def _delete_one(context: "RunContext", run: Run, resource: Resource, record: CleanupRecord) -> None:
+    verdict, why = ownership(context, run, resource)
     if verdict == Verdict.GONE:
         resource.state = ResourceState.DELETED
         resource.note = why
         record.gone.append(resource.ref)
-        pipeline.ledger.save(run)
+        context.ledger.save(run)
         return
     if verdict == Verdict.FOREIGN:
         resource.state = ResourceState.FOREIGN
         resource.note = why
         record.skipped.append(ResourceRef.of(resource.kind, resource.ref.id, why))
-        pipeline.ledger.save(run)
-        pipeline.reporter.warn(f"Not deleting {resource.ref}: {why}.")
+        context.ledger.save(run)
+        context.reporter.warn(f"Not deleting {resource.ref}: {why}.")
         return
     resource.state = ResourceState.DELETING
-    pipeline.ledger.save(run)
+    context.ledger.save(run)
     try:
-        _delete(pipeline, run, resource)
+        _delete(context, run, resource)
     except errors.CloudtuneError as exc:
         record.errors.append(f"{resource.ref}: {exc}")
         raise
     resource.state = ResourceState.DELETED
     resource.note = None
     record.deleted.append(resource.ref)
-    pipeline.ledger.save(run)
+    context.ledger.save(run)
 
 
-def _delete(pipeline: "Pipeline", run: Run, resource: Resource) -> None:
-    provider, ident = pipeline.provider, resource.id or resource.name
+def _delete(context: "RunContext", run: Run, resource: Resource) -> None:
+    provider, ident = context.provider, resource.id or resource.name
     assert ident is not None
     if resource.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT):
-        pipeline.record_call(run, "undeploy", lambda: provider.undeploy(ident), name=ident)
+        context.record_call(run, "undeploy", lambda: provider.undeploy(ident), name=ident)
         poller.wait_for_deployment(provider, ident, target="deleted", timeout_s=run.spec.timeout_s or 3600.0,
-                                   sleep=pipeline.sleep, clock=pipeline.clock)
+                                   sleep=context.sleep, clock=context.clock)
     elif resource.kind == ResourceKind.MODEL:
-        pipeline.record_call(run, "delete_model", lambda: provider.delete_model(ident), model=ident)
+        context.record_call(run, "delete_model", lambda: provider.delete_model(ident), model=ident)
     elif resource.kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET):
-        pipeline.record_call(run, "delete_file", lambda: provider.delete_file(ident), file_id=ident)
+        context.record_call(run, "delete_file", lambda: provider.delete_file(ident), file_id=ident)
 
 
-def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[Verdict, str | None]:
+def ownership(context: "RunContext", run: Run, resource: Resource) -> tuple[Verdict, str | None]:
     """Ask the provider, right before a delete, whether ``resource`` is still this run's:
     ``(Verdict.OURS, None)``, ``(Verdict.GONE, why)`` or ``(Verdict.FOREIGN, why)``."""
-    provider = pipeline.provider
+    provider = context.provider
     if resource.kind in (ResourceKind.DEPLOYMENT, ResourceKind.ENDPOINT):
         name = resource.id or resource.name
         try:
@@ -225,7 +266,7 @@ def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[Verdi
         return Verdict.OURS, None
     if resource.kind in (ResourceKind.FILE, ResourceKind.DATA_ASSET):
         if resource.id is None:  # an upload whose answer never came back: find it by its run-tagged name
-            found = find_tagged_upload(pipeline, run, resource)
+            found = find_tagged_upload(context, run, resource)
             if found is None:
                 return Verdict.GONE, "never stored"
             resource.id = found
@@ -244,14 +285,14 @@ def ownership(pipeline: "Pipeline", run: Run, resource: Resource) -> tuple[Verdi
     return Verdict.OURS, None
 
 
-def find_tagged_upload(pipeline: "Pipeline", run: Run, resource: Resource) -> str | None:
+def find_tagged_upload(context: "RunContext", run: Run, resource: Resource) -> str | None:
     """The id of the file this run uploaded under its tagged name, or ``None``."""
     if not resource.name:
         return None
-    path = Path(pipeline.workdir or ".") / resource.name
+    path = Path(context.workdir or ".") / resource.name
     if not path.exists():
         return None
-    return pipeline.provider.find_uploaded(path, since=search_since(run.created_at.timestamp()))
+    return context.provider.find_uploaded(path, since=search_since(run.created_at.timestamp()))
 
 
 def delete_model_safely(
@@ -287,7 +328,7 @@ def delete_model_safely(
     return deleted
 
 
-def settle_interrupted_deletes(pipeline: "Pipeline", run: Run) -> list[str]:
+def settle_interrupted_deletes(context: "RunContext", run: Run) -> list[str]:
     """Ask the provider about every resource whose delete was sent but never answered (state
     ``deleting``: the process died or lost the answer). Gone -> ``deleted`` (counted as gone in the
     cleanup that sent it); still there -> ``owned`` again (the delete did not happen; ``cleanup``
@@ -295,7 +336,7 @@ def settle_interrupted_deletes(pipeline: "Pipeline", run: Run) -> list[str]:
     as finished. Returns a line per change; the caller holds the run's lock and saves."""
     changed: list[str] = []
     for resource in [r for r in run.resources if r.state == ResourceState.DELETING]:
-        exists = _still_exists(pipeline.provider, resource)
+        exists = _still_exists(context.provider, resource)
         if exists is None:
             continue
         if exists:

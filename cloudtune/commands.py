@@ -1,20 +1,27 @@
-"""Implementations of the ``cloudtune`` commands (the parser lives in :mod:`cloudtune.cli`)."""
+"""Implementations of the ``cloudtune`` commands (the parser lives in :mod:`cloudtune.cli`; what
+the commands share is in :mod:`cloudtune.command_helpers`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cloudtune import errors
 from cloudtune.cleanup import settle_interrupted_deletes, undone_by_cleanup
+from cloudtune.command_helpers import (
+    Signalled,
+    as_interrupted,
+    describe_run,
+    finish,
+    interruptible,
+    load_run,
+    locked_run,
+    wait_lock_s,
+    workdir_for,
+)
 from cloudtune.config import build_spec, parse_duration
-from cloudtune.ledger import cloudtune_home
 from cloudtune.locks import RunLock
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
 from cloudtune.pipeline import Pipeline, provider_for
@@ -22,64 +29,8 @@ from cloudtune.state import StateStore, describe_unreadable, open_state
 from cloudtune.types import CleanupPolicy, FineTuneSpec, JobAction, JobState, ResourceState, Run, Step
 
 
-class Signalled(KeyboardInterrupt):
-    """What the signal handler raises. A ``KeyboardInterrupt`` (not an ``Exception``) on purpose:
-    the signal can land inside SDK code whose ``except Exception`` would otherwise swallow it (and
-    retry), leaving a SIGTERMed process waiting on. :func:`interruptible` turns it into
-    :class:`errors.Interrupted` once it has unwound to our code."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signal_name = signal.Signals(signum).name
-
-    def as_error(self) -> errors.Interrupted:
-        return errors.Interrupted(f"Interrupted by {self.signal_name}.",
-                                  hint="`cloudtune resume RUN` continues where it stopped.")
-
-
-def as_interrupted(exc: BaseException) -> errors.Interrupted:
-    if isinstance(exc, errors.Interrupted):
-        return exc
-    if isinstance(exc, Signalled):
-        return exc.as_error()
-    return errors.Interrupted("Interrupted.", hint="`cloudtune resume RUN` continues where it stopped.")
-
-
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """First SIGINT/SIGTERM interrupts the command (the run records it and applies its cleanup
-    policy) as :class:`errors.Interrupted`; a second one exits at once - the ledger is consistent
-    at any instant."""
-    count = {"n": 0}
-
-    def handler(signum: int, frame: Any) -> None:
-        count["n"] += 1
-        if count["n"] > 1:
-            os._exit(errors.EXIT_INTERRUPTED)
-        raise Signalled(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    except Signalled as exc:
-        raise exc.as_error() from None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def _workdir(run: Run) -> Path:
-    return _workdir_for(run.run_id)
-
-
-def _finish(args: argparse.Namespace, run: Run, reporter: Any, **extra: Any) -> int:
-    reporter.close()
-    code = {"succeeded": 0, "active": 0, "failed": 1, "cancelled": 1}.get(run.status, 1)
-    if getattr(args, "json", False):
-        emit_json(run_document(run, exit_code=code, **extra))
-    else:
-        say("\n".join(describe_run(run)), sys.stdout)
-    return code
+    return workdir_for(run.run_id)
 
 
 def _drive(args: argparse.Namespace, ledger: StateStore, run: Run, *, unpause: bool = False) -> int:
@@ -110,7 +61,7 @@ def _drive(args: argparse.Namespace, ledger: StateStore, run: Run, *, unpause: b
         return errors.exit_code_for(exc)
     finally:
         provider.close()
-    return _finish(args, run, reporter)
+    return finish(args, run, reporter)
 
 
 def _on_interrupt(pipeline: Pipeline, run: Run, reporter: Any) -> None:
@@ -160,20 +111,12 @@ def _preflight(spec: FineTuneSpec) -> int:
     return 0
 
 
-def _load(run_id: str | None) -> tuple[StateStore, Run]:
-    ledger = open_state()
-    run_id = ledger.latest_run_id() if run_id is None else run_id  # "" is a selector (refused), not "latest"
-    if run_id is None:
-        raise errors.InvalidInput("There are no runs yet.", hint="Start one with `cloudtune run`.")
-    return ledger, ledger.get_run(run_id)
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
     ledger = open_state()
     if _rebuild_wanted(args, ledger):
-        with RunLock(args.run_id, wait_s=_wait_lock(args)):
+        with RunLock(args.run_id, wait_s=wait_lock_s(args)):
             _rebuilt(args, ledger, save=True)
-    with _locked_run(args) as (ledger, run):
+    with locked_run(args) as (ledger, run):
         if args.timeout:
             run.spec.timeout_s = parse_duration(args.timeout)
         if args.cleanup:
@@ -181,7 +124,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         run.spec.wait = True
         _settle_deletes(args, ledger, run)
         if run.step == Step.DONE and run.status == "succeeded" and not undone_by_cleanup(run):
-            return _finish(args, run, make_reporter("plain"))
+            return finish(args, run, make_reporter("plain"))
         run.status = "active"
         return _drive(args, ledger, run, unpause=True)
 
@@ -204,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if rebuilt:
         run = _rebuilt(args, ledger, save=False)  # read-only: nothing is recorded
     else:
-        _, run = _load(args.run_id)
+        _, run = load_run(args.run_id)
     live: dict[str, Any] = {}
     if not args.offline and run.job_id:
         with provider_for(run) as provider:
@@ -219,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(run_document(run, **live))
         return 0
-    _finish(args, run, make_reporter("plain"))
+    finish(args, run, make_reporter("plain"))
     if live:
         metrics = live["job"].get("metrics") or {}
         if metrics:
@@ -234,7 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from cloudtune import poller
 
-    ledger, run = _load(args.run_id)
+    ledger, run = load_run(args.run_id)
     if not run.job_id:
         raise errors.InvalidInput(f"Run {run.run_id} has no job yet.", hint="`cloudtune resume` creates it.")
     mode = choose_mode(args.json)
@@ -275,7 +218,7 @@ def record_seen(ledger: StateStore, run_id: str, job: Any) -> Run | None:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    with _locked_run(args) as (ledger, run), provider_for(run) as provider:
+    with locked_run(args) as (ledger, run), provider_for(run) as provider:
         job = Pipeline(ledger, provider).job_call(run, JobAction.PAUSE)
     if args.json:
         emit_json(run_document(run))
@@ -302,7 +245,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    with _locked_run(args) as (ledger, run):
+    with locked_run(args) as (ledger, run):
         if args.sku:
             run.spec.deploy.sku = args.sku
         if not run.reached(Step.JOB_FINISHED) or not run.fine_tuned_model:
@@ -312,11 +255,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             pipeline = Pipeline(ledger, provider, reporter)
             model = _checkpoint_model(provider, run, args.checkpoint) if getattr(args, "checkpoint", None) else None
             name = pipeline.deploy(run, name=args.name, model=model)
-            pipeline._advance(run, Step.DEPLOYED)
+            pipeline.advance(run, Step.DEPLOYED)
             run.smoke_test = None
-            pipeline._smoke_test(run)
+            pipeline.smoke_test(run)
             reporter.step(run, f"Deployment {name} is ready")
-        return _finish(args, run, reporter)
+        return finish(args, run, reporter)
 
 
 def _checkpoint_model(provider: Any, run: Any, wanted: str) -> str:
@@ -374,48 +317,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare_runs(args)
 
 
-def describe_run(run: Run) -> list[str]:
-    """The plain-text summary every run-level command prints."""
-    lines = [f"run {run.run_id}: {run.status} (step {run.step})"]
-    if run.job_id:
-        lines.append(f"  job:        {run.job_id} ({run.job_state})")
-    if run.fine_tuned_model:
-        lines.append(f"  model:      {run.fine_tuned_model}")
-    if run.deployment_names:
-        lines.append(f"  deployment: {', '.join(run.deployment_names)}")
-    for name, how in run.endpoints().items():
-        key = f" (key: `{how['key_command']}`)" if how.get("key_command") else ""
-        lines.append(f"  endpoint:   {name} at {how['endpoint_url']}{key}")
-    if run.smoke_test:
-        lines.append(f"  smoke test: {run.smoke_test.strip()[:200]!r}")
-    if run.evaluation:
-        e = run.evaluation
-        lines.append(f"  evaluation: exact match {e['exact_match']:.0%}, token F1 {e['token_f1']:.2f} on {e['examples']}")
-    for record in run.cleanups:
-        lines.append(f"  cleanup:    {record.at:%Y-%m-%d %H:%M} ({record.reason}): {record.summary()}")
-    if run.foreign:
-        lines.append(f"  not ours:   {', '.join(run.foreign)} (never deleted by this run)")
-    if run.error:
-        lines.append(f"  error:      {run.error.message}")
-        if run.error.cleanup_error:
-            lines.append(f"  cleanup error: {run.error.cleanup_error}")
-    return lines
-
-
-def _wait_lock(args: argparse.Namespace) -> float | None:
-    value = getattr(args, "wait_lock", None)
-    return parse_duration(value) if value is not None else None
-
-
-@contextmanager
-def _locked_run(args: argparse.Namespace, run_id: str | None = None) -> Iterator[tuple[StateStore, Run]]:
-    """Resolve the run, take its lock (one driver per run), then read it again under the lock,
-    so nothing another process wrote before we got the lock is overwritten."""
-    ledger, run = _load(run_id if run_id is not None else args.run_id)
-    with RunLock(run.run_id, wait_s=_wait_lock(args)):
-        yield ledger, ledger.get_run(run.run_id)
-
-
 def _rebuild_wanted(args: argparse.Namespace, ledger: StateStore) -> bool:
     """``resume RUN --provider P`` / ``status RUN --provider P`` for a run this ledger never saw."""
     if not args.run_id or not getattr(args, "provider", None):
@@ -438,7 +339,7 @@ def _rebuilt(args: argparse.Namespace, ledger: StateStore, *, save: bool) -> Run
         )
     spec = build_spec(args)
     with provider_for(spec) as provider:
-        run, found = rebuild_run(Pipeline(ledger, provider, workdir=_workdir_for(args.run_id)), spec, args.run_id)
+        run, found = rebuild_run(Pipeline(ledger, provider, workdir=workdir_for(args.run_id)), spec, args.run_id)
     if not args.json:
         say(f"run {run.run_id} rebuilt from {spec.provider}: found " + ", ".join(found))
     if save:
@@ -446,7 +347,4 @@ def _rebuilt(args: argparse.Namespace, ledger: StateStore, *, save: bool) -> Run
     return run
 
 
-def _workdir_for(run_id: str) -> Path:
-    path = cloudtune_home() / "runs" / run_id
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+__all__ = ["Signalled", "as_interrupted", "describe_run", "interruptible"]  # kept importable from here

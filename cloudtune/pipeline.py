@@ -14,21 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cloudtune import errors, poller, registry
-from cloudtune.cleanup import (
-    delete_model_safely,
-    job_is_active,
-    run_cleanup,
-    undone_by_cleanup,
-)
+from cloudtune.cleanup import Cleaner, delete_model_safely, undone_by_cleanup
 from cloudtune.costs import before_upload
 from cloudtune.state import StateStore
 from cloudtune.provider import Provider
+from cloudtune.run_context import Reporter, RunContext, SilentReporter, deployment_name
 from cloudtune.types import (
-    CleanupPolicy,
-    Deployment,
     FineTuneSpec,
     Job,
     JobAction,
@@ -43,29 +37,13 @@ from cloudtune.types import (
 )
 from cloudtune.uploads import (
     DEFAULT_VALIDATION_SPLIT,
-    UploadSteps,
+    Uploader,
     split_for_run,
     upload_name,
     validate_for_run,
 )
 
 CREATE_ATTEMPTS = 4
-
-
-class Reporter(Protocol):
-    def step(self, run: Run, message: str) -> None: ...
-    def job(self, run: Run, job: Job) -> None: ...
-    def event(self, run: Run, event: JobEvent) -> None: ...
-    def deployment(self, run: Run, deployment: Deployment) -> None: ...
-    def warn(self, message: str) -> None: ...
-
-
-class SilentReporter:
-    def step(self, run: Run, message: str) -> None: ...
-    def job(self, run: Run, job: Job) -> None: ...
-    def event(self, run: Run, event: JobEvent) -> None: ...
-    def deployment(self, run: Run, deployment: Deployment) -> None: ...
-    def warn(self, message: str) -> None: ...
 
 
 def provider_for(run_or_spec: Run | FineTuneSpec, **kwargs: Any) -> Provider:
@@ -92,17 +70,15 @@ def _refuse_another_machines_run(run: Run) -> None:
                  "`cloudtune status RUN --offline` works here).")
 
 
-def deployment_name(run: Run) -> str:
-    return run.spec.deploy.name or f"ct-{run.run_id}".lower()
+__all__ = ["DEFAULT_VALIDATION_SPLIT", "Pipeline", "Reporter", "SilentReporter", "delete_model_safely",
+           "deployment_name", "provider_for", "split_for_run", "upload_name", "validate_for_run"]
 
 
-__all__ = ["DEFAULT_VALIDATION_SPLIT", "Pipeline", "delete_model_safely", "deployment_name", "provider_for",
-           "split_for_run", "upload_name", "validate_for_run"]
-
-
-class Pipeline(UploadSteps):
+class Pipeline(RunContext):
     """Drives one run. Construct with a ledger, a provider and a reporter; call :meth:`run`.
-    The caller holds the run's lock (:class:`cloudtune.locks.RunLock`)."""
+    The caller holds the run's lock (:class:`cloudtune.locks.RunLock`). Its data steps are an
+    :class:`~cloudtune.uploads.Uploader`'s and its deletes a :class:`~cloudtune.cleanup.Cleaner`'s,
+    both built on the same :class:`~cloudtune.run_context.RunContext`."""
 
     def __init__(
         self,
@@ -115,13 +91,10 @@ class Pipeline(UploadSteps):
         workdir: Path | None = None,
         unpause: bool = False,
     ) -> None:
-        self.ledger = ledger
-        self.provider = provider
-        self.reporter = reporter or SilentReporter()
-        self.sleep = sleep or provider.sleep
-        self.clock = clock or provider.clock
-        self.workdir = workdir
+        super().__init__(ledger, provider, reporter, sleep=sleep, clock=clock, workdir=workdir)
         self.unpause = unpause  # `cloudtune resume` also resumes a paused job
+        self.uploader = Uploader(self)
+        self.cleaner = Cleaner(self)
 
     # ------------------------------------------------------------ driver
     def run(self, run: Run) -> Run:
@@ -141,7 +114,7 @@ class Pipeline(UploadSteps):
         self.ledger.save(run)
         try:
             self._validate(run)
-            self._upload(run)
+            self.uploader.upload(run)
             self._create_job(run)
             if not run.spec.wait:
                 self.reporter.step(run, f"Job {run.job_id} created; not waiting (--no-wait).")
@@ -155,11 +128,11 @@ class Pipeline(UploadSteps):
                 return run
             if run.spec.deploy.enabled:
                 self._deploy(run)
-                self._smoke_test(run)
+                self.smoke_test(run)
                 if run.spec.eval_file:
                     self._evaluate(run)
             run.status = "succeeded"
-            self._advance(run, Step.DONE)
+            self.advance(run, Step.DONE)
             self.apply_cleanup_policy(run, failed=False)
             return run
         except errors.WaitTimeout as exc:
@@ -179,20 +152,6 @@ class Pipeline(UploadSteps):
             self.ledger.save(run)
             self.cleanup_after_error(run)
             raise
-
-    def _advance(self, run: Run, step: Step) -> None:
-        if step.order > run.step.order:
-            run.step = step
-        self.ledger.save(run)
-
-    def note_job(self, run: Run, job: Job) -> None:
-        """Keep the run's view of its job (and the model it produced) current."""
-        run.job_state = job.state
-        if job.fine_tuned_model:
-            run.fine_tuned_model = job.fine_tuned_model
-            if job.state == JobState.SUCCEEDED or job.is_terminal:
-                run.record(ResourceKind.MODEL, ResourceState.OWNED, id=job.fine_tuned_model)
-        self.ledger.save(run)
 
     # ------------------------------------------------------------- steps
     def _validate(self, run: Run) -> None:
@@ -219,7 +178,7 @@ class Pipeline(UploadSteps):
                 where = f"line {problem.line}" + (f" and {count - 1} more" if count > 1 else "")
                 self.reporter.warn(f"{problem.message} [{code}] ({where})")
         before_upload(run, self.provider, self.reporter, report)  # provider refusals, estimate, --max-cost (exit 4)
-        self._advance(run, Step.VALIDATED)
+        self.advance(run, Step.VALIDATED)
 
 
     def _create_job(self, run: Run) -> None:
@@ -264,7 +223,7 @@ class Pipeline(UploadSteps):
         run.job_id = job.id
         run.job_state = job.state
         run.record(ResourceKind.JOB, ResourceState.OWNED, id=job.id, name=run.run_id)
-        self._advance(run, Step.JOB_CREATED)
+        self.advance(run, Step.JOB_CREATED)
         verb = "Found job" if adopted else "Created job"
         self.reporter.step(run, f"{verb} {job.id} ({job.state})")
         self.reporter.job(run, job)
@@ -319,7 +278,7 @@ class Pipeline(UploadSteps):
         )
         self.note_job(run, job)
         run.fine_tuned_model = job.fine_tuned_model
-        self._advance(run, Step.JOB_FINISHED)
+        self.advance(run, Step.JOB_FINISHED)
         return job
 
     def deploy(self, run: Run, *, name: str | None = None, model: str | None = None) -> str:
@@ -392,9 +351,10 @@ class Pipeline(UploadSteps):
         if run.reached(Step.DEPLOYED) and run.live_deployment():
             return
         self.deploy(run)
-        self._advance(run, Step.DEPLOYED)
+        self.advance(run, Step.DEPLOYED)
 
-    def _smoke_test(self, run: Run) -> None:
+    def smoke_test(self, run: Run) -> None:
+        """Ask the run's live deployment one question (once: a run that passed it skips it)."""
         if run.reached(Step.SMOKE_TESTED) and run.smoke_test:
             return
         name = run.live_deployment()
@@ -409,7 +369,7 @@ class Pipeline(UploadSteps):
             raise errors.ProviderError(f"Smoke test of {name}: the deployment answered with an empty message.")
         run.smoke_test = answer.content
         self.reporter.step(run, f"Smoke test of {name}: {answer.content.strip()[:200]!r}")
-        self._advance(run, Step.SMOKE_TESTED)
+        self.advance(run, Step.SMOKE_TESTED)
 
     def _evaluate(self, run: Run) -> None:
         if run.reached(Step.EVALUATED):
@@ -422,61 +382,19 @@ class Pipeline(UploadSteps):
                                      model=run.fine_tuned_model)  # cached: a later compare reuses these answers
         run.evaluation = report.summary()
         self.reporter.step(run, report.headline())
-        self._advance(run, Step.EVALUATED)
+        self.advance(run, Step.EVALUATED)
 
     # ----------------------------------------------------------- cleanup
     def apply_cleanup_policy(self, run: Run, *, failed: bool) -> None:
-        policy = run.spec.cleanup
-        if policy == CleanupPolicy.ALWAYS or (policy == CleanupPolicy.ON_FAILURE and failed):
-            if job_is_active(run):
-                self.reporter.warn(f"Cleanup (policy {policy}) skipped: job {run.job_id} is still {run.job_state}; "
-                                   f"`cloudtune cleanup {run.run_id} --cancel` stops it and cleans up.")
-                return
-            self.reporter.step(run, f"Cleaning up (policy {policy})")
-            run_cleanup(self, run, reason=f"policy {policy}")
+        self.cleaner.apply_policy(run, failed=failed)
 
     def cleanup_after_error(self, run: Run) -> None:
-        """The cleanup policy after a failure: a cleanup error is reported beside the run's first
-        error (kept in ``run.error``), never instead of it."""
-        try:
-            self.apply_cleanup_policy(run, failed=True)
-        except errors.CloudtuneError as exc:
-            self.reporter.warn(f"Cleanup after the failure also failed: {exc}")
-            if run.error is not None:
-                run.error.cleanup_error = str(exc)
-            self.ledger.save(run)
+        self.cleaner.after_error(run)
 
     def cleanup(self, run: Run, *, models: bool = True, files: bool = True, cancel: bool = False,
                 reason: str = "cloudtune cleanup") -> list[ResourceRef]:
         """Delete what the run owns, in order (see :mod:`cloudtune.cleanup`); returns what was deleted."""
-        return run_cleanup(self, run, reason=reason, models=models, files=files, cancel=cancel).deleted
-
-    def job_call(self, run: Run, action: JobAction | str) -> Job:
-        """Cancel, pause or resume the run's job, through the ledger; the run keeps the state the
-        provider answered with."""
-        action = JobAction(action)
-        if not run.job_id:
-            raise errors.InvalidInput(f"Run {run.run_id} has no job to {action.verb}.")
-        job_id = run.job_id
-        calls: dict[JobAction, Callable[[str], Job]] = {
-            JobAction.CANCEL: self.provider.cancel_job,
-            JobAction.PAUSE: self.provider.pause_job,
-            JobAction.RESUME: self.provider.resume_job,
-        }
-        job = self.record_call(run, action.value, lambda: calls[action](job_id), job_id=job_id)
-        self.note_job(run, job)
-        return job
-
-    def record_call(self, run: Run, action: str, call: Callable[[], Any], **data: Any) -> Any:
-        intent = self.ledger.intent(run.run_id, action, **data)
-        try:
-            result = call()
-        except BaseException as exc:
-            detail = exc.to_dict() if isinstance(exc, errors.CloudtuneError) else {"type": type(exc).__name__}
-            self.ledger.result(run.run_id, action, intent, phase="error", error=detail)
-            raise
-        self.ledger.result(run.run_id, action, intent, value=result if isinstance(result, str) else None)
-        return result
+        return self.cleaner.clean(run, reason=reason, models=models, files=files, cancel=cancel).deleted
 
 
 def _job_failure_message(job: Job) -> str:

@@ -63,7 +63,7 @@ UploadProgress = Callable[[int, int], None]  # (bytes_sent, bytes_total)
 #: How far apart the clocks of the machine that started a run, the machine looking for what it
 #: made, and the service may be. Every search for a run's resources (``find_jobs``,
 #: ``find_uploaded``, cleanup's look for an unanswered upload) reaches this far back before the
-#: run's start: CI runners' clocks are often minutes off (issue 16 point 7), and reaching further
+#: run's start: CI runners' clocks are often minutes off, and reaching further
 #: back only lists a few more items - matches are made by the run's tag, never by time.
 CLOCK_SKEW_S = 15 * 60.0
 

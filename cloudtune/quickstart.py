@@ -32,7 +32,7 @@ def _sample(name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloudtune.commands import interruptible
+    from cloudtune.command_helpers import interruptible
     from cloudtune.locks import RunLock
     from cloudtune.compare.quickstart_report import compare_base_and_fine_tuned
     from cloudtune.state import open_state

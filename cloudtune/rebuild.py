@@ -15,14 +15,11 @@ from cloudtune import errors
 from cloudtune.provider import search_since
 from cloudtune.types import FineTuneSpec, ResourceKind, ResourceState, Run, Step, utcnow
 
+from cloudtune.run_context import deployment_name
+from cloudtune.uploads import Uploader
+
 if TYPE_CHECKING:
-    from cloudtune.pipeline import Pipeline
-
-
-def deployment_name(run: Run) -> str:
-    from cloudtune.pipeline import deployment_name as default_name
-
-    return default_name(run)
+    from cloudtune.run_context import RunContext
 
 
 def started_at(run_id: str) -> datetime:
@@ -33,15 +30,16 @@ def started_at(run_id: str) -> datetime:
         return utcnow()
 
 
-def rebuild_run(pipeline: "Pipeline", spec: FineTuneSpec, run_id: str) -> tuple[Run, list[str]]:
+def rebuild_run(context: "RunContext", spec: FineTuneSpec, run_id: str) -> tuple[Run, list[str]]:
     """A :class:`Run` holding what the provider has that carries ``run_id``, and a line per
     finding. Nothing is created or deleted; the caller decides whether to save it."""
-    provider = pipeline.provider
+    provider = context.provider
+    uploader = Uploader(context)
     run = Run(run_id=run_id, spec=spec, provider=spec.provider, created_at=started_at(run_id))
     found: list[str] = []
     since = search_since(run.created_at.timestamp())
-    for role, source in pipeline.data_files(run):
-        copy = pipeline.upload_copy(run, role, source)
+    for role, source in uploader.data_files(run):
+        copy = uploader.upload_copy(run, role, source)
         file_id = provider.find_uploaded(copy, since=since)
         if file_id:
             run.record(ResourceKind.FILE, ResourceState.OWNED, id=file_id, name=copy.name, role=role)

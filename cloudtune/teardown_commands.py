@@ -10,7 +10,7 @@ import sys
 
 from cloudtune import errors, poller
 from cloudtune.cleanup import adopt_tagged_deployments, delete_model_safely, job_is_active, run_cleanup
-from cloudtune.commands import _finish, _load, _locked_run, _wait_lock, interruptible
+from cloudtune.command_helpers import finish, interruptible, load_run, locked_run, wait_lock_s
 from cloudtune.config import parse_duration, parse_options
 from cloudtune.locks import RunLock, is_locked_elsewhere
 from cloudtune.output import choose_mode, emit_json, make_reporter, run_document, say
@@ -20,10 +20,10 @@ from cloudtune.types import JobAction, ResourceKind, ResourceRef, ResourceState,
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    _, listed = _load(args.run_id)
+    _, listed = load_run(args.run_id)
     if getattr(args, "wait_lock", None) is None and is_locked_elsewhere(listed.run_id):
         return _cancel_driven_elsewhere(args, listed)
-    with _locked_run(args, listed.run_id) as (ledger, run), provider_for(run) as provider:
+    with locked_run(args, listed.run_id) as (ledger, run), provider_for(run) as provider:
         if not run.job_id:
             raise errors.InvalidInput(f"Run {run.run_id} has no job to cancel.")
         current = provider.get_job(run.job_id)
@@ -66,7 +66,7 @@ def _cancel_driven_elsewhere(args: argparse.Namespace, run: Run) -> int:
 
 
 def cmd_undeploy(args: argparse.Namespace) -> int:
-    with _locked_run(args) as (ledger, run):
+    with locked_run(args) as (ledger, run):
         reporter = make_reporter(choose_mode(args.json))
         with provider_for(run) as provider:  # deployments another machine made for this run count too
             adopt_tagged_deployments(Pipeline(ledger, provider, reporter), run)
@@ -83,7 +83,7 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         with provider_for(run) as provider, interruptible():
             run_cleanup(Pipeline(ledger, provider, reporter), run, reason="cloudtune undeploy", models=False,
                         files=False, only=set(names))
-        return _finish(args, run, reporter)
+        return finish(args, run, reporter)
 
 
 def cmd_delete_model(args: argparse.Namespace) -> int:
@@ -94,7 +94,7 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
     by_model_id = run is not None
     if run is None and not provider_name:
         try:
-            _, run = _load(args.model)
+            _, run = load_run(args.model)
         except errors.InvalidInput:
             run = None
         if run is None and not os.environ.get("CLOUDTUNE_PROVIDER"):
@@ -104,7 +104,7 @@ def cmd_delete_model(args: argparse.Namespace) -> int:
                 hint=f"cloudtune delete-model {args.model} --provider openai|azure|local",
             )
     if run is not None:
-        with _locked_run(args, run.run_id) as (ledger, run), provider_for(run) as provider, interruptible():
+        with locked_run(args, run.run_id) as (ledger, run), provider_for(run) as provider, interruptible():
             if not run.fine_tuned_model:
                 raise errors.InvalidInput(f"Run {run.run_id} has no fine-tuned model.")
             model = model if by_model_id else run.fine_tuned_model
@@ -194,7 +194,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     results, code = [], 0
     for listed in runs:
         try:
-            with RunLock(listed.run_id, wait_s=_wait_lock(args)):
+            with RunLock(listed.run_id, wait_s=wait_lock_s(args)):
                 run = ledger.get_run(listed.run_id)
                 with provider_for(run) as provider, interruptible():
                     pipeline = Pipeline(ledger, provider, reporter)

@@ -20,8 +20,7 @@ from cloudtune.cleanup import find_tagged_upload
 from cloudtune.types import FineTuneSpec, ResourceKind, ResourceState, Run, Step
 
 if TYPE_CHECKING:
-    from cloudtune.state import StateStore
-    from cloudtune.provider import Provider
+    from cloudtune.run_context import RunContext
 
 UPLOAD_ATTEMPTS = 4
 DEFAULT_VALIDATION_SPLIT = 0.1
@@ -33,17 +32,11 @@ def upload_name(run: Run, role: str) -> str:
     return f"ct-{run.run_id}-{role}.jsonl"
 
 
-class UploadSteps:
-    """Mixed into :class:`cloudtune.pipeline.Pipeline`."""
+class Uploader:
+    """The pipeline's data steps, on a :class:`~cloudtune.run_context.RunContext`."""
 
-    ledger: "StateStore"
-    provider: "Provider"
-    reporter: Any
-    workdir: Path | None
-    sleep: Callable[[float], None]
-
-    def _advance(self, run: Run, step: Step) -> None:  # pragma: no cover - Pipeline's
-        raise NotImplementedError
+    def __init__(self, context: "RunContext") -> None:
+        self.context = context
 
     def data_files(self, run: Run) -> list[tuple[str, Path]]:
         """(role, local path) of the data this run uploads, splitting off validation data where
@@ -51,12 +44,12 @@ class UploadSteps:
         spec = run.spec
         training, validation = spec.training_file, spec.validation_file
         split = spec.validation_split
-        if validation is None and not split and self.provider.needs_validation_data(spec):
+        if validation is None and not split and self.context.provider.needs_validation_data(spec):
             split = DEFAULT_VALIDATION_SPLIT
-            self.reporter.warn(f"The {spec.provider} provider needs validation data for {spec.base_model}; "
+            self.context.reporter.warn(f"The {spec.provider} provider needs validation data for {spec.base_model}; "
                                f"holding out {split:.0%} of the training file (seed {spec.seed or 0}).")
         if validation is None and split:
-            training, validation = split_for_run(run, self.workdir, split)
+            training, validation = split_for_run(run, self.context.workdir, split)
         files = [("training", Path(training))]
         if validation is not None:
             files.append(("validation", Path(validation)))
@@ -67,7 +60,7 @@ class UploadSteps:
         the owner only, with the byte-order mark the provider wants. The user's file is never modified."""
         from cloudtune.dataset import copy_for_upload
 
-        directory = self.workdir or Path(tempfile.mkdtemp(prefix=f"cloudtune-{run.run_id}-"))
+        directory = self.context.workdir or Path(tempfile.mkdtemp(prefix=f"cloudtune-{run.run_id}-"))
         target = directory / upload_name(run, role)
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as out, open(source, "rb") as data:
@@ -76,7 +69,8 @@ class UploadSteps:
         os.chmod(target, 0o600)
         return target
 
-    def _upload(self, run: Run) -> None:
+    def upload(self, run: Run) -> None:
+        """Upload the run's data files that are not uploaded yet (each exactly once)."""
         if run.job_id is not None:
             return  # the job has its files
         for role, source in self.data_files(run):
@@ -86,11 +80,11 @@ class UploadSteps:
                 recorded = run.resource(ResourceKind.FILE, id=current)
                 if recorded is None or recorded.state == ResourceState.OWNED:
                     continue
-                self.reporter.step(run, f"The {role} file {current} is {recorded.state}; uploading it again")
+                self.context.reporter.step(run, f"The {role} file {current} is {recorded.state}; uploading it again")
                 setattr(run, attribute, None)
             setattr(run, attribute, self._upload_once(run, role, source))
-            self.ledger.save(run)
-        self._advance(run, Step.UPLOADED)
+            self.context.ledger.save(run)
+        self.context.advance(run, Step.UPLOADED)
 
     def _upload_once(self, run: Run, role: str, source: Path) -> str:
         """Upload exactly once: an upload whose outcome is unknown (interrupted, reset, a 5xx
@@ -103,45 +97,45 @@ class UploadSteps:
                 return found
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             resource = run.record(ResourceKind.FILE, ResourceState.INTENDED, name=copy.name, role=role)
-            self.ledger.save(run)
-            intent = self.ledger.intent(run.run_id, "upload_file", role=role, name=copy.name, path=str(source))
+            self.context.ledger.save(run)
+            intent = self.context.ledger.intent(run.run_id, "upload_file", role=role, name=copy.name, path=str(source))
             try:
-                file_id = self.provider.upload_file(copy, progress=self._progress(run, copy))
+                file_id = self.context.provider.upload_file(copy, progress=self._progress(run, copy))
             except (errors.Interrupted, KeyboardInterrupt):
-                self.ledger.result(run.run_id, "upload_file", intent, phase="error", error={"type": "Interrupted"})
+                self.context.ledger.result(run.run_id, "upload_file", intent, phase="error", error={"type": "Interrupted"})
                 raise  # stays ``intended``: resume finds it by its name
             except errors.CloudtuneError as exc:
-                self.ledger.result(run.run_id, "upload_file", intent, phase="error", error=exc.to_dict())
+                self.context.ledger.result(run.run_id, "upload_file", intent, phase="error", error=exc.to_dict())
                 if not _outcome_unknown(exc):
                     run.resources.remove(resource)  # refused: nothing was stored
-                    self.ledger.save(run)
+                    self.context.ledger.save(run)
                     raise
                 found = self._resolve_upload(run, resource, f"after {type(exc).__name__}")
                 if found:
                     return found
                 if attempt == UPLOAD_ATTEMPTS:
                     raise
-                self.reporter.warn(f"Uploading the {role} file failed ({exc}); it was not stored, trying again.")
-                self.sleep(getattr(exc, "retry_after", None) or min(2.0**attempt, 30.0))
+                self.context.reporter.warn(f"Uploading the {role} file failed ({exc}); it was not stored, trying again.")
+                self.context.sleep(getattr(exc, "retry_after", None) or min(2.0**attempt, 30.0))
                 continue
             run.record(ResourceKind.FILE, ResourceState.OWNED, id=file_id, name=copy.name, role=role)
-            self.ledger.result(run.run_id, "upload_file", intent, value=file_id)
-            self.ledger.save(run)
-            self.reporter.step(run, f"Uploaded {role} data as {file_id}")
+            self.context.ledger.result(run.run_id, "upload_file", intent, value=file_id)
+            self.context.ledger.save(run)
+            self.context.reporter.step(run, f"Uploaded {role} data as {file_id}")
             return file_id
         raise AssertionError("unreachable")
 
     def _resolve_upload(self, run: Run, resource: Any, when: str) -> str | None:
-        found = find_tagged_upload(self, run, resource)
+        found = find_tagged_upload(self.context, run, resource)
         if found:
             run.record(ResourceKind.FILE, ResourceState.OWNED, id=found, name=resource.name, role=resource.role)
-            self.ledger.save(run)
-            self.ledger.intent(run.run_id, "adopt_upload", name=resource.name, file_id=found)
-            self.reporter.step(run, f"Found the {resource.role} file uploaded {when}: {found}")
+            self.context.ledger.save(run)
+            self.context.ledger.intent(run.run_id, "adopt_upload", name=resource.name, file_id=found)
+            self.context.reporter.step(run, f"Found the {resource.role} file uploaded {when}: {found}")
             return found
         if resource in run.resources:
             run.resources.remove(resource)  # looked for by its tag and not there: never stored
-            self.ledger.save(run)
+            self.context.ledger.save(run)
         return None
 
     def _progress(self, run: Run, path: Path) -> Callable[[int, int], None]:
@@ -152,7 +146,7 @@ class UploadSteps:
             quarter = 4 * sent // total if total else 4
             if quarter > shown["quarter"] and total >= 16 * 1024 * 1024:
                 shown["quarter"] = quarter
-                self.reporter.step(run, f"Uploading {Path(path).name}: {sent / 2**20:,.0f} of {total / 2**20:,.0f} MB")
+                self.context.reporter.step(run, f"Uploading {Path(path).name}: {sent / 2**20:,.0f} of {total / 2**20:,.0f} MB")
 
         return report
 

@@ -31,14 +31,19 @@ class EvalExample:
         return content if isinstance(content, str) else json.dumps(content)
 
 
+#: a name no provider answers to: the validator then applies cloudtune's default data rules
+EVAL_RULES = "eval file"
+
+
 def validate_eval_file(path: Path) -> None:
     """Raise DatasetError (exit 2) listing the validator's errors by line. Eval files are
-    never uploaded, so the permissive local rules apply (no minimum count, BOM allowed)."""
+    never uploaded, so cloudtune's default data rules apply (no minimum count, BOM allowed), not
+    any one provider's."""
     from cloudtune.dataset import validate_file
 
     if not Path(path).is_file():
         raise errors.DatasetError(f"Eval file {path} does not exist.")
-    report = validate_file(path, provider="local", workers=1)
+    report = validate_file(path, provider=EVAL_RULES, workers=1)
     problems = [p for p in report.errors if p.code != "too_few_examples"]
     if problems:
         listed = "\n".join(f"  {path}:{p.line}: {p.message} [{p.code}]" for p in problems[:20])

@@ -16,7 +16,7 @@ EVENT_PAGES = 200  # at most 20,000 events read per run
 
 def live_deployment(run: Run) -> str | None:
     """The run's current deployment name, for both shapes of run records: the typed
-    ``resources`` list (issue 9) and the older ``deployments`` list of names."""
+    ``resources`` list (its resource records) and the older ``deployments`` list of names."""
     accessor = getattr(run, "live_deployment", None)
     if callable(accessor):
         found = accessor()

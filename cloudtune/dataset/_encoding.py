@@ -4,7 +4,7 @@ Azure documents training files as "UTF-8 with a byte-order mark (BOM)"
 (MicrosoftDocs/azure-ai-docs ``articles/ai-foundry/openai/includes/fine-tuning-oai-sdk.md``,
 09/01/2025); OpenAI's processing marks a file that starts with one as ``error``; the local backend
 reads either. So the user keeps one file, and the run-tagged copy cloudtune uploads
-(:meth:`cloudtune.uploads.UploadSteps.upload_copy`) is written in the encoding the provider
+(:meth:`cloudtune.uploads.Uploader.upload_copy`) is written in the encoding the provider
 declares (``facts.data_rules.bom``): the BOM stripped or added there. The user's file is never modified; ``validate`` says so as a note.
 """
 

@@ -44,7 +44,7 @@ DEPLOYMENT_STATES = {
     "canceled": DeploymentState.FAILED, "deleting": DeploymentState.DELETING,
 }
 SKUS = rules.DEPLOYMENT_SKUS
-DEPLOYMENT_RUN_TAG = "cloudtune-run"  # ARM tag naming the run that created a deployment (issue 9)
+DEPLOYMENT_RUN_TAG = "cloudtune-run"  # ARM tag naming the run that created a deployment
 
 
 def when(value: Any) -> datetime | None:
@@ -197,7 +197,7 @@ class OpenAIRoute:
         size = path.stat().st_size
         with path.open("rb") as handle:
             # no SDK retries: a retried POST can store a second copy; the pipeline finds the run-tagged
-            # name after an unknown outcome and decides (issue 9)
+            # name after an unknown outcome and decides
             created = self.client.with_options(max_retries=0).files.create(file=(path.name, handle), purpose="fine-tune")
         # Azure imports the file before a job may use it: wait for ``processed``.
         status, waited = created.status, 0.0

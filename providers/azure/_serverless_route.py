@@ -175,7 +175,7 @@ class ServerlessRoute:
     # ------------------------------------------------------------------ files
     @staticmethod
     def asset_name(path: Path, content: bytes | None = None) -> str:
-        """A run's upload (``ct-<run_id>-<role>.jsonl``, issue 9) becomes the asset ``ct-<run_id>-<role>``:
+        """A run's upload (``ct-<run_id>-<role>.jsonl``) becomes the asset ``ct-<run_id>-<role>``:
         two runs never share an asset. Any other file is named by its content (resume-safe)."""
         stem = re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)[:60] or "data"
         if stem.startswith("ct-"):
@@ -240,7 +240,7 @@ class ServerlessRoute:
             hyper["learning_rate"] = f"{float(learning_rate):g}"
         short = re.sub(r"[^a-z0-9]", "", run_id.lower())[-12:] or uuid.uuid4().hex[:12]
         # a fixed name per attempt: a PUT the SDK retries after an unknown outcome meets the job it made
-        # (409), never creates a second one; the pipeline's find_jobs decides between attempts (issue 9)
+        # (409), never creates a second one; the pipeline's find_jobs decides between attempts
         job_name = f"ctft-{short}-{uuid.uuid4().hex[:8]}"
         prefix = re.sub(r"[^A-Za-z0-9-]", "-", f"{model_name(spec.base_model)}-{spec.suffix or 'ft'}-{short}")[:60]
         job = create_finetuning_job(

@@ -33,7 +33,7 @@ def scan_jobs_of_run(pages: Iterable[Any], run_id: str, matches: Callable[[Any],
     """Jobs of a run, from listed pages of jobs NEWEST FIRST: stops at the first job created
     before the run began (less the clock-skew allowance, :data:`cloudtune.provider.CLOCK_SKEW_S`),
     so a user with thousands of jobs, or an
-    API that keeps answering ``has_more``, costs a bounded number of requests (issue 10 point 9).
+    API that keeps answering ``has_more``, costs a bounded number of requests.
     ``pages`` yields page objects with ``.data`` (the SDK's ``SyncCursorPage.iter_pages()``)."""
     started = run_started_at(run_id)
     found: list[Any] = []

@@ -246,7 +246,7 @@ class OpenAIProvider(Provider):
                 part_bytes=int(self._option("upload_part_bytes", capabilities.UPLOAD_PART_BYTES)),
                 workers=int(self._option("upload_workers", 4)),
             )
-        uploads.fail_if_errored(self.client, file_id, self._read)  # no waiting for "processed" (issue 10 point 8)
+        uploads.fail_if_errored(self.client, file_id, self._read)  # one look, no waiting for "processed"
         return file_id
 
     def find_uploaded(self, path: Path, *, since: float) -> str | None:
@@ -308,7 +308,7 @@ class OpenAIProvider(Provider):
 
     def find_jobs(self, run_id: str) -> list[Job]:
         def listing() -> list[Any]:
-            # newest first, stopping at jobs created before the run began (issue 10 point 9)
+            # newest first, stopping at jobs created before the run began (a bounded number of pages)
             first = self.client.fine_tuning.jobs.list(metadata={convert.RUN_ID_KEY: run_id}, limit=fine_tuning.JOBS_PAGE)
             return fine_tuning.scan_jobs_of_run(first.iter_pages(), run_id,
                                                 lambda raw: (getattr(raw, "metadata", None) or {}).get(convert.RUN_ID_KEY) == run_id)

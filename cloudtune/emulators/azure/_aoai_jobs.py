@@ -244,7 +244,7 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
         vision = training is not None and b'"image_url"' in training["content"]
         if (rules.base_model(model) is None or training_type is None
                 or rules.training_refusal(model, training_type, region, vision=vision) is not None):
-            # the service's own wording, misleading as it is (issue 10 point 2)
+            # the service's own wording, misleading as it is
             raise err(400, "invalidPayload", f"The specified base model does not support fine-tuning: {model}", "model")
         row = rules.base_model(model)
         if row is not None and row.open_weight and found.get("kind") != "AIServices":
