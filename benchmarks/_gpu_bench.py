@@ -62,16 +62,6 @@ def _child(recipe: str, settings: dict[str, Any], timeout: float) -> tuple[dict[
     return out, None
 
 
-def real_lengths(model_dir: str, data: Path) -> list[int]:
-    """Tokenized length of every example, as the chat template renders it."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    rows = [json.loads(line)["messages"] for line in data.read_text().splitlines() if line.strip()]
-    texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in rows]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-
 def run(runner: Any, *, seq_len: int = 2048, batch: int = 8, warmup: int = 3, measured: int = 30) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     steps = warmup + measured
@@ -97,7 +87,7 @@ def run(runner: Any, *, seq_len: int = 2048, batch: int = 8, warmup: int = 3, me
         return report
     data = work / "variable.jsonl"
     local_qlora.write_dataset(data, Path(base["model"]), seq_len, steps * batch * 8 + batch, variable=True)
-    lengths = real_lengths(base["model"], data)
+    lengths = local_qlora.real_lengths(base["model"], data)
     report["mean_example_tokens"] = sum(lengths) / len(lengths)
     report["matmul_params"] = model["matmul_params"]
     for name, extra in RECIPES:

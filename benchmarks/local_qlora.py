@@ -82,6 +82,55 @@ def write_dataset(path: Path, tokenizer_dir: Path, seq_len: int, count: int, *, 
     return lengths
 
 
+def real_lengths(model_dir: str, data: Path) -> list[int]:
+    """Tokenized length of every example, as the chat template renders it (MFU counts these)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = [json.loads(line)["messages"] for line in data.read_text().splitlines() if line.strip()]
+    texts = [tokenizer.apply_chat_template(messages, tokenize=False) for messages in rows]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+# column -> (child recipe, extra settings)
+RECIPES = {
+    "ours": ("ours", {}),
+    "ours_no_packing": ("ours", {"packing": False}),  # the packing ablation
+    "trl": ("trl", {}),  # TRL SFTTrainer + PEFT, padded
+    "trl_fast": ("trl_fast", {}),  # TRL's fast configuration: BFD packing, padding-free, Liger: the reference
+    "unsloth": ("unsloth", {}),
+}
+
+
+def missing_reason(name: str) -> str | None:
+    """Why a column cannot run here (None: it can)."""
+    if name.startswith("trl") and not (importlib.util.find_spec("trl") and importlib.util.find_spec("datasets")):
+        return "trl is not installed: pip install 'cloudtune[bench]' (or carry the wheels, benchmarks/README.md)"
+    if name == "trl_fast" and not importlib.util.find_spec("liger_kernel"):
+        return None  # runs without Liger; the table says so in its loss column
+    if name == "unsloth" and not importlib.util.find_spec("unsloth"):
+        return ("unsloth is not installed; its release needs trl<=1.15 and transformers<=5.17, which this project's "
+                "trl>=1.16 excludes: install it in an environment of its own and run this script there")
+    return None
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and the card's clocks (nvidia-smi), without touching the GPU from this process."""
+    import importlib.metadata as md
+    import platform
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu_check import _clocks
+
+    versions = {}
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "trl", "liger-kernel", "accelerate", "unsloth"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "versions": versions, **_clocks()}
+
+
 def child(recipe: str, settings: dict[str, Any]) -> dict[str, Any] | None:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     if settings["tiny"]:
@@ -122,45 +171,61 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per run, warm-up included")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=2, help="steps left out of the throughput")
+    parser.add_argument("--warmup", type=int, default=None, help="steps left out of the throughput (2 with --tiny, else 3)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved runs per recipe and data set")
     parser.add_argument("--quantize", choices=["4bit", "none"], default="4bit", help="CUDA: QLoRA (4bit) or bf16 LoRA")
     parser.add_argument("--data", choices=["fixed", "variable", "both"], default="both")
+    parser.add_argument("--arch", choices=["llama", "phi3"], default="llama",
+                        help="CUDA model: Phi-3-mini's dimensions as a Llama config (default: every fast path, "
+                             "Unsloth's included, covers it) or as Phi-3 (fused projections)")
+    parser.add_argument("--recipes", default=None,
+                        help="comma-separated columns of " + ",".join(RECIPES) + " (default: all; --tiny: ours,trl)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     tiny = args.tiny
     seq_len = args.seq_len or (128 if tiny else 2048)
-    steps = args.steps or (6 if tiny else 12)
+    warmup = args.warmup if args.warmup is not None else (2 if tiny else 3)
+    steps = args.steps or (6 if tiny else warmup + 30)  # >= 30 measured steps on a GPU
     batch = args.batch_size or (2 if tiny else 8)
+    log_every = 1 if tiny else 3  # ours reads the GPU once per log line; TRL's clock syncs every step
+    if not tiny and warmup % log_every:
+        parser.error(f"--warmup must be a multiple of {log_every} (ours is timed per log line)")
     work = Path(tempfile.mkdtemp(prefix="bench-qlora-"))
-    base = {"tiny": tiny, "seq_len": seq_len, "steps": steps, "batch_size": batch, "warmup": args.warmup,
-            "quantize": args.quantize, "model": str(work / "model"), "words": WORDS}
+    base = {"tiny": tiny, "seq_len": seq_len, "steps": steps, "batch_size": batch, "warmup": warmup,
+            "quantize": args.quantize, "model": str(work / "model"), "words": WORDS, "arch": args.arch,
+            "log_every": log_every}
+    wanted = (args.recipes or ("ours,trl" if tiny else ",".join(RECIPES))).split(",")
+    unknown = [name for name in wanted if name not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown}: choose from {', '.join(RECIPES)}")
+    missing = {name: why for name in wanted if (why := missing_reason(name))}
+    for name, why in missing.items():
+        print(f"column {name} missing: {why}", file=sys.stderr)
+    recipes = [name for name in wanted if name not in missing]
     model = child("build", base)
     if model is None:
         return 1
-    recipes = ["ours"]
-    if importlib.util.find_spec("trl") and importlib.util.find_spec("datasets"):
-        recipes.append("trl")
-    else:
-        print("reference recipe skipped: pip install 'cloudtune[bench]'", file=sys.stderr)
-    if not tiny and importlib.util.find_spec("unsloth"):
-        recipes.append("unsloth")
+    shape = "tiny llama (random)" if tiny else (
+        "Llama config with Phi-3-mini's dimensions (random, 3.8B)" if args.arch == "llama" else "phi-3-mini (random, 3.8B)")
     report: dict[str, Any] = {
-        "model": "tiny llama (random)" if tiny else "phi-3-mini shape (random, 3.8B)", "seq_len": seq_len,
-        "batch_size": batch, "steps": steps, "warmup_steps": args.warmup, "rounds": args.rounds,
+        "model": shape, "seq_len": seq_len,
+        "batch_size": batch, "steps": steps, "warmup_steps": warmup, "rounds": args.rounds,
         "lora": "r=16 alpha=32 all linear, dropout 0", "quantize": "none (CPU fp32)" if tiny else args.quantize,
         "matmul_params": model["matmul_params"], "date": time.strftime("%Y-%m-%d"), "datasets": {},
+        "missing": missing, "environment": environment(),
     }
     kinds = ["fixed", "variable"] if args.data == "both" else [args.data]
     for kind in kinds:
         data = work / f"{kind}.jsonl"
         # Enough examples for every step even when packing fills rows with several of them.
         count = steps * batch * (8 if kind == "variable" else 1) + batch
-        lengths = write_dataset(data, Path(base["model"]), seq_len, count, variable=kind == "variable")
+        write_dataset(data, Path(base["model"]), seq_len, count, variable=kind == "variable")
+        lengths = real_lengths(base["model"], data)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in recipes}
         for _ in range(args.rounds):
             for name in recipes:  # interleaved: ours, trl, ours, trl
-                result = child(name, {**base, "data": str(data)})
+                recipe, extra = RECIPES[name]
+                result = child(recipe, {**base, **extra, "data": str(data)})
                 if result is not None:
                     runs[name].append(result)
         results = {name: combine(r) for name, r in runs.items() if r}
@@ -169,7 +234,9 @@ def main() -> int:
         for result in results.values():
             result["mfu"] = mfu(result, model, lengths, card_peak(device_name))
         entry: dict[str, Any] = {"results": results, "mean_example_tokens": sum(lengths) / len(lengths)}
-        ours, ref = results.get("ours"), results.get("trl")
+        reference = "trl_fast" if "trl_fast" in results else "trl"
+        ours, ref = results.get("ours"), results.get(reference)
+        entry["reference"] = reference
         if ours and ref:
             entry["speedup"] = ours["tokens_per_s"] / ref["tokens_per_s"]
             for key in ("device_used_gib", "max_allocated_gib", "max_reserved_gib"):
@@ -193,15 +260,21 @@ def print_table(report: dict[str, Any]) -> None:
           f"x {report['rounds']} rounds")
     for kind, entry in report["datasets"].items():
         print(f"\n{kind} length (mean {entry['mean_example_tokens']:.0f} tokens/example)")
-        print("  recipe   tokens/s   alloc GiB  reserved GiB  device GiB   MFU    layout   (CPU: device = peak RSS)")
+        print("  recipe           tokens/s   alloc GiB  reserved GiB  device GiB   MFU    layout   (CPU: device = peak RSS)")
         for name, r in entry["results"].items():
             mfu_text = "-" if r.get("mfu") is None else f"{r['mfu']:.1%}"
-            print(f"  {name:7s} {r['tokens_per_s']:10.1f}  {_gib(r['max_allocated_gib']):>9s}  "
-                  f"{_gib(r['max_reserved_gib']):>12s}  {_gib(r['device_used_gib']):>10s}  {mfu_text:>6s}  {r['layout']}")
+            print(f"  {name:15s} {r['tokens_per_s']:10.1f}  {_gib(r['max_allocated_gib']):>9s}  "
+                  f"{_gib(r['max_reserved_gib']):>12s}  {_gib(r['device_used_gib']):>10s}  {mfu_text:>6s}  {r['layout']}, loss {r.get('loss')}")
         if "speedup" in entry:
             memory = entry.get("memory_ratio_device_used")
-            print(f"  ours/trl: {entry['speedup']:.2f}x tokens/s at "
-                  f"{'-' if memory is None else f'{memory:.2f}x'} device memory (goal on an H100: >= 1.5x at <= 0.8x)")
+            print(f"  ours/{entry['reference']}: {entry['speedup']:.2f}x tokens/s at "
+                  f"{'-' if memory is None else f'{memory:.2f}x'} device memory (goal: >= 1.5x TRL's fast "
+                  "configuration at <= 0.8x its memory, and >= 1.0x Unsloth)")
+    for name, why in report.get("missing", {}).items():
+        print(f"\ncolumn {name} missing: {why}")
+    env = report.get("environment") or {}
+    print(f"\n{env.get('nvidia_smi', '')} Python {env.get('python')}; "
+          + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Each decoder layer, then the decoder itself (its embeddings and final norm), is 
 torch's FSDP2 ``fully_shard``: every rank keeps 1/N of those frozen weights and gathers a
 layer's full weights only while that layer runs (forward, and again in backward). The
 trainable LoRA parameters are passed as ``ignored_params``: they stay ordinary tensors,
-whole on every rank, so the data-parallel code of :mod:`local_backend.distributed` (one
+whole on every rank, so the data-parallel code of :mod:`local_backend.parallel` (one
 all-reduce of the LoRA gradients, normalised by the global token count), clipping, the
 optimiser, checkpoints and ``save_pretrained`` of the adapter work exactly as without
 sharding, and N processes still step exactly like one. Frozen weights get no gradient, so
@@ -31,8 +31,14 @@ tests/local/test_fsdp_qlora.py checks those mechanics on CPU with two gloo proce
 0.50.2, torch 2.13): half of every 4-bit weight per rank, and logits and LoRA gradients equal to
 the unsharded 4-bit model's, bit for bit (2026-11-25; the default uint8 storage sharded and
 computed alike there too; an eval-mode no-grad forward on an AVX512-BF16 CPU breaks a sharded
-4-bit model, a CPU-only bitsandbytes branch, see that test). A QLoRA + FSDP training run on
-GPUs (NCCL, bitsandbytes' CUDA kernels) has not run yet; see README.md.
+4-bit model, a CPU-only bitsandbytes branch, see that test). On one H200 (2026-12-04,
+benchmarks/gpu_check.py) one NCCL rank with a 4-bit base and activation checkpointing gave the
+unsharded model's token losses and LoRA gradients exactly; several GPUs have not run yet.
+
+Every rank first loads the WHOLE 4-bit base onto its GPU (bitsandbytes quantises while loading,
+onto one device), and only then shards it: FSDP + 4-bit saves memory while training but cannot
+help a 4-bit base that does not fit one GPU. A bf16 base is read into host memory and sharded
+onto the GPUs layer by layer, so it never needs to fit one GPU.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from local_backend.distributed import DataParallel
+from local_backend.parallel import DataParallel
 
 
 def _bytes(tensor: Any) -> int:

@@ -106,7 +106,7 @@ class TrainResult:
 
 
 def _single_process():  # noqa: ANN202
-    from local_backend.distributed import SingleProcess
+    from local_backend.parallel import SingleProcess
 
     return SingleProcess()
 
@@ -142,7 +142,7 @@ class Trainer:
         parallel: Any = None,
     ) -> None:
         self.config = config
-        # Peers of a distributed run (local_backend/distributed.py): shards, gradient sums, agreed stops.
+        # Peers of a distributed run (local_backend/parallel.py, launch.py): shards, gradient sums, agreed stops.
         self.parallel = parallel if parallel is not None else _single_process()
         self.output_dir = Path(output_dir)
         self.on_event = on_event or (lambda level, message, data: None)

@@ -212,7 +212,7 @@ class LocalProvider(Provider):
     def create_job(
         self, spec: FineTuneSpec, *, training_file_id: str, validation_file_id: str | None, run_id: str
     ) -> Job:
-        from local_backend.distributed import distributed_spec
+        from local_backend.launch import distributed_spec
         from local_backend.hyperparams import build_train_config
         from local_backend.sources import resolve_source
 

@@ -1,4 +1,4 @@
-"""The assistant-only mask on real chat templates (Phi-3, Phi-3.5, Llama-3, Qwen-2.5,
+"""The assistant-only mask on real chat templates (Phi-3, Phi-3.5, Phi-4, Llama-3, Qwen-2.5,
 SmolLM2), shipped as text in tests/local/data/chat_templates with each model's special
 tokens, paired with a tiny BPE tokenizer trained here with ``tokenizers``.
 
@@ -81,6 +81,7 @@ EXPECTED = {
     # Phi-3 ends a rendering without a generation prompt with EOS; that EOS follows the last turn.
     "phi3": ["Ahoy matey!<|end|>\n", "Arr.<|end|>\n<|endoftext|>"],
     "phi3_5": ["Ahoy matey!<|end|>\n", "Arr.<|end|>\n<|endoftext|>"],
+    "phi4": ["Ahoy matey!<|im_end|>", "Arr.<|im_end|>"],
     "llama3": ["Ahoy matey!<|eot_id|>", "Arr.<|eot_id|>"],
     "qwen2_5": ["Ahoy matey!<|im_end|>\n", "Arr.<|im_end|>\n"],
     "smollm2": ["Ahoy matey!<|im_end|>\n", "Arr.<|im_end|>\n"],
@@ -96,6 +97,19 @@ def test_multi_turn_trains_each_assistant_turn_through_its_end_token(name: str) 
     assert runs == EXPECTED[name]
     # nothing is lost or invented: the ids are exactly the template's rendering
     assert tokenizer.decode(encoded.input_ids) == tokenizer.apply_chat_template(MULTI_TURN, tokenize=False)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_multi_turn_without_a_system_message_trains_the_same_spans(name: str) -> None:
+    """No system message (Qwen-2.5's template then adds its default one): the same assistant
+    turns are trained, and the rendering round-trips."""
+    tokenizer = _tokenizer(name)
+    no_system = MULTI_TURN[1:]
+    encoded = encode_chat(tokenizer, no_system)
+    runs = _trained_runs(tokenizer, encoded)
+    print(f"\n{name} without system: trained spans {runs!r}")
+    assert runs == EXPECTED[name]
+    assert tokenizer.decode(encoded.input_ids) == tokenizer.apply_chat_template(no_system, tokenize=False)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

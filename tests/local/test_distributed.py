@@ -162,7 +162,7 @@ def test_a_killed_rank_fails_the_attempt_and_resume_finishes(provider, local_hom
 
 
 def test_distributed_options_are_checked_before_a_job_exists(provider, tiny_model_dir: Path, training_file: Path) -> None:  # type: ignore[no-untyped-def]
-    from local_backend.distributed import torchrun_command
+    from local_backend.launch import torchrun_command
     from providers.local import LocalProvider
 
     spec = FineTuneSpec(provider="local", base_model=str(tiny_model_dir), training_file=training_file)
@@ -174,7 +174,7 @@ def test_distributed_options_are_checked_before_a_job_exists(provider, tiny_mode
 
     single_node = torchrun_command(Path("/j"), {"num_processes": 4, "nnodes": 1}, python="py")
     assert single_node == ["py", "-m", "torch.distributed.run", "--nproc_per_node", "4", "--max_restarts", "0", "--standalone",
-                           "-m", "local_backend.distributed", "--rank", "/j"]
+                           "-m", "local_backend.launch", "--rank", "/j"]
     multi = torchrun_command(Path("/j"), {"num_processes": 8, "nnodes": 2, "node_rank": 1, "rdzv_endpoint": "10.0.0.5:29500"}, python="py")
     assert multi[multi.index("--nnodes") :][:8] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.5", "--master_port", "29500"]
 
@@ -238,7 +238,7 @@ def test_fsdp_shards_the_base_and_trains_the_same_adapter_as_one(provider, local
 
 def test_fsdp_option_is_checked_before_a_job_exists(provider, tiny_model_dir: Path, training_file: Path) -> None:  # type: ignore[no-untyped-def]
     from cloudtune import registry
-    from local_backend.distributed import distributed_spec
+    from local_backend.launch import distributed_spec
     from providers.local import LocalProvider
 
     spec = FineTuneSpec(provider="local", base_model=str(tiny_model_dir), training_file=training_file)

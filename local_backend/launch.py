@@ -1,31 +1,19 @@
-"""Local training on several processes (GPUs, or CPU processes with gloo) and machines,
-under torch's own launcher, ``torch.distributed.run`` (torchrun).
+"""Launching local training on several processes (GPUs, or CPU processes with gloo) and
+machines, under torch's own launcher, ``torch.distributed.run`` (torchrun).
 
 ``-o num_processes=N`` (and ``nnodes``, ``node_rank``, ``rdzv_endpoint`` for several machines)
 puts a ``distributed`` section in the job's spec. The job's worker of record (the process that
-holds ``worker.lock``) then becomes a supervisor: it runs torchrun, which starts one rank per
-process, each ``python -m local_backend.distributed --rank JOB_DIR``.
+holds ``worker.lock``, local_backend/worker.py) then becomes a supervisor: it runs torchrun,
+which starts one rank per process, each ``python -m local_backend.launch --rank JOB_DIR``.
+What the ranks do together at each step is :mod:`local_backend.parallel` (data parallel) and
+:mod:`local_backend.fsdp` (``-o fsdp=true``: the frozen base sharded with FSDP2, for a base
+that does not fit one device).
 
-Data parallel: every rank reads the whole data set in the same (seed, epoch) order and takes
-its share of each micro-batch (``rows[rank::world]``). The loss of a share is divided by the
-*global* number of labelled tokens of the optimiser step, and gradients are summed across ranks
-with one all-reduce of the flattened trainable (LoRA) gradients per step, the algorithm of
-DistributedDataParallel; the model is not wrapped in ``DistributedDataParallel`` only so the
-normalisation is by the global token count, which makes N processes step exactly as one process
-with the same global batch. Clipping, optimiser and scheduler then run on identical gradients,
-so the ranks' adapters stay identical.
-
-``-o fsdp=true`` (with two or more processes) is for a base that does not fit one device: each
-rank also shards the frozen base weights with FSDP2 (local_backend/fsdp.py), holding 1/N of
-them and gathering one layer at a time. The LoRA parameters are left out of the sharding, so
-everything above (gradient sum, clipping, optimiser, checkpoints, the adapter) is unchanged.
-
-Rank 0 writes status, events, checkpoints and the adapter; the others write nothing. Every step
-the ranks agree on stopping (cancel / pause / SIGTERM seen by any rank), so all stop at the same
-step boundary after rank 0's checkpoint. A rank that dies makes torchrun stop the others; the
-supervisor then records the attempt as failed with the resumable ``worker_died`` code, and
-``cloudtune resume`` restarts every rank from the last checkpoint. Ranks die with the supervisor
-(PR_SET_PDEATHSIG), so a ``kill -9`` of the job leaves no orphan training on.
+Rank 0 writes status, events, checkpoints and the adapter; the others write nothing. A rank
+that dies makes torchrun stop the others; the supervisor then records the attempt as failed
+with the resumable ``worker_died`` code, and ``cloudtune resume`` restarts every rank from the
+last checkpoint. Ranks die with the supervisor (PR_SET_PDEATHSIG), so a ``kill -9`` of the job
+leaves no orphan training on.
 """
 
 from __future__ import annotations
@@ -37,11 +25,12 @@ import signal
 import subprocess
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from local_backend.jobs import JobDir, now_iso
+from local_backend.parallel import DataParallel, peer_failure
 
 OPTIONS = {
     "num_processes": "local: training processes per machine (one per GPU; CPU processes with gloo)",
@@ -86,83 +75,7 @@ def torchrun_command(job_dir: Path, layout: Mapping[str, Any], *, python: str = 
     else:
         host, port = str(layout["rdzv_endpoint"]).rsplit(":", 1)
         command += ["--nnodes", str(layout["nnodes"]), "--node_rank", str(layout["node_rank"]), "--master_addr", host, "--master_port", port]
-    return command + ["-m", "local_backend.distributed", "--rank", str(job_dir)]
-
-
-# ---------------------------------------------------------------- inside the ranks
-class SingleProcess:
-    """The trainer's view of its peers when it has none."""
-
-    rank = 0
-    world_size = 1
-    is_main = True
-    lockstep = False  # True: every rank must run every forward (FSDP gathers weights together)
-    shards_base = False  # True: the frozen base is sharded across the ranks (local_backend/fsdp.py)
-
-    def prepare_model(self, model: Any, *, device: str, emit: Any) -> Any:
-        """The model as this rank trains it (sharded with ``-o fsdp=true``)."""
-        return model
-
-    def shard(self, rows: Sequence) -> Sequence:
-        return rows
-
-    def sync_gradients(self, params: Sequence) -> None:
-        pass
-
-    def reduce_sums(self, values: dict[str, float], *, skip: Sequence[str] = ()) -> dict[str, float]:
-        return values
-
-    def agree(self, stop: str | None) -> str | None:
-        return stop
-
-    def barrier(self) -> None:
-        pass
-
-
-class DataParallel(SingleProcess):
-    _STOPS = (None, "pause", "cancel")  # agreed by max: cancel wins over pause
-
-    def __init__(self) -> None:
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.rank = dist.get_rank()
-        self.world_size = dist.get_world_size()
-        self.is_main = self.rank == 0
-
-    def shard(self, rows: Sequence) -> Sequence:
-        return rows[self.rank :: self.world_size]
-
-    def sync_gradients(self, params: Sequence) -> None:
-        import torch
-
-        # A rank whose share was empty contributes zeros.
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        self.dist.all_reduce(flat, op=self.dist.ReduceOp.SUM)
-        offset = 0
-        for parameter in params:
-            size = parameter.numel()
-            parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
-            offset += size
-
-    def reduce_sums(self, values: dict[str, float], *, skip: Sequence[str] = ()) -> dict[str, float]:
-        gathered: list[dict[str, float]] = [{} for _ in range(self.world_size)]
-        self.dist.all_gather_object(gathered, values)
-        total = dict(values)
-        for name in {n for part in gathered for n in part} - set(skip):
-            total[name] = sum(part.get(name, 0.0) for part in gathered)
-        return total
-
-    def agree(self, stop: str | None) -> str | None:
-        import torch
-
-        code = torch.tensor([self._STOPS.index(stop if stop in self._STOPS else "cancel")])
-        self.dist.all_reduce(code, op=self.dist.ReduceOp.MAX)
-        return self._STOPS[int(code)]
-
-    def barrier(self) -> None:
-        self.dist.barrier()
+    return command + ["-m", "local_backend.launch", "--rank", str(job_dir)]
 
 
 def _die_with_parent() -> None:
@@ -174,21 +87,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _peer_failure(exc: BaseException) -> bool:
-    """An error that means another rank (or the launcher) went away, not a problem of this one."""
-    import torch.distributed as dist
-
-    text = str(exc).lower()
-    return isinstance(exc, getattr(dist, "DistError", ())) or any(
-        marker in text for marker in ("connection closed by peer", "connection reset", "broken pipe", "gloo", "nccl")
-    )
-
-
 def rank_main(job_dir: Path) -> int:
     import torch
     import torch.distributed as dist
 
-    from local_backend.worker import _Worker
+    from local_backend.runner import JobRunner
 
     _die_with_parent()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -204,12 +107,12 @@ def rank_main(job_dir: Path) -> int:
         parallel = DataParallel()
     (job_dir / f"rank-{parallel.rank}.pid").write_text(str(os.getpid()))
 
-    class RankWorker(_Worker):
+    class RankWorker(JobRunner):
         def make_trainer(self, config, **kwargs):
             return super().make_trainer(config, parallel=parallel, **kwargs)
 
         def record_failure(self, exc: BaseException) -> None:
-            if self.signalled or _peer_failure(exc):
+            if self.signalled or peer_failure(exc):
                 return  # a peer or the launcher went first: the supervisor records the attempt
             if parallel.is_main:
                 return super().record_failure(exc)
@@ -297,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:  # noqa: BLE001 - the log must say why a rank left
             traceback.print_exc()
             return 1
-    print("usage: python -m local_backend.distributed --rank JOB_DIR (started by torchrun)", file=sys.stderr)
+    print("usage: python -m local_backend.launch --rank JOB_DIR (started by torchrun)", file=sys.stderr)
     return 2
 
 
