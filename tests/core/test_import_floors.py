@@ -26,11 +26,7 @@ EMULATORS = "cloudtune.emulators"
 
 # Circles that exist on main today, each being removed by its own change (issue 17 point 2).
 # Shrink this list; never grow it.
-KNOWN_CIRCLES: list[frozenset[str]] = [
-    # the parallel strategies, the torchrun supervisor and the rank entry point (which subclasses
-    # the worker) in one module (parallel.py apart from launch.py)
-    frozenset({"local_backend.distributed", "local_backend.fsdp", "local_backend.trainer", "local_backend.worker"}),
-]
+KNOWN_CIRCLES: list[frozenset[str]] = []
 # cloudtune modules allowed to import providers/local_backend, and why
 FLOOR_EXCEPTIONS = {
     "cloudtune.quickstart": "the quickstart is the local backend's demo (DEVELOPERS.md): it reaches it by name",
