@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
         provider="local",
         base_model=BASE_MODEL,
         training_file=_sample("train.jsonl"),
-        eval_file=_sample("heldout.jsonl"),
+        # no eval_file: the comparison below asks the held-out questions of both models once; a run
+        # evaluation first would ask the fine-tune every question twice (at different max_tokens,
+        # so the answer cache could not serve it), the slowest part on a CPU
+        eval_file=None,
         hyperparameters=Hyperparameters(learning_rate_multiplier=LEARNING_RATE_MULTIPLIER),
         seed=42,
         deploy=DeployOptions(smoke_prompt="What is the capital of France?"),
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             from cloudtune.poller import wait_for_deployment
 
             wait_for_deployment(provider, base_name, target="ready", timeout_s=600)
-            comparison, report_path = compare_base_and_fine_tuned(run_, provider, base_name, max_tokens=48)
+            comparison, report_path = compare_base_and_fine_tuned(run_, provider, base_name, max_tokens=48,
+                                                                  eval_file=_sample("heldout.jsonl"))
     finally:
         reporter.close()
         if not args.keep:

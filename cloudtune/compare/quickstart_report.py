@@ -22,14 +22,16 @@ if TYPE_CHECKING:
     from cloudtune.types import Run
 
 
-def compare_base_and_fine_tuned(run: Run, provider: Provider, base_deployment: str,
+def compare_base_and_fine_tuned(run: Run, provider: Provider, base_deployment: str, *, eval_file: Path | None = None,
                                 **chat_params: Any) -> tuple[Comparison, Path]:
-    """Ask the base and the fine-tuned deployment the run's eval questions; write the report
-    under CLOUDTUNE_HOME/reports/<run id>/ and return it with its report.html path."""
+    """Ask the base and the fine-tuned deployment ``eval_file``'s questions (default: the run's
+    eval file); write the report under CLOUDTUNE_HOME/reports/<run id>/ and return it with its
+    report.html path."""
     from cloudtune.ledger import cloudtune_home
 
-    assert run.spec.eval_file is not None
-    examples = load_eval_file(run.spec.eval_file)
+    eval_file = eval_file or run.spec.eval_file
+    assert eval_file is not None
+    examples = load_eval_file(eval_file)
     targets = [Target("base", provider, base_deployment, "base", run.provider, run.run_id,
                       price_note="local: your hardware, no price", model=run.spec.base_model),
                Target("fine-tuned", provider, live_deployment(run) or "", "fine-tuned", run.provider, run.run_id,
@@ -38,12 +40,12 @@ def compare_base_and_fine_tuned(run: Run, provider: Provider, base_deployment: s
     comparison = Comparison(examples, [evaluate_target(t, examples, concurrency=1, cache=cache, **chat_params)
                                        for t in targets],
                             baselines={"fine-tuned": "base"}, runs=[run_facts(run, provider)])
-    comparison.settings = {"eval_file": str(run.spec.eval_file), "examples": len(examples),
-                           "eval_sha256": hashlib.sha256(Path(run.spec.eval_file).read_bytes()).hexdigest(),
+    comparison.settings = {"eval_file": str(eval_file), "examples": len(examples),
+                           "eval_sha256": hashlib.sha256(Path(eval_file).read_bytes()).hexdigest(),
                            "decoding": {**DECODING, **chat_params}, "rouge": ROUGE_VARIANT,
                            "statistics": stats.describe(), "baseline": "base",
                            "primary_metric": comparison.primary_metric,
-                           "provenance": provenance(Path(run.spec.eval_file), [run.spec.training_file]),
+                           "provenance": provenance(Path(eval_file), [run.spec.training_file]),
                            "answer_cache": f"{cache.hits} answers reused, {cache.misses} asked"}
     written = write_report(comparison, cloudtune_home() / "reports" / run.run_id)
     return comparison, written["report.html"]
