@@ -72,8 +72,14 @@ def test_killed_worker_is_failed_then_resumes_to_the_same_adapter(
     while not job_dir.checkpoints() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert job_dir.checkpoints(), "no checkpoint appeared"
-    os.kill(job_dir.worker_pid(), signal.SIGKILL)  # the worker this test started
-    time.sleep(0.2)
+    pid = job_dir.worker_pid()
+    os.kill(pid, signal.SIGKILL)  # the worker this test started
+    # a big process killed on a loaded machine takes a moment to be gone (its lock is released at exit)
+    from local_backend import procs
+
+    gone_by = time.monotonic() + 30
+    while procs.pid_alive(pid) and time.monotonic() < gone_by:
+        time.sleep(0.05)
 
     killed = provider.get_job(job.id)
     assert killed.state == JobState.FAILED, "the run finished before it could be killed"
