@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # about a minute: five tiny models built and trained
 def test_gpu_check_cpu_mode_passes_and_reports(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.gpu_check", "--cpu", "--out", str(tmp_path)],
