@@ -133,7 +133,7 @@ def _judge_target(spec: str, ledger: Any, opened: list[Provider], bases: BaseDep
                                   hint="e.g. --judge openai:gpt-4.1-mini-2025-04-14")
     provider = registry.get_provider(provider_name, {})
     opened.append(provider)
-    if provider_name == "local":
+    if not provider.facts.hosted:  # your own hardware serves only what was deployed on it
         deployment = bases.model_deployment(provider, deployment, "ct-judge-" + hashlib.sha256(
             deployment.encode()).hexdigest()[:8])
     return Target(spec, provider, deployment, kind="judge", provider_name=provider_name)

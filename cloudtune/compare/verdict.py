@@ -100,7 +100,8 @@ def _against(comparison: Comparison, kind: str, question: str, missing: str) -> 
 def _money(value: float | None, report: TargetReport) -> str:
     if value is not None:
         return f"USD {value:.4f} per 1,000 answers"
-    return "no price (your hardware)" if report.target and report.target.provider_name == "local" else "no price known"
+    on_own_hardware = report.target is not None and not report.target.provider.facts.hosted
+    return "no price (your hardware)" if on_own_hardware else "no price known"
 
 
 def _best_fine_tune(comparison: Comparison) -> str:

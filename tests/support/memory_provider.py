@@ -21,6 +21,7 @@ from typing import Any
 
 from cloudtune import errors
 from cloudtune.provider import Provider
+from cloudtune.provider_facts import Operation
 from cloudtune.types import (
     ChatResult,
     Checkpoint,
@@ -47,7 +48,8 @@ class MemoryProvider(Provider):
         "failed": JobState.FAILED,
         "cancelled": JobState.CANCELLED,
     }
-    unsupported = {"pause_job": "the memory provider has no pause", "resume_job": "the memory provider has no pause"}
+    unsupported = {Operation.PAUSE_JOB: "the memory provider has no pause",
+                   Operation.RESUME_JOB: "the memory provider has no pause"}
     option_names = {
         "state_file": "JSON file holding the provider's state across processes (or CLOUDTUNE_MEMORY_STATE)",
         "steps": "training steps a job reports (or CLOUDTUNE_MEMORY_STEPS)",
