@@ -12,10 +12,17 @@ set (its account is used), else ``DefaultAzureCredential`` against
   longest finite lease Azure grants; 15 the shortest), renewed by a thread of the holder every
   third of that. A dead holder stops renewing and its lease expires; ``cloudtune unlock RUN``
   breaks it at once after showing who held it (the lock blob's metadata).
-- ``PREFIX/index.json`` lists the run ids with their creation times, so ``list`` and ``status``
-  read one small document instead of listing every blob (the listing's XML costs milliseconds
-  per run). A run enters the index before its document is written: a writer killed in between
-  leaves an id without a document, which readers skip.
+- ``PREFIX/index/H.json`` (16 shards, ``H`` the first hex digit of the run id's SHA-256) hold,
+  per run, its creation time and a copy of its run document, so ``list`` reads 16 small blobs
+  instead of one document per run (the SDK spends ~10 ms of Python per download; listing blobs
+  with metadata costs ~2 ms of XML per run). The run document stays the truth; the copy is kept
+  beside it like every other write (ETag conditions, re-read and re-applied on 412/409):
+  a writer first marks the run's entry *pending* (a token of its own), then writes the document
+  (whose ``revision`` counts its writes), then stores the copy with that revision (never over a
+  higher one, so racing writers end on the newest) and removes its token. A reader that finds a
+  pending token reads the document itself: a writer killed in between (an entry whose document
+  is missing, or newer than the copy) costs one download, never a wrong line. Tokens older than
+  an hour are dropped by the next write of that run.
 - ``PREFIX/meta.json`` carries the schema version; a newer one is refused, never written.
 
 Settings ride in the URL's query: ``?lease_seconds=15`` (tests use the shortest lease).
@@ -23,8 +30,10 @@ Settings ride in the URL's query: ``?lease_seconds=15`` (tests use the shortest 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +56,8 @@ from cloudtune.state.base import SCHEMA_VERSION, LockHolder, StateSettings, Stat
 
 _JSON = ContentSettings(content_type="application/json")
 _RACE_RETRIES = 100  # conditional writes that lost a race are re-read and re-applied this many times
+_SHARDS = "0123456789abcdef"  # index shards: a write rewrites 1/16 of the summaries; list reads 16 blobs
+_STALE_PENDING_S = 3600  # a pending token this old was left by a killed writer (a write takes seconds)
 
 
 class BlobStore(StateStore):
@@ -128,22 +139,26 @@ class BlobStore(StateStore):
         except ResourceNotFoundError:
             return None, None
 
-    def _index_add(self, run_id: str, created_at: float) -> None:
-        blob = self._blob("index.json")
+    def _shard_name(self, run_id: str) -> str:
+        return f"index/{hashlib.sha256(run_id.encode()).hexdigest()[0]}.json"
+
+    def _shard_change(self, run_id: str, change: Any) -> None:
+        """Apply ``change(entries)`` to the run's index shard, written only if nobody wrote in
+        between (If-Match / If-None-Match); on a lost race, read again and re-apply."""
+        blob = self._blob(self._shard_name(run_id))
         for _ in range(_RACE_RETRIES):
             try:
                 downloaded = blob.download_blob()
-                index, etag = json.loads(downloaded.readall()), downloaded.properties.etag
+                shard, etag = json.loads(downloaded.readall()), downloaded.properties.etag
             except ResourceNotFoundError:
-                index, etag = {"runs": {}}, None
-            if index["runs"].get(run_id) == created_at:
+                shard, etag = {"runs": {}}, None
+            if not change(shard["runs"]):
                 return
-            index["runs"][run_id] = created_at
             try:
                 if etag is None:
-                    blob.upload_blob(json.dumps(index), overwrite=False, content_settings=_JSON)
+                    blob.upload_blob(json.dumps(shard), overwrite=False, content_settings=_JSON)
                 else:
-                    blob.upload_blob(json.dumps(index), overwrite=True, content_settings=_JSON, etag=etag,
+                    blob.upload_blob(json.dumps(shard), overwrite=True, content_settings=_JSON, etag=etag,
                                      match_condition=MatchConditions.IfNotModified)
                 return
             except (ResourceModifiedError, ResourceExistsError):
@@ -153,6 +168,50 @@ class BlobStore(StateStore):
                     continue
                 raise
         raise errors.StateUnusable(f"The run index at {self.location} kept changing under a write.")
+
+    def _mark_pending(self, run_id: str, created_at: float, token: str) -> None:
+        def change(entries: dict[str, Any]) -> bool:
+            entry = entries.setdefault(run_id, {"created": created_at})
+            entry.setdefault("pending", {})[token] = time.time()
+            return True
+
+        self._shard_change(run_id, change)
+
+    def _settle(self, run_id: str, created_at: float, token: str, written: tuple[int, Any] | None) -> None:
+        """Store the run document as written (revision, run) unless a newer one is already there,
+        and remove this writer's pending token (and any a killed writer left long ago)."""
+        def change(entries: dict[str, Any]) -> bool:
+            entry = entries.setdefault(run_id, {"created": created_at})
+            pending = entry.get("pending", {})
+            pending.pop(token, None)
+            for other, since in list(pending.items()):
+                if time.time() - float(since) > _STALE_PENDING_S:
+                    del pending[other]
+            if written is not None and written[1] is not None and written[0] > int(entry.get("revision", 0)):
+                entry["revision"], entry["run"] = written
+            if not pending:
+                entry.pop("pending", None)
+                if entry.get("run") is None:
+                    del entries[run_id]  # nothing was created: an update of a run that never existed
+            return True
+
+        self._shard_change(run_id, change)
+
+    def _shards(self) -> dict[str, dict[str, Any]]:
+        def read(digit: str) -> dict[str, Any]:
+            try:
+                return json.loads(self._blob(f"index/{digit}.json").download_blob().readall())["runs"]
+            except ResourceNotFoundError:
+                return {}
+
+        entries: dict[str, dict[str, Any]] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=len(_SHARDS)) as pool:
+                for shard in pool.map(read, _SHARDS):
+                    entries.update(shard)
+        except AzureError as exc:
+            raise self._unusable(exc) from None
+        return entries
 
     def _change(self, run_id: str, change: Any, *, must_exist: bool = True) -> Any:
         """Read the run's document, apply ``change(doc)`` and write it back only if nobody wrote
@@ -165,6 +224,7 @@ class BlobStore(StateStore):
             if doc is not None and int(doc.get("schema_version", 1)) > SCHEMA_VERSION:
                 refuse_newer(int(doc["schema_version"]), f"{self.location}/runs/{run_id}.json")
             doc = doc or {"schema_version": SCHEMA_VERSION, "run": None, "steps": []}
+            doc["revision"] = int(doc.get("revision", 0)) + 1  # orders the index's copies of this run
             result, metadata = change(doc)
             body = json.dumps(doc)
             try:
@@ -188,18 +248,24 @@ class BlobStore(StateStore):
         run = json.loads(doc)
         metadata = {"created_at": repr(created_at), "provider": provider, "status": status, "step": step}
 
-        def change(current: dict[str, Any]) -> tuple[None, dict[str, str]]:
+        def change(current: dict[str, Any]) -> tuple[tuple[int, Any], dict[str, str]]:
             if mode == "create" and current.get("run") is not None:
                 raise errors.InvalidInput(f"Run {run_id} already exists in the state at {self.location}.")
-            if mode == "update" and current.get("run") is None:
-                return None, metadata  # nothing to update: the run was never created here
-            current["run"] = run
-            return None, metadata
+            if mode != "update" or current.get("run") is not None:  # an update of no run creates nothing
+                current["run"] = run
+            return (current["revision"], current.get("run")), metadata
 
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            if mode != "update":
-                self._index_add(run_id, created_at)  # first: an indexed id without a document is skipped
-            self._change(run_id, change, must_exist=mode == "update")
+            # first: a reader that finds the token reads the document itself (a writer killed
+            # before the copy below leaves the token, never a wrong copy)
+            self._mark_pending(run_id, created_at, token)
+            try:
+                written = self._change(run_id, change, must_exist=mode == "update")
+            except errors.CloudtuneError:
+                self._settle(run_id, created_at, token, None)  # refused: the document is unchanged
+                raise
+            self._settle(run_id, created_at, token, written)
         except AzureError as exc:
             raise self._unusable(exc) from None
 
@@ -218,18 +284,26 @@ class BlobStore(StateStore):
         with ThreadPoolExecutor(max_workers=16) as pool:
             return list(zip(run_ids, pool.map(self._read_run, run_ids)))
 
+    def _listed(self, older_than: float | None, limit: int | None) -> list[tuple[str, dict[str, Any]]]:
+        entries = self._shards()
+        found = [(float(entry["created"]), run_id, entry) for run_id, entry in entries.items()
+                 if older_than is None or float(entry["created"]) <= older_than]
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        found = found if limit is None else found[:limit]
+        return [(run_id, entry) for _, run_id, entry in found]
+
     def _run_ids(self, *, older_than: float | None = None, limit: int | None = None) -> list[str]:
-        try:
-            index = json.loads(self._blob("index.json").download_blob().readall())["runs"]
-        except ResourceNotFoundError:
-            index = {}
-        except AzureError as exc:
-            raise self._unusable(exc) from None
-        found = [(float(created), run_id) for run_id, created in index.items()
-                 if older_than is None or float(created) <= older_than]
-        found.sort(reverse=True)
-        ids = [run_id for _, run_id in found]
-        return ids if limit is None else ids[:limit]
+        return [run_id for run_id, _ in self._listed(older_than, limit)]
+
+    def _list_docs(self, older_than: float | None, limit: int | None) -> list[tuple[str, str | None]]:
+        """From the index's copies; a run with a write in flight (or a killed writer's token) is
+        read from its document, the truth."""
+        listed = self._listed(older_than, limit)
+        unsettled = [run_id for run_id, entry in listed if entry.get("pending")]
+        truth = dict(self._read_runs(unsettled)) if unsettled else {}
+        return [(run_id, truth[run_id] if run_id in truth
+                 else (json.dumps(entry["run"]) if entry.get("run") is not None else None))
+                for run_id, entry in listed]
 
     # ------------------------------------------------------------------ steps
     def _append_step(self, run_id: str, action: str, phase: str, intent_id: int | None, at: float,

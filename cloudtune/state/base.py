@@ -147,6 +147,10 @@ class StateStore(ABC):
         """Several documents at once (a backend may fetch them in parallel)."""
         return [(run_id, self._read_run(run_id)) for run_id in run_ids]
 
+    def _list_docs(self, older_than: float | None, limit: int | None) -> list[tuple[str, str | None]]:
+        """The documents ``list`` shows, newest first (a backend may answer from summaries)."""
+        return self._read_runs(self._run_ids(older_than=older_than, limit=limit))
+
     @abstractmethod
     def _append_step(self, run_id: str, action: str, phase: str, intent_id: int | None, at: float,
                      data: str) -> int: ...
@@ -279,7 +283,7 @@ class StateStore(ABC):
         :attr:`unreadable` (never fatal for the others)."""
         older_than = None if older_than_s is None else time.time() - older_than_s
         runs = []
-        for run_id, doc in self._read_runs(self._run_ids(older_than=older_than, limit=limit)):
+        for run_id, doc in self._list_docs(older_than, limit):
             run = self._parse(run_id, doc) if doc is not None else None
             if run is not None:
                 runs.append(run)

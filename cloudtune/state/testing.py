@@ -67,6 +67,21 @@ for i in range(count):
 store.close()
 """
 
+_SAVE = """
+import sys
+from cloudtune.state import connect_state
+from cloudtune.types import FineTuneSpec
+store = connect_state(sys.argv[1])
+me, count, shared = sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+for i in range(count):
+    for run_id in shared:  # every writer saves every shared run: the last save of each is its truth
+        run = store.get_run(run_id)
+        run.fine_tuned_model, run.job_id = f"{me}-{i}", f"job-{me}"
+        store.save(run)
+    store.create_run(FineTuneSpec(provider="p", base_model=f"m-{me}", training_file="t.jsonl"), run_id=f"{me}-{i:03d}")
+store.close()
+"""
+
 
 def spec(**extra: Any) -> FineTuneSpec:
     return FineTuneSpec(provider="memory", base_model="base-model", training_file="train.jsonl", **extra)
@@ -174,6 +189,20 @@ class StateStoreContract:
         assert sorted((s.data["writer"], s.data["n"]) for s in steps) == [
             (f"w{n}", i) for n in range(4) for i in range(8)]
         assert len({s.id for s in steps}) == len(steps)
+
+    def test_list_equals_each_document_after_concurrent_saves(self, store: StateStore, state_url: str) -> None:
+        # a backend may answer `list` from summaries; they must agree with the documents themselves
+        shared = [store.create_run(spec()).run_id for _ in range(3)]
+        writers = [self._child(_SAVE, state_url, f"s{n}", "4", *shared) for n in range(3)]
+        for writer in writers:
+            out, err = writer.communicate(timeout=180)
+            assert writer.returncode == 0, err
+        listed = store.list_runs(limit=1000)
+        assert sorted(r.run_id for r in listed) == sorted(shared + [f"s{n}-{i:03d}" for n in range(3) for i in range(4)])
+        for run in listed:
+            assert run.model_dump(mode="json") == store.load_run(run.run_id).model_dump(mode="json")
+        assert {store.load_run(r).fine_tuned_model for r in shared} <= {f"s{n}-3" for n in range(3)}  # each last save
+        assert [r.run_id for r in listed] == store.run_ids()
 
     # ------------------------------------------------------------------ locks
     def test_a_second_locker_is_refused_naming_the_holder(self, store: StateStore, state_url: str) -> None:

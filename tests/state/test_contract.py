@@ -54,3 +54,40 @@ class TestAzureBlobState(StateStoreContract):
         service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
         service.get_blob_client(container, f"{prefix}/meta.json").upload_blob(
             json.dumps({"schema_version": version}), overwrite=True)
+
+    def test_list_reads_the_document_where_a_writer_died_mid_write(self, state_url: str) -> None:
+        """A writer killed after marking its index entry pending leaves either no document (killed
+        before writing it) or a document newer than the index's copy: `list` shows the truth."""
+        import hashlib
+        import os
+
+        from azure.storage.blob import BlobServiceClient
+
+        from cloudtune.state import connect_state
+        from cloudtune.state.testing import spec
+        from tests.support.state_servers import AZURITE_ACCOUNT
+
+        store = connect_state(state_url)
+        try:
+            run = store.create_run(spec())
+            copy = json.loads(run.model_dump_json())  # the index's copy as it was before the write below
+            run.fine_tuned_model = "ft:newer"
+            store.save(run)
+            _, _, rest = state_url.partition(f"azblob://{AZURITE_ACCOUNT}/")
+            container, _, prefix = rest.split("?")[0].partition("/")
+            shard = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]) \
+                .get_blob_client(container, f"{prefix}/index/{hashlib.sha256(run.run_id.encode()).hexdigest()[0]}.json")
+            entries = json.loads(shard.download_blob().readall())
+            entry = entries["runs"][run.run_id]
+            entry["run"], entry["pending"] = copy, {"killed-writer": 1.0}  # its copy never came
+            entries["runs"]["20261101-000000-dead00"] = {"created": 1.0, "pending": {"killed-creator": 1.0}}
+            shard.upload_blob(json.dumps(entries), overwrite=True)
+            listed = store.list_runs()
+            assert [r.run_id for r in listed] == [run.run_id]  # the run whose document never came is skipped
+            assert listed[0].fine_tuned_model == "ft:newer"
+            run.job_id = "job-after"
+            store.save(run)  # the next write settles the entry: the killed writer's old token is dropped
+            entry = json.loads(shard.download_blob().readall())["runs"][run.run_id]
+            assert "pending" not in entry and entry["run"]["job_id"] == "job-after"
+        finally:
+            store.close()
