@@ -204,11 +204,23 @@ class BlobStore(StateStore):
             except ResourceNotFoundError:
                 return {}
 
+        def legacy() -> dict[str, Any]:
+            # index.json (run ids and creation times only) as the first Blob state wrote it: its
+            # runs are read from their documents (a token older than an hour, dropped, and the
+            # entry moved into its shard, by the run's next write)
+            try:
+                runs = json.loads(self._blob("index.json").download_blob().readall())["runs"]
+            except ResourceNotFoundError:
+                return {}
+            return {run_id: {"created": created, "pending": {"index.json": 0}} for run_id, created in runs.items()}
+
         entries: dict[str, dict[str, Any]] = {}
         try:
-            with ThreadPoolExecutor(max_workers=len(_SHARDS)) as pool:
+            with ThreadPoolExecutor(max_workers=len(_SHARDS) + 1) as pool:
+                old = pool.submit(legacy)
                 for shard in pool.map(read, _SHARDS):
                     entries.update(shard)
+                entries = {**old.result(), **entries}
         except AzureError as exc:
             raise self._unusable(exc) from None
         return entries

@@ -91,3 +91,32 @@ class TestAzureBlobState(StateStoreContract):
             assert "pending" not in entry and entry["run"]["job_id"] == "job-after"
         finally:
             store.close()
+
+    def test_runs_of_the_first_index_format_are_still_listed(self, state_url: str) -> None:
+        """A state whose index.json (ids and creation times only) predates the shards: its runs
+        are listed from their documents, and a run's next write moves it into its shard."""
+        import os
+
+        from azure.storage.blob import BlobServiceClient
+
+        from cloudtune.state import connect_state
+        from cloudtune.state.testing import spec
+        from tests.support.state_servers import AZURITE_ACCOUNT
+
+        store = connect_state(state_url)
+        try:
+            run = store.create_run(spec())
+            _, _, rest = state_url.partition(f"azblob://{AZURITE_ACCOUNT}/")
+            container, _, prefix = rest.split("?")[0].partition("/")
+            client = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+            for blob in client.get_container_client(container).list_blobs(name_starts_with=f"{prefix}/index/"):
+                client.get_blob_client(container, blob.name).delete_blob()
+            client.get_blob_client(container, f"{prefix}/index.json").upload_blob(
+                json.dumps({"runs": {run.run_id: run.created_at.timestamp()}}), overwrite=True)
+            assert [r.model_dump(mode="json") for r in store.list_runs()] == [run.model_dump(mode="json")]
+            run.job_id = "job-later"
+            store.save(run)
+            client.get_blob_client(container, f"{prefix}/index.json").delete_blob()
+            assert [r.job_id for r in store.list_runs()] == ["job-later"]  # now from its shard
+        finally:
+            store.close()
