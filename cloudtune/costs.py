@@ -6,8 +6,8 @@
    (:meth:`~cloudtune.provider.Provider.plan`: resolved model ids, training type, shut-down dates;
    it raises :class:`~cloudtune.errors.CapabilityError`, exit 4, for what the service would refuse);
 2. prints the estimated trained tokens and training cost (the dataset estimate, priced from the
-   provider's dated table in :mod:`cloudtune.catalog`, with the price's date and source), and the
-   hourly hosting cost of the deployment the run will make
+   dated model table the provider declares in its ``facts``, read through :mod:`cloudtune.catalog`,
+   with the price's date and source), and the hourly hosting cost of the deployment the run will make
    (:meth:`~cloudtune.provider.Provider.hosting_note`); a provider whose facts say it is not hosted
    runs on your hardware: no bill;
 3. refuses with :class:`~cloudtune.errors.QuotaExceeded` (exit 4) when ``--max-cost`` is below the

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "cloudtune.providers"
 DEFAULT_PROVIDER = "local"
+#: documented default of ``cloudtune dataset check --provider`` and ``validate_file``: the strictest
+#: hosted rules, so a file that passes is accepted by every built-in provider's upload
+DATASET_CHECK_PROVIDER = "openai"
 
 
 @dataclass(frozen=True)

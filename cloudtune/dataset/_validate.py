@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import catalog
+from ..registry import DATASET_CHECK_PROVIDER
 from ._estimate import Estimate, build_estimate
 from . import _parallel
 from ._fingerprints import FingerprintTable
@@ -318,7 +319,7 @@ def _file_stats(scan: _Scan) -> dict:
     return out
 
 
-def validate_file(path, *, provider: str = "openai", model: str | None = None, method: str = "supervised",
+def validate_file(path, *, provider: str = DATASET_CHECK_PROVIDER, model: str | None = None, method: str = "supervised",
                   validation_path=None, prices: dict[str, float] | None = None, epochs: int | None = None,
                   tokenizer_path=None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
                   problems_per_code: int = 200, token_threads: int | None = None,

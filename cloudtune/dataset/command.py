@@ -15,7 +15,10 @@ EXIT_NOT_USABLE = 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="training data, JSONL (one example per line)")
     parser.add_argument("--validation", metavar="FILE", default=None, help="validation data, JSONL")
-    parser.add_argument("--provider", default="openai", help="openai | azure | local (default: openai)")
+    from cloudtune.registry import BUILTIN_PROVIDERS, DATASET_CHECK_PROVIDER
+
+    parser.add_argument("--provider", default=DATASET_CHECK_PROVIDER,
+                        help=f"{' | '.join(BUILTIN_PROVIDERS)} (default: {DATASET_CHECK_PROVIDER})")
     parser.add_argument("--model", default=None, help="base model, e.g. gpt-4o-mini-2024-07-18")
     parser.add_argument("--method", default="supervised", choices=("supervised", "dpo", "reinforcement"))
     parser.add_argument("--grader", metavar="FILE", default=None,

@@ -189,11 +189,10 @@ AZURE_ROUTE = ("--provider azure --model o4-mini --method reinforcement --grader
                "(o4-mini-2025-04-16, GA; gpt-5-2025-08-07 by invitation)")
 
 
-def refusal_elsewhere(provider: str) -> tuple[str, str]:
-    """(message, hint) for a provider that has no reinforcement fine-tuning."""
-    why = {"local": "the local backend has no reinforcement fine-tuning (no grader loop)",
-           "openai": "OpenAI shut o4-mini, its reinforcement fine-tuning model, down on 2026-10-23"}.get(
-        provider, f"{provider} has no reinforcement fine-tuning")
+def refusal_elsewhere(provider: str, why: str | None = None) -> tuple[str, str]:
+    """(message, hint) for a provider that has no reinforcement fine-tuning; ``why`` is the
+    provider's own reason (its facts module says it), else a generic one."""
+    why = why or f"{provider} has no reinforcement fine-tuning"
     return (f"--method reinforcement cannot run on --provider {provider}: {why}. Nothing was uploaded.",
             f"Run it on Azure OpenAI: `{AZURE_ROUTE}`. Source: {SOURCE}.")
 

@@ -26,9 +26,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from cloudtune import errors
-from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.provider import Provider, UploadProgress
-from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
+from cloudtune.provider_facts import ProviderOptions, Text
 from cloudtune.types import (
     ChatResult,
     Checkpoint,
@@ -41,8 +40,8 @@ from cloudtune.types import (
     JobState,
 )
 from cloudtune.service_facts import azure_openai as rules
-from cloudtune.service_facts.table import azure_rows
 from providers.azure import _capabilities as caps
+from providers.azure.facts import FACTS
 from providers.azure._settings import Settings
 from providers.azure._translate import translate_error
 
@@ -93,8 +92,7 @@ class AzureProvider(Provider):
     status_map: ClassVar[Mapping[str, JobState]] = STATUS_MAP
     unsupported: ClassVar[Mapping[str, str]] = {}
     Options = AzureOptions
-    facts = ProviderFacts(data_rules=PROVIDER_RULES["azure"], models=MODELS["azure"], request_concurrency=4,
-                          model_rows=azure_rows)
+    facts = FACTS
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

@@ -21,10 +21,9 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from cloudtune import errors
-from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.fsperm import copy_private, private_dir
 from cloudtune.provider import Provider, UploadProgress
-from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
+from cloudtune.provider_facts import ProviderOptions, Text
 from cloudtune.types import (
     ChatResult,
     Checkpoint,
@@ -47,6 +46,7 @@ from local_backend.jobs import (
     now_iso,
 )
 from providers.local._serving import chat_completion, deployment_view, http_error
+from providers.local.facts import FACTS, NO_REINFORCEMENT
 
 MODEL_PREFIX = "local:"
 
@@ -109,7 +109,7 @@ class LocalProvider(Provider):
     install_extra = "local"
     unsupported: ClassVar[Mapping[str, str]] = {}
     Options = LocalOptions
-    facts = ProviderFacts(data_rules=PROVIDER_RULES["local"], models=MODELS["local"], request_concurrency=1)
+    facts = FACTS
     status_map: ClassVar[Mapping[str, JobState]] = {
         "queued": JobState.QUEUED,
         "starting": JobState.QUEUED,
@@ -147,7 +147,7 @@ class LocalProvider(Provider):
         if spec.method.value == "reinforcement":
             from cloudtune.service_facts.azure_rft import refusal_elsewhere
 
-            message, hint = refusal_elsewhere(self.name)
+            message, hint = refusal_elsewhere(self.name, NO_REINFORCEMENT)
             raise errors.CapabilityError(message, hint=hint, provider=self.name, code="MethodUnavailable")
         from local_backend.sources import resolve_source
 

@@ -1,7 +1,7 @@
 """What OpenAI's fine-tuning service can do, as data (dated, with sources).
 
-Model names, methods and training context come from the shared catalog
-(:mod:`cloudtune.catalog`); this module adds the OpenAI-specific facts: the
+Model names, methods and training context come from the provider's facts
+(:mod:`providers.openai.facts`, rows in :mod:`cloudtune.service_facts.openai_models`); this module adds the OpenAI-specific facts: the
 limits of its upload routes and the published wind-down of self-serve
 fine-tuning job creation. ``OpenAIProvider.check()`` and ``cloudtune providers``
 show it; a permission error on job creation points at it.
@@ -62,10 +62,10 @@ def creation_blocked_for_everyone(today: date | None = None) -> bool:
 
 def fine_tunable_models() -> list[dict[str, Any]]:
     """Rows of the capability table: model, aliases, methods, training context, price (dated)."""
-    from cloudtune.catalog import MODELS
+    from providers.openai.facts import MODELS
 
     rows = []
-    for info in MODELS.get("openai", ()):
+    for info in MODELS:
         rows.append({
             "model": info.name,
             "aliases": list(info.aliases),
@@ -89,9 +89,10 @@ def summary_rows() -> list[str]:
 
 
 def model_info(model: str | None):  # type: ignore[no-untyped-def]
-    from cloudtune.catalog import lookup_model
+    from cloudtune.provider_facts import find_model
+    from providers.openai.facts import MODELS
 
-    return lookup_model("openai", model)
+    return find_model(MODELS, model)
 
 
 def capability_table(today: date | None = None) -> dict[str, Any]:

@@ -33,10 +33,8 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from cloudtune import errors, listing, timescale
-from cloudtune.catalog import MODELS, PROVIDER_RULES
 from cloudtune.provider import Provider, UploadProgress
-from cloudtune.provider_facts import ProviderFacts, ProviderOptions, Text
-from cloudtune.service_facts.table import openai_rows
+from cloudtune.provider_facts import ProviderOptions, Text
 from cloudtune.retry import call_with_retries
 from cloudtune.types import (
     ChatResult,
@@ -54,6 +52,7 @@ from cloudtune.types import (
 from cloudtune.service_facts import openai_lifecycle as lifecycle
 from providers.openai import capabilities, convert, fine_tuning, translate, uploads
 from providers.openai.deployments import DeploymentNames, default_path
+from providers.openai.facts import FACTS, NO_REINFORCEMENT
 
 T = TypeVar("T")
 
@@ -77,8 +76,7 @@ class OpenAIProvider(Provider):
     status_map = convert.STATUS_MAP
     Options = OpenAIOptions
     unsupported: Mapping[str, str] = {}
-    facts = ProviderFacts(data_rules=PROVIDER_RULES["openai"], models=MODELS["openai"], request_concurrency=8,
-                          model_rows=openai_rows)
+    facts = FACTS
 
     def __init__(self, options: Mapping[str, Any] | None = None, *, sleep: Callable[[float], None] = timescale.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -206,7 +204,7 @@ class OpenAIProvider(Provider):
         if spec.method.value == "reinforcement":
             from cloudtune.service_facts.azure_rft import refusal_elsewhere
 
-            message, hint = refusal_elsewhere(self.name)
+            message, hint = refusal_elsewhere(self.name, NO_REINFORCEMENT)
             raise errors.CapabilityError(message, hint=hint, provider=self.name, code="method_not_available")
         today = lifecycle.today()
         stops, source = self.shutdown_date(spec.base_model)

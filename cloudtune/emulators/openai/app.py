@@ -67,13 +67,13 @@ class EmulatorSettings:
 
 
 def _fine_tunable() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """name or alias -> (snapshot name, methods), from the shared catalog."""
-    from cloudtune.catalog import MODELS
+    """name or alias -> (snapshot name, methods), from the dated model table the provider reads too."""
+    from cloudtune.service_facts.openai_models import FINE_TUNABLE
 
     table: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for info in MODELS.get("openai", ()):
-        for name in info.names():
-            table[name] = (info.name, info.methods)
+    for snapshot, aliases, _context, _tokenizer, _price, methods, _notes in FINE_TUNABLE:
+        for name in (snapshot, *aliases):
+            table[name] = (snapshot, tuple(methods))
     return table
 
 
