@@ -36,7 +36,8 @@ def provider_rules(provider: str) -> ProviderDataRules:
 
 def hosted_model(provider: str, name: str, aliases, context: int | None, tokenizer: str | None,  # type: ignore[no-untyped-def]
                  price: float | None, methods=("supervised", "dpo"), notes: str = "", *, price_date: str,
-                 price_source: str, context_source: str) -> ModelInfo:
+                 price_source: str, context_source: str, inference_prices=None, inference_price_date: str | None = None,
+                 inference_price_source: str | None = None) -> ModelInfo:
     """A hosted model's row: the price carries its date and source only when there is a price."""
     return ModelInfo(
         provider=provider,
@@ -50,6 +51,9 @@ def hosted_model(provider: str, name: str, aliases, context: int | None, tokeniz
         price_source=price_source if price is not None else None,
         notes=notes,
         context_source=context_source,
+        inference_prices=inference_prices,
+        inference_price_date=inference_price_date if inference_prices is not None else None,
+        inference_price_source=inference_price_source if inference_prices is not None else None,
     )
 
 
@@ -73,34 +77,16 @@ def price_for(info: ModelInfo | None, prices: dict[str, float] | None = None) ->
     return info.price_per_1m_training_tokens, info.price_date, info.price_source
 
 
-# Inference list prices, USD per 1M tokens: (input, output) for the base model and for a
-# fine-tuned model of it, keyed by the model's name (whichever provider serves it). Read from
-# https://openai.com/api/pricing/ on INFERENCE_PRICE_DATE (standard
-# tier, "Fine-tuning" and "Models" tables). Azure OpenAI lists the same Global token prices
-# (https://azure.microsoft.com/pricing/details/cognitive-services/openai-service/); its
-# hourly hosting fee for a fine-tuned deployment is NOT included in a compare cost.
-# Local models run on your hardware and have no price. Used by ``cloudtune compare``.
-INFERENCE_PRICE_DATE = "2025-06-01"
-INFERENCE_PRICE_SOURCE = "https://openai.com/api/pricing/ (standard tier, per 1M tokens; Azure hosting fee excluded)"
-_INFERENCE_PRICES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "gpt-4.1-2025-04-14": ((2.00, 8.00), (3.00, 12.00)),
-    "gpt-4.1-mini-2025-04-14": ((0.40, 1.60), (0.80, 3.20)),
-    "gpt-4.1-nano-2025-04-14": ((0.10, 0.40), (0.20, 0.80)),
-    "gpt-4o-2024-08-06": ((2.50, 10.00), (3.75, 15.00)),
-    "gpt-4o-mini-2024-07-18": ((0.15, 0.60), (0.30, 1.20)),
-    "gpt-3.5-turbo-0125": ((0.50, 1.50), (3.00, 6.00)),
-}
-
-
 def inference_price_for(provider: str, model: str | None, *, fine_tuned: bool) -> tuple[float, float, str, str] | None:
     """(USD per 1M input tokens, per 1M output tokens, date, source) for chatting with
-    ``model`` (a base model name or alias) on ``provider``; None when unpriced."""
+    ``model`` (a base model name or alias) on ``provider``, from the model table the provider
+    declares; None when unpriced."""
     info = lookup_model(provider, model)
-    prices = _INFERENCE_PRICES.get(info.name) if info is not None else None
+    prices = info.inference_prices if info is not None else None
     if prices is None:
         return None
     price_in, price_out = prices[1] if fine_tuned else prices[0]
-    return price_in, price_out, INFERENCE_PRICE_DATE, INFERENCE_PRICE_SOURCE
+    return price_in, price_out, str(info.inference_price_date), str(info.inference_price_source)
 
 __all__ = [
     "GB",

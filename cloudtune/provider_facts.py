@@ -42,6 +42,11 @@ class ModelInfo:
     price_source: str | None = None
     notes: str = ""
     context_source: str | None = None
+    # USD per 1M tokens for chatting with it: ((input, output) of the base model, (input, output) of a
+    # fine-tune of it); None: unpriced (e.g. your own hardware). ``cloudtune compare`` reads it.
+    inference_prices: tuple[tuple[float, float], tuple[float, float]] | None = None
+    inference_price_date: str | None = None
+    inference_price_source: str | None = None
 
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)

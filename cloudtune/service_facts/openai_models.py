@@ -13,6 +13,26 @@ PRICE_SOURCE = "https://openai.com/api/pricing/ (fine-tuning, training price per
 CONTEXT_SOURCE = "https://platform.openai.com/docs/guides/fine-tuning (token limits per example)"
 PRICE_DATE = "2025-06-01"
 
+# Inference list prices, USD per 1M tokens: (input, output) for the base model and for a
+# fine-tuned model of it, keyed by the model's name (whichever provider serves it). Read from
+# https://openai.com/api/pricing/ on INFERENCE_PRICE_DATE (standard
+# tier, "Fine-tuning" and "Models" tables). Azure OpenAI lists the same Global token prices
+# (https://azure.microsoft.com/pricing/details/cognitive-services/openai-service/); its
+# hourly hosting fee for a fine-tuned deployment is NOT included in a compare cost.
+# Local models run on your hardware and have no price. Used by ``cloudtune compare``
+# (through each model's ``inference_prices`` in the provider's facts).
+INFERENCE_PRICE_DATE = "2025-06-01"
+INFERENCE_PRICE_SOURCE = "https://openai.com/api/pricing/ (standard tier, per 1M tokens; Azure hosting fee excluded)"
+INFERENCE_PRICES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "gpt-4.1-2025-04-14": ((2.00, 8.00), (3.00, 12.00)),
+    "gpt-4.1-mini-2025-04-14": ((0.40, 1.60), (0.80, 3.20)),
+    "gpt-4.1-nano-2025-04-14": ((0.10, 0.40), (0.20, 0.80)),
+    "gpt-4o-2024-08-06": ((2.50, 10.00), (3.75, 15.00)),
+    "gpt-4o-mini-2024-07-18": ((0.15, 0.60), (0.30, 1.20)),
+    "gpt-3.5-turbo-0125": ((0.50, 1.50), (3.00, 6.00)),
+}
+
+
 # (name, aliases, training context tokens, tiktoken encoding, USD per 1M training tokens, methods, notes)
 FINE_TUNABLE: list[tuple[str, list[str], int, str, float, tuple[str, ...], str]] = [
     ("gpt-4.1-2025-04-14", ["gpt-4.1"], 65_536, "o200k_base", 25.00, ("supervised", "dpo"), ""),

@@ -10,6 +10,8 @@ from typing import Any
 from cloudtune.catalog import MB, hosted_model
 from cloudtune.provider_facts import SPECIAL_TOKENS, ModelInfo, ProviderDataRules, ProviderFacts
 from cloudtune.service_facts import azure_openai, azure_serverless, openai_lifecycle
+# Azure OpenAI lists the same Global token prices as OpenAI (hosting fee apart): see openai_models
+from cloudtune.service_facts.openai_models import INFERENCE_PRICE_DATE, INFERENCE_PRICE_SOURCE, INFERENCE_PRICES
 
 PRICE_SOURCE = (
     "https://azure.microsoft.com/pricing/details/cognitive-services/openai-service/ "
@@ -64,7 +66,8 @@ _PHI = [
 
 MODELS: tuple[ModelInfo, ...] = (
     *(hosted_model("azure", name, aliases, ctx, tok, price, methods, notes, price_date=PRICE_DATE,
-                   price_source=PRICE_SOURCE, context_source=CONTEXT_SOURCE)
+                   price_source=PRICE_SOURCE, context_source=CONTEXT_SOURCE, inference_prices=INFERENCE_PRICES.get(name),
+                   inference_price_date=INFERENCE_PRICE_DATE, inference_price_source=INFERENCE_PRICE_SOURCE)
       for name, aliases, ctx, tok, price, methods, notes in _OPENAI_ROUTE),
     *(ModelInfo(provider="azure", name=name, aliases=tuple(aliases), context_tokens=ctx, tokenizer=None,
                 methods=("supervised",),

@@ -9,7 +9,8 @@ from typing import Any
 from cloudtune.catalog import GB, MB, hosted_model
 from cloudtune.provider_facts import SPECIAL_TOKENS, ModelInfo, ProviderDataRules, ProviderFacts
 from cloudtune.service_facts import openai_lifecycle
-from cloudtune.service_facts.openai_models import CONTEXT_SOURCE, FINE_TUNABLE, PRICE_DATE, PRICE_SOURCE
+from cloudtune.service_facts.openai_models import (CONTEXT_SOURCE, FINE_TUNABLE, INFERENCE_PRICE_DATE, INFERENCE_PRICE_SOURCE,
+                                                    INFERENCE_PRICES, PRICE_DATE, PRICE_SOURCE)
 
 DATA_RULES = ProviderDataRules(
     min_examples=10,
@@ -27,7 +28,8 @@ DATA_RULES = ProviderDataRules(
 
 MODELS: tuple[ModelInfo, ...] = tuple(
     hosted_model("openai", name, aliases, ctx, tok, price, methods, notes, price_date=PRICE_DATE,
-                 price_source=PRICE_SOURCE, context_source=CONTEXT_SOURCE)
+                 price_source=PRICE_SOURCE, context_source=CONTEXT_SOURCE, inference_prices=INFERENCE_PRICES.get(name),
+                 inference_price_date=INFERENCE_PRICE_DATE, inference_price_source=INFERENCE_PRICE_SOURCE)
     for name, aliases, ctx, tok, price, methods, notes in FINE_TUNABLE)
 
 
