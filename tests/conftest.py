@@ -16,11 +16,20 @@ SLOW_MODULES = frozenset({
     "tests/azure/test_rft_cli.py",
     "tests/compare/test_compare_cli.py",
     "tests/compare/test_quickstart_report.py",
+    "tests/compare/test_local_judge.py",
     "tests/local/test_cli_resume.py",
+    "tests/local/test_contract.py",
     "tests/local/test_distributed.py",
+    "tests/local/test_dpo.py",
+    "tests/local/test_export.py",
+    "tests/local/test_fsdp_qlora.py",
     "tests/local/test_multi_adapter.py",
     "tests/local/test_server.py",
     "tests/local/test_serving_lifecycle.py",
+    "tests/local/test_streaming.py",
+    "tests/local/test_trainer.py",
+    "tests/local/test_worker.py",
+    "tests/openai/test_samples.py",
 })
 
 
