@@ -201,6 +201,11 @@ def test_pause_then_resume_continues_the_same_job(session: Session) -> None:
     created = session.run("--no-wait", "--no-deploy")
     assert created.returncode == 0, created.stderr
     doc = _doc(created)
+    # OpenAI pauses only a running job (a validating one is refused with a 400), and a fast CLI can
+    # ask before the emulator has finished validating the files: wait until the service says running
+    deadline = time.monotonic() + 30
+    while session.state()["job_statuses"][doc["job_id"]] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
     paused = session("pause", doc["run_id"], "--json")
     assert paused.returncode == 0, paused.stderr
     assert _doc(paused)["state"] == "paused"
