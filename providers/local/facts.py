@@ -4,16 +4,14 @@ reaches these only through ``LocalProvider.facts``."""
 
 from __future__ import annotations
 
-from cloudtune.provider_facts import SPECIAL_TOKENS, ModelInfo, ProviderDataRules, ProviderFacts
+from dataclasses import replace
 
-DATA_RULES = ProviderDataRules(
-    min_examples=1,
-    max_file_bytes=None,
-    max_upload_bytes=None,
-    bom="accepted",
-    special_tokens_are_errors=False,
-    multimodal=False,
-    special_tokens=SPECIAL_TOKENS,
+from cloudtune.provider_facts import DEFAULT_DATA_RULES, ModelInfo, ProviderFacts
+
+# cloudtune's defaults for data (any size, BOM kept, special tokens warned about), but nothing is
+# hosted: no upload and no bill.
+DATA_RULES = replace(
+    DEFAULT_DATA_RULES,
     hosted=False,
     notes="Local QLoRA backend: no upload; special tokens are warned about, not refused.",
 )
