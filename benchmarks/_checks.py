@@ -262,3 +262,58 @@ def dpo_first_loss() -> dict[str, Any]:
     if not math.isclose(mean, math.log(2), rel_tol=1e-5):
         raise Mismatch(f"first DPO loss {mean} != ln 2 = {math.log(2)}")
     return {"first_loss": mean, "ln2": math.log(2), "reward_margin": float(extras["reward_margin"])}
+
+
+# ---------------------------------------------------------------- kernels (issue 21 point 8)
+def lora_layer(kind: str, fan_in: int, fan_out: int, device: str, dropout: float, *, r: int = 16):  # type: ignore[no-untyped-def]
+    """A PEFT LoRA layer as the trainer builds it (fp32 LoRA weights) over a frozen base of
+    ``kind``: ``linear`` (fp32 on CPU, bf16 on CUDA), ``linear-bf16`` or ``nf4`` (bitsandbytes
+    Linear4bit, NF4 + double quantisation, bf16 compute; quantised where it is moved)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" or kind == "linear-bf16" else torch.float32
+    dense = torch.nn.Linear(fan_in, fan_out, bias=False, dtype=dtype)
+    if kind == "nf4":
+        import bitsandbytes as bnb
+
+        proj = bnb.nn.Linear4bit(fan_in, fan_out, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4",
+                                 compress_statistics=True)
+        proj.load_state_dict(dense.state_dict())
+        proj = proj.to(device)
+    else:
+        proj = dense.to(device)
+    holder = torch.nn.Sequential(proj)
+    holder.is_loaded_in_4bit = kind == "nf4"  # PEFT wraps a 4-bit base in its Linear4bit LoRA layer
+    model = get_peft_model(holder, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=dropout, target_modules=["0"]))
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return model, model.base_model.model[0]
+
+
+def fused_lora_vs_peft(device: str = "cpu") -> dict[str, Any]:
+    """The fused LoRA function (local_backend/fused_lora.py) against PEFT's LoRA forward, output
+    and dx/dA/dB, over nn.Linear and bitsandbytes NF4 bases (where bitsandbytes imports; its CPU
+    backend quantises too), without and with dropout (same mask from the same seed); on CUDA
+    under bf16 autocast at Phi-3-mini's MLP size."""
+    import importlib.util
+
+    import torch
+
+    from local_backend import fused_lora
+
+    cuda = device == "cuda"
+    kinds = ["linear"] + (["linear-bf16"] if not cuda else []) + (["nf4"] if importlib.util.find_spec("bitsandbytes") else [])
+    fan_in, fan_out, tokens = (3072, 8192, 1024) if cuda else (96, 160, 16)
+    figures: dict[str, Any] = {}
+    for kind in kinds:
+        for dropout in (0.0, 0.1):
+            _, layer = lora_layer(kind, fan_in, fan_out, device, dropout)
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else None
+            try:
+                figures[f"{kind} dropout {dropout}"] = fused_lora.check_layer(layer, autocast, tokens=tokens)
+            except AssertionError as exc:
+                raise Mismatch(f"fused LoRA vs PEFT ({kind}, dropout {dropout}): {exc}") from exc
+    return figures

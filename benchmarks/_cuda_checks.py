@@ -184,3 +184,84 @@ def fsdp_one_rank() -> dict[str, Any]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def fused_lora_speed() -> dict[str, Any]:
+    """Forward + backward of one NF4 LoRA layer at Phi-3-mini's MLP size (3072 -> 8192, r=16,
+    16k tokens, bf16 autocast, fp32 LoRA weights): PEFT's forward (reference) against the fused
+    path, milliseconds per step and peak memory above the inputs."""
+    import time
+
+    import torch
+
+    from benchmarks._checks import lora_layer
+    from local_backend import fused_lora
+
+    _, layer = lora_layer("nf4", 3072, 8192, "cuda", 0.0)
+    layer.train()
+    x = torch.randn(8, 2048, 3072, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn(8, 2048, 8192, device="cuda", dtype=torch.bfloat16)
+    figures: dict[str, Any] = {}
+    for kernel in ("peft", "fused"):
+        (fused_lora.install if kernel == "fused" else fused_lora.uninstall)(layer)
+
+        def step() -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = layer(x)
+            y.backward(grad)
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        began = time.perf_counter()
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize()
+        figures[kernel] = {"ms_per_step": round((time.perf_counter() - began) * 100, 3),
+                           "peak_above_inputs_gib": round((torch.cuda.max_memory_allocated() - base) / 2**30, 3)}
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+    figures["speedup_vs_peft"] = round(figures["peft"]["ms_per_step"] / figures["fused"]["ms_per_step"], 3)
+    figures["memory_vs_peft"] = round(figures["fused"]["peak_above_inputs_gib"] / max(figures["peft"]["peak_above_inputs_gib"], 1e-9), 3)
+    return figures
+
+
+def trainer_kernels(family: str, option: str) -> dict[str, Any]:
+    """The trainer over a 4-bit base (bf16 autocast, activation checkpointing, packed batch of
+    several sequences with position ids restarting, randomised LoRA) with ``option`` at its
+    fast value (``lora_kernel=fused`` / ``layer_kernels=liger``) against its plain value
+    (``peft`` / ``torch``): logits, token NLLs and every LoRA gradient. Fails when the fast
+    path was not chosen (its functional check's reason is in the error)."""
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix=f"gpucheck-{option}-{family}-"))
+    model = write_model(work / "model", family)
+    data = write_chats(work / "train.jsonl", 16, long=True)
+    fast, plain = {"lora_kernel": ("fused", "peft"), "layer_kernels": ("liger", "torch")}[option]
+    others = {"lora_kernel": "peft"} if option == "layer_kernels" else {"layer_kernels": "torch"}
+    results = {}
+    for value in (plain, fast):
+        trainer = make_trainer(model, data, work / f"out-{value}", device="cuda", quantize="4bit", packing=True,
+                               gradient_checkpointing=True, group_by_length=False, **{option: value}, **others)
+        chosen = trainer.recipe.kernels[option]
+        if not chosen.startswith(value):
+            raise Mismatch(f"{option}={value} asked for, got {chosen}")
+        randomise_lora(trainer.model)
+        trainer.model.train()
+        batch = trainer.collate(trainer._epoch_rows(0)[:3])
+        with torch.no_grad(), trainer.recipe.autocast():
+            inputs = {k: v.to("cuda") if hasattr(v, "to") else v for k, v in batch.items() if k not in ("labels", "sequence_ids")}
+            logits = trainer.model(**inputs, use_cache=False).logits.float()  # the packed call token_nll makes
+        nll, _ = trainer.token_nll(batch, want_tokens=True)
+        nll.sum().backward()
+        results[value] = (logits, nll.detach(), _lora_grads(trainer.model), chosen)
+    (ref_logits, ref_nll, ref_grads, ref_chosen), (logits, nll, grads, chosen) = results[plain], results[fast]
+    figures: dict[str, Any] = {"chosen": chosen, "reference": ref_chosen, "segments": len(batch["cu_seq_lens_host"]) - 1,
+                               "logits_error": _close(f"{option} logits", logits, ref_logits, rtol=3e-2, atol=3e-2),
+                               "nll_error": _close(f"{option} nll", nll, ref_nll, rtol=3e-2, atol=3e-2)}
+    if set(grads) != set(ref_grads) or not grads:
+        raise Mismatch(f"LoRA parameters differ: {sorted(set(grads) ^ set(ref_grads))[:4]}")
+    figures["grad_error"] = max(_close(f"{option} grad {n}", grads[n], g, rtol=5e-2, atol=1e-3) for n, g in ref_grads.items())
+    return figures

@@ -9,10 +9,15 @@ sliding window shorter than the sequences and Gemma-2 with soft-capping (or the 
 ``--model``); chunked cross-entropy against plain cross-entropy; gradient accumulation
 (batch 4 = 2 x 2); DPO's first loss = ln 2.
 
+Both modes also check the fused LoRA function against PEFT's forward (local_backend/fused_lora.py;
+on CPU over nn.Linear and bitsandbytes' CPU NF4).
+
 CUDA adds: the fast attention path (which call the functional check chose, numerics forward
 and backward); the same packed-vs-reference check over a 4-bit base in bf16; bitsandbytes'
 settings (NF4, double quantisation, bf16 compute); host synchronisations per training step;
-FSDP2 on one rank + 4-bit + activation checkpointing against the unsharded model; then the
+FSDP2 on one rank + 4-bit + activation checkpointing against the unsharded model; fused LoRA
+on a real NF4 layer (numerics, speed and memory against PEFT) and in the trainer, and Liger's
+layer kernels against transformers' on tiny Llama and Phi-3 (packed batches); then the
 quick benchmark (benchmarks/_gpu_bench.py) with what time is left.
 
 Every check runs on its own: one that fails is reported and the rest still run. An overall
@@ -117,6 +122,7 @@ def cpu_checks(runner: Runner, model: str | None) -> None:
     runner.run("chunked loss vs plain cross-entropy", _checks.chunked_loss)
     runner.run("gradient accumulation 4 = 2 x 2", _checks.grad_accumulation)
     runner.run("DPO first loss = ln 2", _checks.dpo_first_loss)
+    runner.run("fused LoRA vs PEFT (CPU: Linear, NF4)", _checks.fused_lora_vs_peft)
 
 
 def cuda_checks(runner: Runner, model: str | None) -> None:
@@ -129,6 +135,12 @@ def cuda_checks(runner: Runner, model: str | None) -> None:
     runner.run("bitsandbytes: NF4, double quant, bf16 compute", _cuda_checks.bnb_settings)
     runner.run("host syncs per training step", _cuda_checks.host_syncs)
     runner.run("FSDP2 one rank + 4-bit + checkpointing vs unsharded", _cuda_checks.fsdp_one_rank)
+    runner.run("fused LoRA vs PEFT on NF4 (bf16 autocast)", _checks.fused_lora_vs_peft, "cuda")
+    runner.run("fused LoRA: speed and memory vs PEFT (NF4)", _cuda_checks.fused_lora_speed)
+    runner.run("trainer: lora_kernel fused vs peft (4-bit, packed)", _cuda_checks.trainer_kernels, "llama", "lora_kernel")
+    for family in ("llama", "phi3"):
+        runner.run(f"trainer: layer_kernels liger vs torch ({family}, packed)", _cuda_checks.trainer_kernels, family,
+                   "layer_kernels")
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:

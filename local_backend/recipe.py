@@ -15,7 +15,12 @@ calls ``prepare_model_for_kbit_training``):
   when asked for (``optimizer: paged_adamw_8bit``): on ~25M LoRA parameters its state
   is small anyway, it launches per-tensor kernels, and its paged memory is invisible to
   ``torch.cuda.max_memory_allocated``;
-- padding-free batches use variable-length attention (:mod:`local_backend.attention`).
+- padding-free batches use variable-length attention (:mod:`local_backend.attention`);
+- the LoRA product is added into the base layer's output by one fused autograd function
+  (``lora_kernel``, :mod:`local_backend.fused_lora`) and Liger's RMSNorm/SwiGLU/RoPE kernels
+  replace transformers' for covered architectures (``layer_kernels``,
+  :mod:`local_backend.layer_kernels`), each after a one-time functional check on the real
+  model, falling back to PEFT's/transformers' forward with the reason in the description.
 
 CPU keeps the simple path: fp32 everywhere, plain AdamW, no autocast (4-bit on CPU is
 refused; see DEVELOPERS.md).
@@ -24,10 +29,12 @@ refused; see DEVELOPERS.md).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 OPTIMIZERS = ("auto", "adamw", "adamw_fused", "paged_adamw_8bit")
+LORA_KERNELS = ("auto", "fused", "peft")  # = local_backend.fused_lora.MODES (not imported: --help stays light)
+LAYER_KERNELS = ("auto", "liger", "torch")  # = local_backend.layer_kernels.MODES
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Recipe:
     gradient_checkpointing: bool
     optimizer: str
     description: str
+    kernels: dict[str, str] = field(default_factory=dict)  # lora_kernel / layer_kernels -> "path: why" (build_model)
 
     def autocast(self):  # type: ignore[no-untyped-def]
         import torch
@@ -51,6 +59,10 @@ def choose(config: Any, device: str) -> Recipe:
         raise ValueError("4-bit training needs a CUDA GPU (bitsandbytes 4-bit on CPU is unreliable)")
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {config.optimizer!r}")
+    if config.lora_kernel not in LORA_KERNELS:
+        raise ValueError(f"lora_kernel must be one of {', '.join(LORA_KERNELS)}, not {config.lora_kernel!r}")
+    if config.layer_kernels not in LAYER_KERNELS:
+        raise ValueError(f"layer_kernels must be one of {', '.join(LAYER_KERNELS)}, not {config.layer_kernels!r}")
     use_4bit = device == "cuda" and config.quantize in ("auto", "4bit")
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:
@@ -88,7 +100,7 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool,
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from local_backend import attention
+    from local_backend import attention, fused_lora, layer_kernels
     from local_backend.sources import load_model
 
     options = load_options(recipe, shard_base=shard_base)
@@ -108,6 +120,9 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool,
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
     model.config.use_cache = False
+    # before PEFT wraps the projections: Liger patches this instance's norm/MLP modules
+    autocast = recipe.autocast if recipe.device == "cuda" else None
+    layers = layer_kernels.apply(model, getattr(config, "layer_kernels", "auto"), recipe.device, autocast)
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -119,6 +134,10 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool,
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()  # LoRA weights stay fp32; autocast runs the matmuls in bf16
+    lora_path = fused_lora.apply(model, getattr(config, "lora_kernel", "auto"), recipe.device, autocast,
+                                 sharded=shard_base)
+    recipe.kernels = {"lora_kernel": f"{lora_path[0]}: {lora_path[1]}", "layer_kernels": f"{layers[0]}: {layers[1]}"}
+    recipe.description += f"; LoRA kernel {lora_path[0]} ({lora_path[1]}); layer kernels {layers[0]} ({layers[1]})"
     return model
 
 

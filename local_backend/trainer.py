@@ -80,6 +80,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     quantize: str = "auto"  # auto (4-bit on CUDA) | 4bit | none
     gradient_checkpointing: bool | None = None  # None = on with CUDA
+    lora_kernel: str = "auto"  # auto (fused on CUDA after its functional check) | fused | peft: local_backend/fused_lora.py
+    layer_kernels: str = "auto"  # auto (Liger on CUDA where covered and checked) | liger | torch: local_backend/layer_kernels.py
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> "TrainConfig":
@@ -181,7 +183,7 @@ class Trainer:
         self.model = recipe_mod.build_model(
             self.recipe, source, config, padding_free=self.padding_free, shard_base=self.parallel.shards_base
         )
-        self._emit(self.recipe.description, level="warning" if self.device == "cpu" else "info")
+        self._emit(self.recipe.description, level="warning" if self.device == "cpu" else "info", kernels=self.recipe.kernels)
         if self.padding_free:  # which attention path each kind of layer takes, chosen by a functional check
             self.attention_paths = attention.prepare_model(self.model.get_base_model().config, self.device)
             self._emit("attention: " + "; ".join(self.attention_paths), attention=self.attention_paths)
