@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from cloudtune import errors
+from local_backend import dpo_reference
 from local_backend.trainer import TrainConfig
 
 # Learning rate that a multiplier of 1.0 means. On CPU the auto recipe is tuned for small
@@ -106,6 +107,7 @@ def build_train_config(
 
 METHODS = ("supervised", "dpo")
 LOSS_IMPLS = ("auto", "plain", "chunked", "liger")
+DPO_REFERENCES = dpo_reference.MODES
 
 
 def check_train_config(config: TrainConfig, device: str) -> None:
@@ -118,6 +120,10 @@ def check_train_config(config: TrainConfig, device: str) -> None:
         raise errors.ConfigError(f"loss_impl must be one of {', '.join(LOSS_IMPLS)}, not {config.loss_impl!r}.")
     if config.method == "dpo" and not config.dpo_beta > 0:
         raise errors.ConfigError(f"DPO beta must be positive, not {config.dpo_beta!r}.")
+    if config.dpo_reference not in DPO_REFERENCES:
+        raise errors.ConfigError(
+            f"dpo_reference must be one of {', '.join(DPO_REFERENCES)}, not {config.dpo_reference!r}."
+        )
     try:
         choose(config, device)
     except ValueError as exc:

@@ -29,6 +29,9 @@ Pair = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]  
 class EncodedPair:
     chosen: Encoded
     rejected: Encoded
+    # The reference model's summed answer log-probabilities (chosen, rejected), once precomputed
+    # (local_backend/dpo_reference.py); None: computed live with each micro-batch.
+    reference: tuple[float, float] | None = None
 
     @property
     def tokens(self) -> int:

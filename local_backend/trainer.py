@@ -3,7 +3,7 @@ LoRA on CPU (fp32), QLoRA or LoRA on CUDA with a bf16 frozen base (local_backend
 
 The loss is computed on labelled positions only (local_backend/losses.py): on CUDA
 through chunked (or liger's fused) linear cross-entropy, so no batch x sequence x
-vocabulary logits tensor is ever built. On CUDA, supervised batches are padding-free by
+vocabulary logits tensor is ever built. On CUDA, batches (supervised and DPO) are padding-free by
 default (all sequences of a micro-batch in one row, variable-length attention) and
 padded batches are length-grouped. The host reads GPU values once per logging
 interval, not per micro-batch.
@@ -65,7 +65,8 @@ class TrainConfig:
     target_modules: str | list[str] = "all-linear"
     method: str = "supervised"  # supervised | dpo
     dpo_beta: float = 0.1
-    packing: bool | None = None  # padding-free packed batches; None = on with CUDA (supervised)
+    dpo_reference: str = "auto"  # auto | precompute | live (local_backend/dpo_reference.py)
+    packing: bool | None = None  # padding-free batches (local_backend/data.py, objectives.py); None = on with CUDA
     group_by_length: bool | None = None  # None = on with CUDA
     optimizer: str = "auto"  # auto (fused AdamW on CUDA) | adamw | adamw_fused | paged_adamw_8bit
     # auto | plain | chunked | liger. auto: chunked on CUDA (as fast as Liger's fused loss on an H200, 2026-12-04,
@@ -164,7 +165,7 @@ class Trainer:
         self.objective = objectives.for_method(config.method, self)
         on_cuda = self.device == "cuda"
         packing = config.packing
-        self.padding_free = bool(on_cuda and self.objective.name == "supervised") if packing is None else bool(packing)
+        self.padding_free = on_cuda if packing is None else bool(packing)
         self.group_by_length = on_cuda if config.group_by_length is None else bool(config.group_by_length)
         self.log_every = max(1, int(config.log_every or (10 if on_cuda else 1)))
         self.loss_impl = config.loss_impl
@@ -375,6 +376,7 @@ class Trainer:
         checkpoint = self.latest_checkpoint() if resume else None
         if checkpoint is not None:
             position = self._restore(checkpoint)
+        self.objective.before_training(resumed=checkpoint is not None)  # DPO: the precomputed reference
         step = position["global_step"]
         trained_tokens = position["trained_tokens"]
         metrics: dict[str, float] = dict(position.get("metrics", {}))
