@@ -73,7 +73,7 @@ def _function():  # type: ignore[no-untyped-def]
 
     class FusedLoRA(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, lora_a, lora_b, base, scale, p):  # type: ignore[no-untyped-def]
+        def forward(ctx, x, lora_a, lora_b, base, scale, p, dropout_dtype):  # type: ignore[no-untyped-def]
             device = x.device.type
             autocast = torch.is_autocast_enabled(device)
             # PEFT: under autocast the LoRA matmuls run in the autocast dtype; without, in the LoRA weights' dtype
@@ -82,10 +82,11 @@ def _function():  # type: ignore[no-untyped-def]
             if not y.is_contiguous():
                 y = y.contiguous()
             with torch.autocast(device, enabled=False):
-                x2 = x.reshape(-1, x.shape[-1]).to(dtype)
+                x2 = x.reshape(-1, x.shape[-1])
                 mask = None
-                if p > 0:
-                    x2, mask = _dropout(x2, p)
+                if p > 0:  # on the dtype PEFT applies dropout to: the same random draws, the same mask
+                    x2, mask = _dropout(x2.to(dropout_dtype or dtype), p)
+                x2 = x2.to(dtype)
                 h = x2 @ lora_a.to(dtype).t()  # tokens x r: all the LoRA path keeps
                 del x2
                 y2 = y.view(-1, y.shape[-1])
@@ -119,7 +120,7 @@ def _function():  # type: ignore[no-untyped-def]
                         lora_dx = lora_dx * mask * (1.0 / (1.0 - ctx.p))
                     dx.add_(lora_dx.to(dx.dtype))
                     dx = dx.to(x.dtype).view(x.shape)
-            return dx, da, db, None, None, None
+            return dx, da, db, None, None, None, None
 
     return FusedLoRA
 
@@ -127,12 +128,26 @@ def _function():  # type: ignore[no-untyped-def]
 _FUNCTION = None
 
 
-def fused_lora(x, lora_a, lora_b, base, scale: float, p: float = 0.0):  # type: ignore[no-untyped-def]
-    """``base(x) + scale * (dropout_p(x) @ lora_a^T) @ lora_b^T`` with the fused backward."""
+def fused_lora(x, lora_a, lora_b, base, scale: float, p: float = 0.0, dropout_dtype=None):  # type: ignore[no-untyped-def]
+    """``base(x) + scale * (dropout_p(x) @ lora_a^T) @ lora_b^T`` with the fused backward
+    (dropout drawn on a tensor of ``dropout_dtype``, default the LoRA matmuls' dtype)."""
     global _FUNCTION
     if _FUNCTION is None:
         _FUNCTION = _function()
-    return _FUNCTION.apply(x, lora_a, lora_b, base, float(scale), float(p))
+    return _FUNCTION.apply(x, lora_a, lora_b, base, float(scale), float(p), dropout_dtype)
+
+
+def _dropout_dtype(layer, x):  # type: ignore[no-untyped-def]
+    """The dtype PEFT's forward applies dropout in: its Linear casts the input to the LoRA weights'
+    dtype, its Linear4bit does so only without autocast."""
+    import torch
+
+    weight_dtype = layer.lora_A[getattr(layer, _ATTR, None) or next(iter(layer.lora_A.keys()))].weight.dtype
+    if not getattr(layer, "cast_input_dtype_enabled", True):
+        return x.dtype
+    if type(layer).__name__ == "Linear4bit" and torch.is_autocast_enabled(x.device.type):
+        return x.dtype
+    return weight_dtype
 
 
 # ---------------------------------------------------------------- PEFT layers
@@ -187,7 +202,7 @@ def _fused_forward(self, x, *args, **kwargs):  # type: ignore[no-untyped-def]
     dropout = self.lora_dropout[name]
     p = dropout.p if dropout.__class__.__name__ == "Dropout" and self.training and dropout.training else 0.0
     lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
-    return fused_lora(x, lora_a, lora_b, self.get_base_layer(), self.scaling[name], p)
+    return fused_lora(x, lora_a, lora_b, self.get_base_layer(), self.scaling[name], p, _dropout_dtype(self, x) if p else None)
 
 
 def install(layer: Any) -> None:
@@ -262,7 +277,7 @@ def _fused_forward_for_check(layer, x):  # type: ignore[no-untyped-def]
     dropout = layer.lora_dropout[name]
     p = dropout.p if dropout.__class__.__name__ == "Dropout" else 0.0
     return fused_lora(x, layer.lora_A[name].weight, layer.lora_B[name].weight, layer.get_base_layer(),
-                      layer.scaling[name], p)
+                      layer.scaling[name], p, _dropout_dtype(layer, x) if p else None)
 
 
 def apply(model: Any, mode: str, device: str, autocast_factory: Any = None, *, sharded: bool = False) -> tuple[str, str]:

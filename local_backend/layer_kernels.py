@@ -180,24 +180,31 @@ def check(model: Any, patches: _Patches, autocast: Any = None) -> dict[str, floa
         head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // heads
         positions = torch.tensor([list(range(10)) + list(range(14))], device=device)  # two packed sequences
         cos, sin = rotary(hidden, positions)
-        # laid out as the attention layers make them: (batch, tokens, heads, dim) transposed
-        q = torch.randn(1, 24, heads, head_dim, generator=generator).to(device, dtype).transpose(1, 2)
-        k = torch.randn(1, 24, max(1, heads // 2), head_dim, generator=generator).to(device, dtype).transpose(1, 2)
+        q = torch.randn(1, 24, heads, head_dim, generator=generator).to(device, dtype)
+        k = torch.randn(1, 24, max(1, heads // 2), head_dim, generator=generator).to(device, dtype)
         dispatcher = patches.modeling.apply_rotary_pos_emb
         original = dispatcher._cloudtune_original
-        (ref, ref_g), (got, got_g) = _run_both(lambda a, b: original(a, b, cos, sin), lambda a, b: dispatcher(a, b, cos, sin), [q, k])
+
+        def attention_layout(fn):  # type: ignore[no-untyped-def]
+            # as the attention layers call it: a projection's output (not a leaf; Liger rotates it
+            # in place), viewed (batch, tokens, heads, dim) and transposed to (batch, heads, tokens, dim)
+            return lambda a, b: fn((a * 1).transpose(1, 2), (b * 1).transpose(1, 2), cos, sin)
+
+        (ref, ref_g), (got, got_g) = _run_both(attention_layout(original), attention_layout(dispatcher), [q, k])
         figures["rope"] = max(_compare("rope q", got[0], ref[0]), _compare("rope k", got[1], ref[1]),
                               *(_compare("rope grad", a, b) for a, b in zip(got_g, ref_g)))
     return figures
 
 
-def apply(model: Any, mode: str, device: str, autocast_factory: Any = None) -> tuple[str, str]:
+def apply(model: Any, mode: str, device: str, autocast_factory: Any = None, *, sharded: bool = False) -> tuple[str, str]:
     """Patch ``model`` (a transformers model, before PEFT) according to ``mode``; returns (path,
     why): path ``liger`` or ``torch``. Never raises for a model or machine it cannot help."""
     if mode not in MODES:
         raise ValueError(f"layer_kernels must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "torch":
         return "torch", "asked for"
+    if sharded:
+        return "torch", "FSDP-sharded base (Liger's kernels on sharded norm weights are not checked)"
     reason = why_not(model.config, device)
     if reason is None and next(model.parameters()).device.type != "cuda":
         reason = "the base is not on the GPU yet (sharded later)"

@@ -122,7 +122,8 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool,
     model.config.use_cache = False
     # before PEFT wraps the projections: Liger patches this instance's norm/MLP modules
     autocast = recipe.autocast if recipe.device == "cuda" else None
-    layers = layer_kernels.apply(model, getattr(config, "layer_kernels", "auto"), recipe.device, autocast)
+    layers = layer_kernels.apply(model, getattr(config, "layer_kernels", "auto"), recipe.device, autocast,
+                                 sharded=shard_base)
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,

@@ -26,6 +26,7 @@ def test_cpu_and_torch_mode_keep_transformers_kernels() -> None:
     for mode in ("auto", "liger"):
         path, why = layer_kernels.apply(model, mode, "cpu")
         assert path == "torch" and "CUDA only" in why
+    assert "FSDP" in layer_kernels.apply(model, "liger", "cuda", sharded=True)[1]
     assert "forward" not in model.model.norm.__dict__  # nothing patched
     with pytest.raises(ValueError, match="layer_kernels"):
         layer_kernels.apply(model, "fast", "cpu")
