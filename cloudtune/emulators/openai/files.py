@@ -1,4 +1,5 @@
-"""Files and Uploads routes of the OpenAI emulator (``/v1/files``, ``/v1/uploads``)."""
+"""Files and Uploads routes of the OpenAI emulator (``/v1/files``, ``/v1/uploads``), over an
+:class:`~cloudtune.emulators.openai.store.OpenAIStore`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cloudtune.emulators._http import HTTPError, Request, Response
+from cloudtune.emulators._http import HTTPError, Request, Response, Router
 from cloudtune.emulators.openai.jobs import new_id
 
 if TYPE_CHECKING:
-    from cloudtune.emulators.openai.app import OpenAIEmulator
+    from cloudtune.emulators.openai.store import OpenAIStore
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -72,10 +73,10 @@ class StoredUpload:
     parts: dict[str, bytes] = field(default_factory=dict)
     file_id: str | None = None
 
-    def to_json(self, app: "OpenAIEmulator") -> dict[str, Any]:
-        stored = app.files.get(self.file_id) if self.file_id else None
+    def to_json(self, files: dict[str, StoredFile], now: float) -> dict[str, Any]:
+        stored = files.get(self.file_id) if self.file_id else None
         status = self.status
-        if status == "pending" and app.clock.now() > self.created_at + UPLOAD_TTL_S:
+        if status == "pending" and now > self.created_at + UPLOAD_TTL_S:
             status = "expired"
         return {
             "object": "upload",
@@ -86,7 +87,7 @@ class StoredUpload:
             "filename": self.filename,
             "purpose": self.purpose,
             "status": status,
-            "file": stored.to_json(app.clock.now()) if stored else None,
+            "file": stored.to_json(now) if stored else None,
         }
 
 
@@ -120,130 +121,114 @@ def not_found(kind: str, ident: str, param: str | None = None) -> HTTPError:
     return HTTPError(404, _error(f"No such {kind}: {ident}", param))
 
 
-class FilesRoutes:
-    """Mixin for :class:`~cloudtune.emulators.openai.app.OpenAIEmulator`."""
 
-    files: dict[str, StoredFile]
-    uploads: dict[str, StoredUpload]
+def check_purpose_and_name(purpose: str | None, filename: str) -> None:
+    if purpose not in FILE_PURPOSES:
+        raise HTTPError(400, _error(f"Invalid purpose {purpose!r}; expected one of {', '.join(FILE_PURPOSES)}.", "purpose"))
+    if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
+        raise HTTPError(400, _error("Invalid file format for Fine-Tuning API. Must be .jsonl", "file"))
 
-    def _register_files(self: "OpenAIEmulator") -> None:
-        r = self.router
-        r.add("POST", "/v1/files", self.create_file)
-        r.add("GET", "/v1/files", self.list_files)
-        r.add("GET", "/v1/files/{file_id}", self.retrieve_file)
-        r.add("DELETE", "/v1/files/{file_id}", self.delete_file)
-        r.add("GET", "/v1/files/{file_id}/content", self.file_content)
-        r.add("POST", "/v1/uploads", self.create_upload)
-        r.add("POST", "/v1/uploads/{upload_id}/parts", self.add_upload_part)
-        r.add("POST", "/v1/uploads/{upload_id}/complete", self.complete_upload)
-        r.add("POST", "/v1/uploads/{upload_id}/cancel", self.cancel_upload)
+
+def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a route table
+    """The Files and Uploads routes, over ``store``."""
+    clock, settings = store.clock, store.settings
 
     # ------------------------------------------------------------- files
-    def store_file(self: "OpenAIEmulator", filename: str, purpose: str, content: bytes) -> StoredFile:
-        now = self.clock.now()
-        stored = StoredFile(new_id("file-"), filename, purpose, now, content, now + self.settings.file_processing_s)
-        self.files[stored.id] = stored
-        return stored
-
-    @staticmethod
-    def _check_purpose_and_name(purpose: str | None, filename: str) -> None:
-        if purpose not in FILE_PURPOSES:
-            raise HTTPError(400, _error(f"Invalid purpose {purpose!r}; expected one of {', '.join(FILE_PURPOSES)}.", "purpose"))
-        if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
-            raise HTTPError(400, _error("Invalid file format for Fine-Tuning API. Must be .jsonl", "file"))
-
-    def create_file(self: "OpenAIEmulator", request: Request) -> Response:
+    def create_file(request: Request) -> Response:
         fields, files = parse_multipart(request)
         if "file" not in files:
             raise HTTPError(400, _error("Missing required parameter: 'file'.", "file"))
         filename, content = files["file"]
         purpose = fields.get("purpose")
-        self._check_purpose_and_name(purpose, filename)
+        check_purpose_and_name(purpose, filename)
         if len(content) > MAX_FILE_BYTES:
             raise HTTPError(413, _error("File is larger than 512 MB; use the Uploads API.", "file"))
-        with self.lock:
-            stored = self.store_file(filename, purpose or "", content)
-            return Response.json(stored.to_json(self.clock.now()))
+        with store.lock:
+            stored = store.store_file(filename, purpose or "", content)
+            return Response.json(stored.to_json(clock.now()))
 
-    def list_files(self: "OpenAIEmulator", request: Request) -> Response:
+    def list_files(request: Request) -> Response:
         purpose = request.arg("purpose")
-        with self.lock:
-            now = self.clock.now()
-            data = [f.to_json(now) for f in reversed(self.files.values()) if purpose in (None, f.purpose)]
+        with store.lock:
+            now = clock.now()
+            data = [f.to_json(now) for f in reversed(store.files.values()) if purpose in (None, f.purpose)]
         return Response.json({
-            "object": "list", "data": data, "has_more": self.settings.lists_never_end,
+            "object": "list", "data": data, "has_more": settings.lists_never_end,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
         })
 
-    def _file(self: "OpenAIEmulator", file_id: str) -> StoredFile:
-        found = self.files.get(file_id)
+    def file_named(file_id: str) -> StoredFile:
+        found = store.files.get(file_id)
         if found is None:
             raise not_found("file", file_id, "file_id")
         return found
 
-    def retrieve_file(self: "OpenAIEmulator", request: Request) -> Response:
-        with self.lock:
-            return Response.json(self._file(request.params["file_id"]).to_json(self.clock.now()))
+    def retrieve_file(request: Request) -> Response:
+        with store.lock:
+            return Response.json(file_named(request.params["file_id"]).to_json(clock.now()))
 
-    def delete_file(self: "OpenAIEmulator", request: Request) -> Response:
-        with self.lock:
-            stored = self._file(request.params["file_id"])
-            del self.files[stored.id]
+    def delete_file(request: Request) -> Response:
+        with store.lock:
+            stored = file_named(request.params["file_id"])
+            del store.files[stored.id]
         return Response.json({"object": "file", "id": stored.id, "deleted": True})
 
-    def file_content(self: "OpenAIEmulator", request: Request) -> Response:
-        with self.lock:
-            stored = self._file(request.params["file_id"])
+    def file_content(request: Request) -> Response:
+        with store.lock:
+            stored = file_named(request.params["file_id"])
         if stored.purpose == "fine-tune":
             # the service does not hand training data back
             raise HTTPError(400, _error("Not allowed to download files of purpose: fine-tune", None))
         return Response(200, stored.content, {"Content-Type": "application/octet-stream"})
 
     # ------------------------------------------------------------ uploads
-    def create_upload(self: "OpenAIEmulator", request: Request) -> Response:
+    def upload_json(upload: StoredUpload) -> dict[str, Any]:
+        return upload.to_json(store.files, clock.now())
+
+    def create_upload(request: Request) -> Response:
         body = request.json()
         for key in ("filename", "purpose", "bytes", "mime_type"):
             if key not in body:
                 raise HTTPError(400, _error(f"Missing required parameter: '{key}'.", key))
-        self._check_purpose_and_name(body["purpose"], body["filename"])
+        check_purpose_and_name(body["purpose"], body["filename"])
         if not isinstance(body["bytes"], int) or not 0 < body["bytes"] <= MAX_UPLOAD_BYTES:
             raise HTTPError(400, _error("'bytes' must be between 1 and 8 GB.", "bytes"))
-        with self.lock:
+        with store.lock:
             upload = StoredUpload(new_id("upload_"), body["filename"], body["purpose"], body["bytes"],
-                                  body["mime_type"], self.clock.now())
-            self.uploads[upload.id] = upload
-            return Response.json(upload.to_json(self))
+                                  body["mime_type"], clock.now())
+            store.uploads[upload.id] = upload
+            return Response.json(upload_json(upload))
 
-    def _pending_upload(self: "OpenAIEmulator", upload_id: str) -> StoredUpload:
-        upload = self.uploads.get(upload_id)
+    def pending_upload(upload_id: str) -> StoredUpload:
+        upload = store.uploads.get(upload_id)
         if upload is None:
             raise not_found("upload", upload_id, "upload_id")
-        if upload.to_json(self)["status"] != "pending":
-            raise HTTPError(400, _error(f"Upload {upload_id} is {upload.to_json(self)['status']}; it takes no more changes.", None))
+        if upload_json(upload)["status"] != "pending":
+            raise HTTPError(400, _error(f"Upload {upload_id} is {upload_json(upload)['status']}; it takes no more changes.", None))
         return upload
 
-    def add_upload_part(self: "OpenAIEmulator", request: Request) -> Response:
+    def add_upload_part(request: Request) -> Response:
         _, files = parse_multipart(request)
         if "data" not in files:
             raise HTTPError(400, _error("Missing required parameter: 'data'.", "data"))
         data = files["data"][1]
         if len(data) > MAX_PART_BYTES:
             raise HTTPError(400, _error("A part can be at most 64 MB.", "data"))
-        with self.lock:
-            upload = self._pending_upload(request.params["upload_id"])
+        with store.lock:
+            upload = pending_upload(request.params["upload_id"])
             part_id = new_id("part_")
             upload.parts[part_id] = data
             return Response.json({
-                "object": "upload.part", "id": part_id, "created_at": int(self.clock.now()), "upload_id": upload.id,
+                "object": "upload.part", "id": part_id, "created_at": int(clock.now()), "upload_id": upload.id,
             })
 
-    def complete_upload(self: "OpenAIEmulator", request: Request) -> Response:
+    def complete_upload(request: Request) -> Response:
         body = request.json()
         part_ids = body.get("part_ids")
         if not isinstance(part_ids, list):
             raise HTTPError(400, _error("Missing required parameter: 'part_ids'.", "part_ids"))
-        with self.lock:
-            upload = self._pending_upload(request.params["upload_id"])
+        with store.lock:
+            upload = pending_upload(request.params["upload_id"])
             unknown = [p for p in part_ids if p not in upload.parts]
             if unknown:
                 raise HTTPError(400, _error(f"Unknown part id(s): {', '.join(unknown)}", "part_ids"))
@@ -254,15 +239,25 @@ class FilesRoutes:
             md5 = body.get("md5")
             if md5 and md5 != hashlib.md5(content).hexdigest():  # noqa: S324 - integrity check the API defines
                 raise HTTPError(400, _error("The md5 checksum does not match the uploaded bytes.", "md5"))
-            stored = self.store_file(upload.filename, upload.purpose, content)
+            stored = store.store_file(upload.filename, upload.purpose, content)
             upload.file_id = stored.id
             upload.status = "completed"
             upload.parts.clear()
-            return Response.json(upload.to_json(self))
+            return Response.json(upload_json(upload))
 
-    def cancel_upload(self: "OpenAIEmulator", request: Request) -> Response:
-        with self.lock:
-            upload = self._pending_upload(request.params["upload_id"])
+    def cancel_upload(request: Request) -> Response:
+        with store.lock:
+            upload = pending_upload(request.params["upload_id"])
             upload.status = "cancelled"
             upload.parts.clear()
-            return Response.json(upload.to_json(self))
+            return Response.json(upload_json(upload))
+
+    router.add("POST", "/v1/files", create_file)
+    router.add("GET", "/v1/files", list_files)
+    router.add("GET", "/v1/files/{file_id}", retrieve_file)
+    router.add("DELETE", "/v1/files/{file_id}", delete_file)
+    router.add("GET", "/v1/files/{file_id}/content", file_content)
+    router.add("POST", "/v1/uploads", create_upload)
+    router.add("POST", "/v1/uploads/{upload_id}/parts", add_upload_part)
+    router.add("POST", "/v1/uploads/{upload_id}/complete", complete_upload)
+    router.add("POST", "/v1/uploads/{upload_id}/cancel", cancel_upload)
