@@ -118,6 +118,9 @@ def check_train_config(config: TrainConfig, device: str) -> None:
         raise errors.ConfigError(f"The local backend trains {' or '.join(METHODS)}, not {config.method!r}.")
     if config.loss_impl not in LOSS_IMPLS:
         raise errors.ConfigError(f"loss_impl must be one of {', '.join(LOSS_IMPLS)}, not {config.loss_impl!r}.")
+    log_every = config.log_every
+    if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
+        raise errors.ConfigError(f"log_every must be an integer >= 1 (optimiser steps per metrics line), not {log_every!r}.")
     if config.method == "dpo" and not config.dpo_beta > 0:
         raise errors.ConfigError(f"DPO beta must be positive, not {config.dpo_beta!r}.")
     if config.dpo_reference not in DPO_REFERENCES:

@@ -32,6 +32,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from local_backend import checkpointing as checkpointing_mod
+
 OPTIMIZERS = ("auto", "adamw", "adamw_fused", "paged_adamw_8bit")
 LORA_KERNELS = ("auto", "fused", "peft")  # = local_backend.fused_lora.MODES (not imported: --help stays light)
 LAYER_KERNELS = ("auto", "liger", "torch")  # = local_backend.layer_kernels.MODES
@@ -45,6 +47,9 @@ class Recipe:
     optimizer: str
     description: str
     kernels: dict[str, str] = field(default_factory=dict)  # lora_kernel / layer_kernels -> "path: why" (build_model)
+    activation_offload: str = "none"  # cpu | none (local_backend/checkpointing.py)
+    checkpoint_every_n_layers: int = 1
+    offloader: Any = None  # the Offloader in use, once the model is built
 
     def autocast(self):  # type: ignore[no-untyped-def]
         import torch
@@ -67,6 +72,7 @@ def choose(config: Any, device: str) -> Recipe:
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:
         checkpointing = device == "cuda"
+    offload, every_n = checkpointing_mod.resolve(config, device, bool(checkpointing))
     optimizer = config.optimizer
     if optimizer == "auto":
         optimizer = "adamw_fused" if device == "cuda" else "adamw"
@@ -75,7 +81,9 @@ def choose(config: Any, device: str) -> Recipe:
         description = f"{'QLoRA' if use_4bit else 'LoRA'} on CUDA: {base}, fp32 LoRA weights under bf16 autocast, {optimizer}"
     else:
         description = "No CUDA GPU: training plain LoRA in fp32 on CPU (4-bit needs CUDA)"
-    return Recipe(device, use_4bit, bool(checkpointing), optimizer, description)
+    description += "; " + checkpointing_mod.describe(offload, every_n, bool(checkpointing))
+    return Recipe(device, use_4bit, bool(checkpointing), optimizer, description,
+                  activation_offload=offload, checkpoint_every_n_layers=every_n)
 
 
 def load_options(recipe: Recipe, *, shard_base: bool = False) -> dict[str, Any]:
@@ -119,6 +127,7 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool,
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=non_reentrant)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
+        _configure_checkpointing(recipe, model)
     model.config.use_cache = False
     # before PEFT wraps the projections: Liger patches this instance's norm/MLP modules
     autocast = recipe.autocast if recipe.device == "cuda" else None
@@ -140,6 +149,21 @@ def build_model(recipe: Recipe, source: Any, config: Any, *, padding_free: bool,
     recipe.kernels = {"lora_kernel": f"{lora_path[0]}: {lora_path[1]}", "layer_kernels": f"{layers[0]}: {layers[1]}"}
     recipe.description += f"; LoRA kernel {lora_path[0]} ({lora_path[1]}); layer kernels {layers[0]} ({layers[1]})"
     return model
+
+
+def _configure_checkpointing(recipe: Recipe, model) -> None:  # type: ignore[no-untyped-def]
+    """Every Nth layer, through our checkpoint function; on CUDA the offload only after its
+    one-time functional check passes (else none, and the description says why)."""
+    if recipe.activation_offload == "cpu" and recipe.device == "cuda":
+        failure = checkpointing_mod.offload_check()
+        if failure:
+            every, planned = recipe.checkpoint_every_n_layers, checkpointing_mod.describe("cpu", recipe.checkpoint_every_n_layers, True)
+            recipe.activation_offload = "none"
+            recipe.description = recipe.description.replace(planned, checkpointing_mod.describe("none", every, True)
+                                                            + f" (no offload to host memory: its functional check failed: {failure})")
+    offloader = checkpointing_mod.Offloader(recipe.device) if recipe.activation_offload == "cpu" else None
+    checkpointing_mod.configure(model, every=recipe.checkpoint_every_n_layers, offloader=offloader)
+    recipe.offloader = offloader
 
 
 def build_optimizer(recipe: Recipe, params: list, config: Any):  # type: ignore[no-untyped-def]

@@ -83,6 +83,9 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None  # None = on with CUDA
     lora_kernel: str = "auto"  # auto (fused on CUDA after its functional check) | fused | peft: local_backend/fused_lora.py
     layer_kernels: str = "auto"  # auto (Liger on CUDA where covered and checked) | liger | torch: local_backend/layer_kernels.py
+    # local_backend/checkpointing.py: auto = cpu on CUDA with checkpointing (after a functional check), else none
+    activation_offload: str = "auto"  # auto | cpu | none
+    checkpoint_every_n_layers: int = 1  # checkpoint decoder layers 0, N, 2N, ...; the others keep activations
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> "TrainConfig":
@@ -194,7 +197,8 @@ class Trainer:
             f"{self.objective.name}: LoRA r={config.lora_r} alpha={config.lora_alpha} on {config.target_modules}: "
             f"{trainable:,} trainable of {total:,} parameters; loss {self.loss_impl}"
             + ("; padding-free batches" if self.padding_free else "")
-            + ("; length-grouped batches" if self.group_by_length else ""),
+            + ("; length-grouped batches" if self.group_by_length else "")
+            + f"; metrics every {self.log_every} step{'s' if self.log_every > 1 else ''} (one host read each)",
             trainable_params=trainable,
             total_params=total,
             device=self.device,
