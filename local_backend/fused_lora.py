@@ -115,10 +115,11 @@ def _function():  # type: ignore[no-untyped-def]
                     del xd
                 if need_x:
                     dx = _base_input_grad(ctx.base, g)  # through the frozen base
-                    lora_dx = gh @ lora_a.to(dtype)
-                    if mask is not None:
-                        lora_dx = lora_dx * mask * (1.0 / (1.0 - ctx.p))
-                    dx.add_(lora_dx.to(dx.dtype))
+                    if mask is None:  # the LoRA path's dx added in place, like the forward's product
+                        dx.addmm_(gh.to(dx.dtype), lora_a.to(dx.dtype))
+                    else:
+                        lora_dx = (gh @ lora_a.to(dtype)) * mask * (1.0 / (1.0 - ctx.p))
+                        dx.add_(lora_dx.to(dx.dtype))
                     dx = dx.to(x.dtype).view(x.shape)
             return dx, da, db, None, None, None, None
 
