@@ -283,7 +283,19 @@ def _fused_forward_for_check(layer, x):  # type: ignore[no-untyped-def]
 
 def apply(model: Any, mode: str, device: str, autocast_factory: Any = None, *, sharded: bool = False) -> tuple[str, str]:
     """Install the fused path on ``model``'s eligible LoRA layers according to ``mode``;
-    returns (path, why): path ``fused`` or ``peft``."""
+    returns (path, why): path ``fused`` or ``peft``. Never raises for a model it cannot help."""
+    try:
+        return _apply(model, mode, device, autocast_factory, sharded=sharded)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unforeseen layer layout: PEFT's forward everywhere, said why
+        for module in model.modules():
+            if _ATTR in module.__dict__:
+                uninstall(module)
+        return "peft", f"the fused path could not be prepared: {type(exc).__name__}: {exc}"
+
+
+def _apply(model: Any, mode: str, device: str, autocast_factory: Any = None, *, sharded: bool = False) -> tuple[str, str]:
     if mode not in MODES:
         raise ValueError(f"lora_kernel must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "peft":

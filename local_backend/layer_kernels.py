@@ -100,10 +100,9 @@ def _decoder(model: Any):  # type: ignore[no-untyped-def]
     return getattr(model, model.base_model_prefix, model)
 
 
-def _patch(model: Any) -> _Patches:
+def _patch(model: Any, patches: _Patches) -> None:
     from liger_kernel.transformers.rope import liger_rotary_pos_emb
 
-    patches = _Patches()
     modeling = sys.modules[type(model).__module__]
     patches.modeling = modeling
     before = dict(vars(modeling))
@@ -126,7 +125,6 @@ def _patch(model: Any) -> _Patches:
     rotary = getattr(decoder, "rotary_emb", None)
     if rotary is not None:
         patches.hooks.append(rotary.register_forward_hook(_tag_rope))
-    return patches
 
 
 def _compare(name: str, got, want, rtol: float = 2e-2) -> float:  # type: ignore[no-untyped-def]
@@ -205,18 +203,17 @@ def apply(model: Any, mode: str, device: str, autocast_factory: Any = None, *, s
         return "torch", "asked for"
     if sharded:
         return "torch", "FSDP-sharded base (Liger's kernels on sharded norm weights are not checked)"
-    reason = why_not(model.config, device)
-    if reason is None and next(model.parameters()).device.type != "cuda":
-        reason = "the base is not on the GPU yet (sharded later)"
-    if reason is not None:
-        return "torch", reason
-    patches = None
+    patches = _Patches()
     try:
-        patches = _patch(model)
+        reason = why_not(model.config, device)
+        if reason is None and next(model.parameters()).device.type != "cuda":
+            reason = "the base is not on the GPU yet (sharded later)"
+        if reason is not None:
+            return "torch", reason
+        _patch(model, patches)
         figures = check(model, patches, autocast_factory() if autocast_factory else None)
     except Exception as exc:  # noqa: BLE001 - any failure: undo, keep torch, say why
-        if patches is not None:
-            patches.undo()
+        patches.undo()
         return "torch", f"Liger's functional check failed: {type(exc).__name__}: {exc}"
     worst = ", ".join(f"{name} {value:.1e}" for name, value in figures.items())
     return "liger", f"RMSNorm, SwiGLU, RoPE for {model.config.model_type}; checked against transformers (max rel. error {worst})"
