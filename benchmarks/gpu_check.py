@@ -7,13 +7,14 @@ CPU checks (tiny random models, seconds each): the trainer's padding-free forwar
 against transformers' own eager forward on each sequence alone, for Phi-3 and Mistral with a
 sliding window shorter than the sequences and Gemma-2 with soft-capping (or the model in
 ``--model``); chunked cross-entropy against plain cross-entropy; gradient accumulation
-(batch 4 = 2 x 2); DPO's first loss = ln 2.
+(batch 4 = 2 x 2); DPO's first loss = ln 2 with a live reference on padded batches and a
+precomputed one on packed batches, and the two layouts' DPO loss and LoRA gradients agree.
 
 Both modes also check the fused LoRA function against PEFT's forward (local_backend/fused_lora.py;
 on CPU over nn.Linear and bitsandbytes' CPU NF4).
 
 CUDA adds: the fast attention path (which call the functional check chose, numerics forward
-and backward); the same packed-vs-reference check over a 4-bit base in bf16; bitsandbytes'
+and backward); the same packed-vs-reference and DPO checks over a 4-bit base in bf16; bitsandbytes'
 settings (NF4, double quantisation, bf16 compute); host synchronisations per training step;
 FSDP2 on one rank + 4-bit + activation checkpointing against the unsharded model; fused LoRA
 on a real NF4 layer (numerics, speed and memory against PEFT) and in the trainer, and Liger's
@@ -121,7 +122,7 @@ def cpu_checks(runner: Runner, model: str | None) -> None:
             runner.run(f"packed vs reference ({family})", _checks.packed_vs_reference, family)
     runner.run("chunked loss vs plain cross-entropy", _checks.chunked_loss)
     runner.run("gradient accumulation 4 = 2 x 2", _checks.grad_accumulation)
-    runner.run("DPO first loss = ln 2", _checks.dpo_first_loss)
+    runner.run("DPO first loss = ln 2; precompute+packed = live+padded", _checks.dpo_first_loss)
     runner.run("fused LoRA vs PEFT (CPU: Linear, NF4)", _checks.fused_lora_vs_peft)
 
 
@@ -134,6 +135,8 @@ def cuda_checks(runner: Runner, model: str | None) -> None:
                    model_dir=model)
     runner.run("bitsandbytes: NF4, double quant, bf16 compute", _cuda_checks.bnb_settings)
     runner.run("host syncs per training step", _cuda_checks.host_syncs)
+    runner.run("CUDA 4-bit DPO: first loss ln 2; precompute+packed = live+padded", _checks.dpo_first_loss,
+               device="cuda")
     runner.run("FSDP2 one rank + 4-bit + checkpointing vs unsharded", _cuda_checks.fsdp_one_rank)
     runner.run("fused LoRA vs PEFT on NF4 (bf16 autocast)", _checks.fused_lora_vs_peft, "cuda")
     runner.run("fused LoRA: speed and memory vs PEFT (NF4)", _cuda_checks.fused_lora_speed)

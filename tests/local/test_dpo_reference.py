@@ -70,18 +70,23 @@ def test_the_first_dpo_loss_is_ln_2_with_either_reference(tiny_model_dir: Path, 
 
 
 def test_precompute_and_packing_train_the_same_steps_as_live_padded(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """Four layouts, three optimiser steps each (3 pairs per step, 6 pairs, 2 epochs): the
-    per-step losses and the LoRA gradients of every step agree with live + padded."""
-    train = _write_varied_pairs(tmp_path / "prefs.jsonl")
-    runs = {}
+    """Four layouts, three optimiser steps each (3 pairs per step; 8 pairs, 3 of them held out
+    for validation, so an epoch is 2 steps): the per-step losses, the LoRA gradients of every
+    step and the validation loss after epoch 1 agree with live + padded."""
+    train = _write_varied_pairs(tmp_path / "prefs.jsonl", count=8)
+    runs, valid = {}, {}
     for mode in ("live", "precompute"):
         for packing in (False, True):
             name = f"{mode}-{'packed' if packing else 'padded'}"
             _, losses, grads, events = _run(tiny_model_dir, train, tmp_path / name, steps=3, batch_size=3,
-                                            dpo_reference=mode, packing=packing, learning_rate=2e-2)
+                                            dpo_reference=mode, packing=packing, learning_rate=2e-2,
+                                            validation_split=0.34)
             assert _reference_lines(events)[0].startswith(f"DPO reference: {mode}")
+            valid[name] = [d["valid_loss"] for _, d in events if "valid_loss" in d and "train_loss" not in d]
             runs[name] = (losses, grads)
     want_losses, want_grads = runs.pop("live-padded")
+    assert len(valid["live-padded"]) == 1 and valid["live-padded"][0] > 0
+    assert all(v == pytest.approx(valid["live-padded"], rel=1e-5) for v in valid.values()), valid
     assert len(want_losses) == len(want_grads) == 3
     assert want_losses[-1] < want_losses[0]  # it learns: later steps are not the ln 2 of step one again
     for name, (losses, grads) in runs.items():
@@ -91,7 +96,10 @@ def test_precompute_and_packing_train_the_same_steps_as_live_padded(tiny_model_d
             assert got.keys() == want.keys() and got, name
             for key in want:
                 scale = float(want[key].abs().max()) + 1e-12
-                assert (got[key] - want[key]).abs().max() <= 1e-4 * scale, f"{name} step {step + 1} {key}"
+                # fp32 rounding differs between the layouts (~5e-7 of the largest gradient at step 1);
+                # Adam's normalised first update carries it into later steps (~5e-4 measured)
+                limit = (1e-5 if step == 0 else 3e-3) * scale
+                assert (got[key] - want[key]).abs().max() <= limit, f"{name} step {step + 1} {key}"
 
 
 def test_auto_precomputes_unless_the_run_sees_fewer_pairs(tiny_model_dir: Path, tmp_path: Path) -> None:
