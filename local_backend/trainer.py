@@ -29,6 +29,7 @@ from local_backend import data as data_mod
 from local_backend import objectives
 from local_backend import recipe as recipe_mod
 from local_backend.chat_format import ensure_chat_template
+from local_backend.collation import AheadCollator
 from local_backend.losses import (
     chunked_token_nll,
     labelled_positions,
@@ -154,6 +155,7 @@ class Trainer:
         self.on_event = on_event or (lambda level, message, data: None)
         self.should_stop = should_stop or (lambda: None)
         self.checkpoints_dir = self.output_dir / "checkpoints"
+        self.collator = AheadCollator(self._collate_now)  # the next micro-batch, collated while one runs
         self.adapter_dir = self.output_dir / "adapter"
 
     # ------------------------------------------------------------ setup
@@ -259,9 +261,16 @@ class Trainer:
 
     # ------------------------------------------------------------ loss
     def collate(self, rows: list, *, padding_free: bool | None = None) -> dict[str, Any]:
-        if self.padding_free if padding_free is None else padding_free:
-            return data_mod.collate_padding_free(rows)
-        return data_mod.collate(rows, self.tokenizer.pad_token_id, packed=False)
+        return self.collator.get(rows, self.padding_free if padding_free is None else padding_free)
+
+    def _collate_now(self, rows: list, padding_free: bool) -> dict[str, Any]:
+        if padding_free:
+            batch = data_mod.collate_padding_free(rows)
+        else:
+            batch = data_mod.collate(rows, self.tokenizer.pad_token_id, packed=False)
+        if self.device == "cuda":  # pinned here (on the background thread too): copies to the GPU are asynchronous
+            batch = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in batch.items()}
+        return batch
 
     def token_nll(self, batch: dict[str, Any], *, want_tokens: bool = True):  # type: ignore[no-untyped-def]
         """Negative log-likelihoods of the labelled tokens and the input row each belongs to;
@@ -276,7 +285,9 @@ class Trainer:
         def move(value):  # type: ignore[no-untyped-def]
             if not hasattr(value, "to"):
                 return value
-            return value.pin_memory().to(self.device, non_blocking=True) if on_cuda else value.to(self.device)
+            if not on_cuda:
+                return value.to(self.device)
+            return (value if value.is_pinned() else value.pin_memory()).to(self.device, non_blocking=True)
 
         batch = {k: move(v) for k, v in batch.items()}
         index, targets, owners = move(index), move(targets), move(owners)
@@ -408,7 +419,11 @@ class Trainer:
             while micro < len(batches) and step < self.total_steps:
                 group = batches[micro : micro + config.grad_accum]
                 weight = max(1, sum(self.objective.weight(chunk) for chunk in group))
-                for chunk in map(self.parallel.shard, group):
+                chunks = [self.parallel.shard(chunk) for chunk in group]
+                following = [self.parallel.shard(b) for b in batches[micro + len(group) : micro + len(group) + 1]]
+                for index, chunk in enumerate(chunks):
+                    if self.objective.name == "supervised":  # DPO collates rows it builds itself
+                        self.collator.announce((chunks[index + 1 :] + following + [None])[0])
                     idle = not chunk  # this rank's share of a short micro-batch is empty
                     if idle and not self.parallel.lockstep:
                         continue
@@ -478,6 +493,7 @@ class Trainer:
                 if stop and step < self.total_steps:
                     raise Stopped(stop)
             epoch += 1
+        self.collator.close()
         if self.parallel.is_main:
             tmp = self.output_dir / ".adapter.tmp"
             shutil.rmtree(tmp, ignore_errors=True)

@@ -100,6 +100,7 @@ def _train(model: Path, data: Path, out: Path, **overrides) -> tuple[list[dict],
     trainer.setup()
     torch.manual_seed(0)
     trainer.train(resume=False)
+    events.append({"collated_ahead": trainer.collator.overlapped})
     return events, load_file(str(out / "adapter" / "adapter_model.safetensors"))
 
 
@@ -114,6 +115,8 @@ def test_metrics_every_log_every_steps_and_at_the_last_with_the_same_adapter(tmp
     assert steps_10 == [10, 12]
     assert set(adapter_1) == set(adapter_10) and adapter_1
     assert all(bool((adapter_1[k] == adapter_10[k]).all()) for k in adapter_1)
+    # every micro-batch after the first was collated on the background thread while the previous one ran
+    assert every_step[-1]["collated_ahead"] == every_10[-1]["collated_ahead"] == 11
     # the window's loss is the mean over its steps' tokens: the same figures, read less often
     logged = {e["step"]: e for e in every_step if e.get("kind") == "metrics" and "train_loss" in e}
     last = next(e for e in every_10 if e.get("step") == 12 and "train_loss" in e)
