@@ -112,7 +112,7 @@ def test_a_developer_tier_deployment_of_an_o4_mini_fine_tune_is_accepted(
     with azure_emulator.app.lock:  # a model trained elsewhere (RFT), deployed in Sweden Central by ARM's rules
         azure_emulator.app.store.ft_models[model] = {"account": "ct-aoai", "job_id": "ftjob-x", "created_at": 0,
                                                      "base": "o4-mini-2025-04-16"}
-        dep = create_deployment(azure_emulator.app, "ct-aoai", name, model, "DeveloperTier", 1, tags={})
+        dep = create_deployment(azure_emulator.app.store, "ct-aoai", name, model, "DeveloperTier", 1, tags={})
         del azure_emulator.app.store.cs_deployments[("ct-aoai", name)]  # the session's emulator stays clean
         azure_emulator.app.store.ft_models[model]["deleted"] = True
     assert dep["sku"] == "DeveloperTier"

@@ -71,13 +71,13 @@ def azure_snapshot(app: Any) -> Snapshot:
         from cloudtune.emulators.azure._arm_ml import job_status
 
         for job_id in list(store.ft_jobs):
-            advance(app, store.ft_jobs[job_id])
+            advance(store, store.ft_jobs[job_id])
         for job_id, job in store.ft_jobs.items():
             snap["job"][job_id] = {"run": (job.get("metadata") or {}).get(RUN_TAG),
                                    "status": store.forced_status.get(job_id, job["status"])}
         for (ws, name), job in store.ml_jobs.items():
             tags = ((job.get("body") or {}).get("properties") or {}).get("tags") or {}
-            snap["job"][f"{ws}/{name}"] = {"run": tags.get(RUN_TAG), "status": job_status(app, ws, job)}
+            snap["job"][f"{ws}/{name}"] = {"run": tags.get(RUN_TAG), "status": job_status(store, ws, job)}
         for file_id, item in store.files.items():
             snap["file"][file_id] = {"run": run_of_name(item.get("filename")), "name": item.get("filename"),
                                      "bytes": item.get("bytes")}

@@ -24,7 +24,7 @@ from cloudtune.emulators.azure._arm_cs import deployment_state, purge
 from cloudtune.emulators.azure._hosts import chat_completion
 
 if TYPE_CHECKING:
-    from cloudtune.emulators.azure._app import AzureEmulatorApp
+    from cloudtune.emulators.azure._state import Store
 
 _err = err
 
@@ -33,8 +33,8 @@ def _hex() -> str:
     return uuid.uuid4().hex
 
 
-def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a route table
-    store = app.store
+def register(router: Router, store: "Store") -> None:  # noqa: C901 - a route table
+    """The Azure OpenAI data plane (files, jobs, models, chat) on both surfaces, over ``store``."""
 
     def account_of(request: Request) -> str:
         account = request.params["__label"]
@@ -59,7 +59,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             raise _err(400, "invalidPayload", "A 'file' part and purpose 'fine-tune' are required.")
         filename, content = fields["file"]
         file_id = f"file-{_hex()}"
-        store.files[file_id] = {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(app.now),
+        store.files[file_id] = {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(store.now),
                                 "filename": filename or "upload.jsonl", "purpose": "fine-tune", "status": "processed",
                                 "content": content, "account": account}
         return Response.json(file_json(store.files[file_id]), 201)
@@ -89,7 +89,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         router.add("GET", f"{prefix}/files/{{file_id}}", get_file)
         router.add("DELETE", f"{prefix}/files/{{file_id}}", delete_file)
 
-    _aoai_jobs.register(app, router, account_of, _page)
+    _aoai_jobs.register(router, store, account_of, _page)
 
     # ----------------------------------------------------------------- models
     def live_model(model: str) -> dict[str, Any]:
@@ -111,12 +111,12 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
     # ------------------------------------------------------------------- chat
     def chat(request: Request) -> Response:
         account = account_of(request)
-        purge(app)
+        purge(store)
         body = request.json()
         # v1: the deployment is named in the body's "model"; dated: in the path
         deployment = request.params.get("deployment") or str(body.get("model") or "")
         dep = store.cs_deployments.get((account, deployment))
-        if dep is None or deployment_state(app, dep) != "Succeeded":
+        if dep is None or deployment_state(store, dep) != "Succeeded":
             raise _err(404, "DeploymentNotFound", "The API deployment for this resource does not exist. If you created "
                        "the deployment within the last 5 minutes, please wait a moment and try again.")
         return Response.json(chat_completion(dep["model"], body.get("messages") or []))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.emulators._http import HTTPError, Request, Response, Router
@@ -25,7 +26,7 @@ from cloudtune.service_facts import azure_openai as rules
 from cloudtune.service_facts import azure_rft
 
 if TYPE_CHECKING:
-    from cloudtune.emulators.azure._app import AzureEmulatorApp
+    from cloudtune.emulators.azure._state import Store
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 PAUSE_STATES = ("pausing", "paused", "resuming")
@@ -75,8 +76,8 @@ def _validate_rft(content: bytes, grader: Any) -> tuple[int, str] | None:
     return found[0] if found else None
 
 
-def _plan(app: "AzureEmulatorApp", job: dict[str, Any]) -> list[tuple[float, str, str, dict[str, Any]]]:
-    t = app.store.timeline
+def _plan(store: "Store", job: dict[str, Any]) -> list[tuple[float, str, str, dict[str, Any]]]:
+    t = store.timeline
     plan: list[tuple[float, str, str, dict[str, Any]]] = [(0.0, "pending", "Job enqueued. Validating training file.", {})]
     if job["problem"] is not None:
         plan.append((t.validating_s, "failed", f"Training file validation failed at line {job['problem'][0]}: "
@@ -125,15 +126,15 @@ def _checkpoint(job: dict[str, Any], at: float, step: int, metrics: dict[str, An
             "fine_tuned_model_checkpoint": f"{job['model']}.ft-{job['id'][6:]}:ckpt-step-{step}"}
 
 
-def advance(app: "AzureEmulatorApp", job: dict[str, Any]) -> None:
+def advance(store: "Store", job: dict[str, Any]) -> None:
     """Replay the job's timeline up to now: status changes, events, checkpoints, the model. A job
     paused by its user stands still (its timeline is shifted by the time it was paused)."""
     if job["status"] in TERMINAL or job.get("user_paused_at") is not None:
         return
-    t = app.store.timeline
+    t = store.timeline
     start = job["created_at"] + job.get("shift", 0.0)
-    for offset, status, message, data in _plan(app, job)[job["applied"]:]:
-        if start + offset > app.now:
+    for offset, status, message, data in _plan(store, job)[job["applied"]:]:
+        if start + offset > store.now:
             break
         job["applied"] += 1
         job["status"] = status
@@ -154,13 +155,13 @@ def advance(app: "AzureEmulatorApp", job: dict[str, Any]) -> None:
         if status == "succeeded":
             model = f"{job['model']}.ft-{job['id'][6:]}" + (f"-{job['suffix']}" if job.get("suffix") else "")
             job.update(fine_tuned_model=model, finished_at=int(start + offset), trained_tokens=job["tokens"] * 3)
-            app.store.ft_models[model] = {"account": job["account"], "job_id": job["id"], "created_at": int(app.now),
+            store.ft_models[model] = {"account": job["account"], "job_id": job["id"], "created_at": int(store.now),
                                           "base": job["model"]}
 
 
-def job_json(app: "AzureEmulatorApp", job: dict[str, Any], version: str) -> dict[str, Any]:
-    advance(app, job)
-    status = app.store.forced_status.get(job["id"], job["status"])
+def job_json(store: "Store", job: dict[str, Any], version: str) -> dict[str, Any]:
+    advance(store, job)
+    status = store.forced_status.get(job["id"], job["status"])
     if job.get("user_paused_at") is not None:
         status = "paused"
     keys = ("id", "model", "created_at", "finished_at", "fine_tuned_model", "training_file", "validation_file",
@@ -208,8 +209,8 @@ def _emulated_reward(grader: dict[str, Any], sample: str, item: dict[str, Any]) 
     return None
 
 
-def find_checkpoint(app: "AzureEmulatorApp", checkpoint_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    for job in app.store.ft_jobs.values():
+def find_checkpoint(store: "Store", checkpoint_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    for job in store.ft_jobs.values():
         if job.get("deleted"):
             continue
         for checkpoint in job["checkpoints"]:
@@ -218,8 +219,10 @@ def find_checkpoint(app: "AzureEmulatorApp", checkpoint_id: str) -> tuple[dict[s
     return None
 
 
-def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any) -> None:  # noqa: C901 - a route table
-    store = app.store
+def register(router: Router, store: "Store", account_of: Callable[[Request], str],
+             page: Callable[[list[dict[str, Any]], Request], Response]) -> None:  # noqa: C901 - a route table
+    """Fine-tuning job and grader routes over ``store``; ``account_of`` names the request's resource (404
+    for an unknown one) and ``page`` answers a list the way the data plane pages it."""
 
     def job_of(request: Request) -> dict[str, Any]:
         job = store.ft_jobs.get(request.params["job_id"])
@@ -272,7 +275,7 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
                           "method")
         hyper = (method.get(method_type) or {}).get("hyperparameters") or body.get("hyperparameters") or {}
         job_id = f"ftjob-{_hex()}"
-        job = {"id": job_id, "model": model, "created_at": int(app.now), "finished_at": None, "fine_tuned_model": None,
+        job = {"id": job_id, "model": model, "created_at": int(store.now), "finished_at": None, "fine_tuned_model": None,
                "training_file": training["id"], "validation_file": body.get("validation_file"),
                "hyperparameters": {"n_epochs": hyper.get("n_epochs", -1), "batch_size": hyper.get("batch_size", -1),
                                    "learning_rate_multiplier": hyper.get("learning_rate_multiplier", 1)},
@@ -283,10 +286,10 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
                                                 else _validate_jsonl(training["content"])),
                "tokens": max(len(training["content"]) // 4, 1)}
         store.ft_jobs[job_id] = job
-        return Response.json(job_json(app, job, version), 201)
+        return Response.json(job_json(store, job, version), 201)
 
     def get_job(request: Request) -> Response:
-        return Response.json(job_json(app, job_of(request), api_version(request)))
+        return Response.json(job_json(store, job_of(request), api_version(request)))
 
     def list_jobs(request: Request) -> Response:
         version = api_version(request)
@@ -295,28 +298,28 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
         for key, values in request.query.items():
             if key.startswith("metadata[") and key.endswith("]") and has_job_features(version):
                 jobs = [j for j in jobs if (j.get("metadata") or {}).get(key[9:-1]) == values[-1]]
-        return page([job_json(app, j, version) for j in jobs], request)
+        return page([job_json(store, j, version) for j in jobs], request)
 
     def cancel_job(request: Request) -> Response:
         job = job_of(request)
-        advance(app, job)
+        advance(store, job)
         if job["status"] not in TERMINAL:
-            job.update(status="cancelled", finished_at=int(app.now), user_paused_at=None)
-            job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{_hex()}", "created_at": int(app.now),
+            job.update(status="cancelled", finished_at=int(store.now), user_paused_at=None)
+            job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{_hex()}", "created_at": int(store.now),
                                   "level": "info", "message": "Job cancelled.", "type": "message", "data": None})
         store.forced_status.pop(job["id"], None)
-        return Response.json(job_json(app, job, api_version(request)))
+        return Response.json(job_json(store, job, api_version(request)))
 
     def pause_job(request: Request) -> Response:
         version = api_version(request)
         if not has_job_features(version):
             raise err(404, "404", "Resource not found")
         job = job_of(request)
-        advance(app, job)
+        advance(store, job)
         if job["status"] != "running" or job.get("user_paused_at") is not None:
             raise err(400, "invalidState", f"Only a running job can be paused; job is {job['status']}.")
-        job["user_paused_at"] = app.now
-        return Response.json(job_json(app, job, version))
+        job["user_paused_at"] = store.now
+        return Response.json(job_json(store, job, version))
 
     def resume_job(request: Request) -> Response:
         version = api_version(request)
@@ -325,14 +328,14 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
         job = job_of(request)
         if job.get("user_paused_at") is None:
             raise err(400, "invalidState", "Only a job paused by its user can be resumed.")
-        job["shift"] = job.get("shift", 0.0) + app.now - job.pop("user_paused_at")
+        job["shift"] = job.get("shift", 0.0) + store.now - job.pop("user_paused_at")
         job["user_paused_at"] = None
         if job.pop("cap_paused", False):  # paused by the service at the RFT billing cap: training goes on
             job["status"] = "running"
             job["events"].append({"object": "fine_tuning.job.event", "id": f"ftevent-{_hex()}",
-                                  "created_at": int(app.now), "level": "info", "type": "message", "data": None,
+                                  "created_at": int(store.now), "level": "info", "type": "message", "data": None,
                                   "message": "Job resumed past the billing cap: billing continues with no further limit."})
-        return Response.json(job_json(app, job, version))
+        return Response.json(job_json(store, job, version))
 
     def delete_job(request: Request) -> Response:
         """Dated versions only (documented in 2024-10-21; not on v1): deletes the job's model."""
@@ -341,9 +344,9 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
         from cloudtune.emulators.azure._arm_cs import deployments_of
 
         job = job_of(request)
-        advance(app, job)
+        advance(store, job)
         served = [job.get("fine_tuned_model"), *(c["id"] for c in job["checkpoints"])]
-        serving = [name for model in served if model for name in deployments_of(app, job["account"], model)]
+        serving = [name for model in served if model for name in deployments_of(store, job["account"], model)]
         if serving:
             raise err(409, "Conflict", f"The fine-tuned model of {job['id']} cannot be deleted because it has active "
                       f"deployments ({', '.join(serving)}). Delete the deployments first.")
@@ -354,12 +357,12 @@ def register(app: "AzureEmulatorApp", router: Router, account_of: Any, page: Any
 
     def events(request: Request) -> Response:
         job = job_of(request)
-        advance(app, job)
+        advance(store, job)
         return page(list(reversed(job["events"])), request)  # newest first, like the service
 
     def checkpoints(request: Request) -> Response:
         job = job_of(request)
-        advance(app, job)
+        advance(store, job)
         return page(list(reversed(job["checkpoints"])), request)
 
     def validate_grader(request: Request) -> Response:

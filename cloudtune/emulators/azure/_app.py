@@ -12,6 +12,10 @@ login.microsoftonline.com              Entra ID token endpoint (``_hosts``)
 <region>.api.azureml.ms                Azure ML registries: catalog model versions (``_registry``)
 =====================================  =============================================
 
+Each route module registers its handlers with ``register(router, store)`` over the one
+:class:`~cloudtune.emulators.azure._state.Store`; the app builds the store and one router per
+host kind, checks credentials, holds the lock around each handler and dispatches.
+
 Unknown routes answer 404 naming the path and are remembered in
 ``/_emulator/state`` (``unknown_routes``), which is how the calls the real SDKs
 make were discovered.
@@ -22,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudtune.emulators._http import EmulatorApp, EmulatorClock, HTTPError, Request, Response, Router
-from cloudtune.emulators.azure._state import Rules, Seed, Store, Timeline
+from cloudtune.emulators.azure._state import Rules, Seed, Store, Timeline, error_body
 from cloudtune.service_facts import azure_openai as rules
 
 
@@ -49,16 +53,20 @@ class AzureEmulatorApp(EmulatorApp):
     def __init__(self, *, clock: EmulatorClock | None = None, seed: Seed | None = None, rules: Rules | None = None,
                  timeline: Timeline | None = None) -> None:
         super().__init__(clock=clock)
-        self.store = Store(seed or Seed(), rules or Rules(), timeline or Timeline())
+        self.store = Store(seed or Seed(), rules or Rules(), timeline or Timeline(), clock=self.clock)
         self.routers: dict[str, Router] = {kind: Router() for kind in ("arm", "login", "aoai", "blob", "inference",
                                                                        "registry")}
-        from cloudtune.emulators.azure import _aoai, _arm_cs, _arm_ml, _hosts, _registry
+        from cloudtune.emulators.azure import _aoai, _arm_cs, _arm_ml, _arm_ml_jobs, _hosts, _registry
 
-        _arm_ml.register(self, self.routers["arm"])
-        _arm_cs.register(self, self.routers["arm"])
-        _aoai.register(self, self.routers["aoai"])
-        _hosts.register(self, self.routers)
-        _registry.register(self, self.routers["registry"])
+        store, routers = self.store, self.routers
+        _arm_ml.register(routers["arm"], store)
+        _arm_ml_jobs.register(routers["arm"], store)
+        _arm_cs.register(routers["arm"], store)
+        _aoai.register(routers["aoai"], store)
+        _hosts.register_login(routers["login"])
+        _hosts.register_blob(routers["blob"], store)
+        _hosts.register_inference(routers["inference"], store)
+        _registry.register(routers["registry"])
 
     @property
     def now(self) -> float:
@@ -66,7 +74,7 @@ class AzureEmulatorApp(EmulatorApp):
 
     # ------------------------------------------------------------------ hooks
     def error_body(self, status: int, message: str, code: str | None = None) -> Any:
-        return {"error": {"code": code or _default_code(status), "message": message}}
+        return error_body(status, message, code)
 
     def control_state(self) -> dict[str, Any]:
         return self.store.summary()
@@ -137,7 +145,7 @@ class AzureEmulatorApp(EmulatorApp):
             from cloudtune.emulators.azure._arm_cs import create_deployment
 
             with self.lock:
-                create_deployment(self, body["account"], body["name"], body["model"], body.get("sku", "Standard"),
+                create_deployment(self.store, body["account"], body["name"], body["model"], body.get("sku", "Standard"),
                                   int(body.get("capacity", 1)), tags={}, ready=True)
             return Response.json({"ok": True})
         return super().handle(request)
@@ -162,9 +170,3 @@ def _audience(request: Request) -> str | None:
 def _bearer(request: Request) -> bool:
     auth = request.headers.get("authorization", "")
     return auth.lower().startswith("bearer ") and len(auth) > 7
-
-
-def _default_code(status: int) -> str:
-    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-            409: "Conflict", 429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}.get(
-        status, "Error")

@@ -20,7 +20,7 @@ from cloudtune.emulators.azure._state import arm_error, provisioning_state, purg
 from cloudtune.service_facts import azure_openai as rules
 
 if TYPE_CHECKING:
-    from cloudtune.emulators.azure._app import AzureEmulatorApp
+    from cloudtune.emulators.azure._state import Store
 
 ACCOUNT = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.CognitiveServices/accounts/{account}"
 
@@ -29,45 +29,44 @@ def is_fine_tuned(model: str) -> bool:
     return ".ft-" in model or model.startswith("ftchkpt-")
 
 
-def _fine_tuned_base(app: "AzureEmulatorApp", account: str, model: str) -> str:
+def _fine_tuned_base(store: "Store", account: str, model: str) -> str:
     """The base model of a live fine-tuned model or checkpoint in ``account``; 400 when there is none."""
     from cloudtune.emulators.azure._aoai_jobs import find_checkpoint
 
     if model.startswith("ftchkpt-"):
-        found = find_checkpoint(app, model)
+        found = find_checkpoint(store, model)
         if found is not None and found[0]["account"] == account:
             return str(found[0]["model"])
     else:
-        known = app.store.ft_models.get(model)
+        known = store.ft_models.get(model)
         if known is not None and not known.get("deleted") and known["account"] == account:
             return str(known.get("base") or model.split(".ft-", 1)[0])
     raise arm_error(400, "DeploymentModelNotSupported", f"The model '{model}' was not found in account '{account}'.")
 
 
-def purge(app: "AzureEmulatorApp") -> None:
-    purge_deleted(app.store.cs_deployments, app.now, app.store.timeline.delete_s)
+def purge(store: "Store") -> None:
+    purge_deleted(store.cs_deployments, store.now, store.timeline.delete_s)
 
 
-def deployment_state(app: "AzureEmulatorApp", dep: dict[str, Any]) -> str:
-    return provisioning_state(dep, app.now, dep["created"] + dep["ready_after"])
+def deployment_state(store: "Store", dep: dict[str, Any]) -> str:
+    return provisioning_state(dep, store.now, dep["created"] + dep["ready_after"])
 
 
-def deployments_of(app: "AzureEmulatorApp", account: str, model: str) -> list[str]:
-    purge(app)
-    return sorted(n for (a, n), d in app.store.cs_deployments.items() if a == account and d["model"] == model)
+def deployments_of(store: "Store", account: str, model: str) -> list[str]:
+    purge(store)
+    return sorted(n for (a, n), d in store.cs_deployments.items() if a == account and d["model"] == model)
 
 
-def create_deployment(app: "AzureEmulatorApp", account: str, name: str, model: str, sku: str, capacity: int,
+def create_deployment(store: "Store", account: str, name: str, model: str, sku: str, capacity: int,
                       *, tags: dict[str, str], ready: bool = False, version: str = "1") -> dict[str, Any]:
-    store = app.store
     store.account(account)
-    purge(app)
+    purge(store)
     if rules.canonical_sku(sku) is None:
         raise arm_error(400, "InvalidResourceProperties", f"The specified SKU '{sku}' is not supported for model "
                         f"'{model}'. Supported SKUs: {', '.join(rules.DEPLOYMENT_SKUS)}.")
     sku = rules.canonical_sku(sku) or sku
     if is_fine_tuned(model):
-        base = _fine_tuned_base(app, account, model)
+        base = _fine_tuned_base(store, account, model)
         refusal = rules.deployment_refusal(base, sku, store.account(account)["region"])
         if refusal is not None:
             raise arm_error(400, "InvalidResourceProperties", f"The specified SKU '{sku}' is not supported for model "
@@ -86,13 +85,13 @@ def create_deployment(app: "AzureEmulatorApp", account: str, name: str, model: s
         raise arm_error(400, "InsufficientQuota", f"This operation require {capacity} new capacity in quota Tokens Per "
                         f"Minute (thousands) - {model}, which is bigger than the current available capacity {available}.")
     dep = {"name": name, "model": model, "version": version, "sku": sku, "capacity": capacity, "tags": tags,
-           "created": app.now, "ready_after": 0.0 if ready else store.timeline.deploy_s, "deleting_at": None}
+           "created": store.now, "ready_after": 0.0 if ready else store.timeline.deploy_s, "deleting_at": None}
     store.cs_deployments[(account, name)] = dep
     return dep
 
 
-def register(app: "AzureEmulatorApp", router: Router) -> None:
-    store = app.store
+def register(router: Router, store: "Store") -> None:
+    """ARM routes of Cognitive Services accounts and their deployments, over ``store``."""
 
     def body_of(request: Request, dep: dict[str, Any]) -> dict[str, Any]:
         p = request.params
@@ -102,7 +101,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:
             "name": dep["name"], "type": "Microsoft.CognitiveServices/accounts/deployments",
             "sku": {"name": dep["sku"], "capacity": dep["capacity"]}, "tags": dep["tags"] or None,
             "properties": {"model": {"format": "OpenAI", "name": dep["model"], "version": dep["version"]},
-                           "provisioningState": deployment_state(app, dep), "versionUpgradeOption": "NoAutoUpgrade",
+                           "provisioningState": deployment_state(store, dep), "versionUpgradeOption": "NoAutoUpgrade",
                            "rateLimits": [{"key": "request", "renewalPeriod": 10, "count": dep["capacity"]}]},
             "systemData": {"createdBy": "cloudtune-emulator", "createdByType": "Application"},
         }
@@ -127,7 +126,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:
             raise arm_error(400, "InvalidResourceProperties", "properties.model.name is required.")
         account, name = request.params["account"], request.params["name"]
         existed = (account, name) in store.cs_deployments
-        dep = create_deployment(app, account, name, model["name"], sku.get("name", "Standard"),
+        dep = create_deployment(store, account, name, model["name"], sku.get("name", "Standard"),
                                 int(sku.get("capacity") or 1), tags=body.get("tags") or {},
                                 version=str(model.get("version") or "1"))
         p = request.params
@@ -138,7 +137,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:
         return Response.json(body_of(request, dep), 200 if existed else 201, headers)
 
     def get_deployment(request: Request) -> Response:
-        purge(app)
+        purge(store)
         store.account(request.params["account"])
         dep = store.cs_deployments.get((request.params["account"], request.params["name"]))
         if dep is None:
@@ -146,25 +145,25 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:
         return Response.json(body_of(request, dep))
 
     def list_deployments(request: Request) -> Response:
-        purge(app)
+        purge(store)
         account = request.params["account"]
         store.account(account)
         return Response.json({"value": [body_of(request, d) for (a, _), d in sorted(store.cs_deployments.items())
                                         if a == account]})
 
     def delete_deployment(request: Request) -> Response:
-        purge(app)
-        if not start_delete(store.cs_deployments, (request.params["account"], request.params["name"]), app.now):
+        purge(store)
+        if not start_delete(store.cs_deployments, (request.params["account"], request.params["name"]), store.now):
             return Response(204)
         return Response(200)
 
     def operation(request: Request) -> Response:
-        purge(app)
+        purge(store)
         op = store.operations.get(request.params["op"])
         if op is None:
             raise arm_error(404, "NotFound", "Operation not found")
         dep = store.cs_deployments.get(op["key"])
-        done = dep is None or deployment_state(app, dep) != "Creating"
+        done = dep is None or deployment_state(store, dep) != "Creating"
         return Response.json({"status": "Succeeded" if done else "Running"})
 
     router.add("GET", ACCOUNT, get_account)

@@ -17,7 +17,7 @@ from cloudtune.emulators._http import Request, Response, Router
 from cloudtune.emulators.azure._state import arm_error, family_of, new_id, new_key, provisioning_state, purge_deleted
 
 if TYPE_CHECKING:
-    from cloudtune.emulators.azure._app import AzureEmulatorApp
+    from cloudtune.emulators.azure._state import Store
 
 WS = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}"
 ML_TYPE = "Microsoft.MachineLearningServices/workspaces"
@@ -26,7 +26,7 @@ ML_TYPE = "Microsoft.MachineLearningServices/workspaces"
 _JOB_TERMINAL = ("Completed", "Failed", "Canceled")
 
 
-def _sys(app: "AzureEmulatorApp", created: float) -> dict[str, Any]:
+def _sys(created: float) -> dict[str, Any]:
     from datetime import datetime, timezone
 
     stamp = datetime.fromtimestamp(created, timezone.utc).isoformat().replace("+00:00", "Z")
@@ -39,18 +39,17 @@ def _ws_id(request: Request) -> str:
     return f"/subscriptions/{p['sub']}/resourceGroups/{p['rg']}/providers/{ML_TYPE}/{p['ws']}"
 
 
-def _resource(request: Request, kind: str, name: str, body: dict[str, Any], created: float,
-              app: "AzureEmulatorApp") -> dict[str, Any]:
+def _resource(request: Request, kind: str, name: str, body: dict[str, Any], created: float) -> dict[str, Any]:
     out = copy.deepcopy(body)
     out.update({"id": f"{_ws_id(request)}/{kind}/{name}", "name": name, "type": f"{ML_TYPE}/{kind}",
-                "systemData": _sys(app, created)})
+                "systemData": _sys(created)})
     out.setdefault("properties", {})
     return out
 
 
-def _operation(app: "AzureEmulatorApp", request: Request, kind: str, key: Any) -> dict[str, str]:
-    op_id = app.store.add_operation(kind, key)
-    region = app.store.workspace(request.params["ws"])["region"]
+def _operation(store: "Store", request: Request, kind: str, key: Any) -> dict[str, str]:
+    op_id = store.add_operation(kind, key)
+    region = store.workspace(request.params["ws"])["region"]
     base = f"https://management.azure.com/subscriptions/{request.params['sub']}/providers/Microsoft.MachineLearningServices/locations/{region}"
     version = request.arg("api-version") or "2024-10-01"
     return {"Azure-AsyncOperation": f"{base}/mfeOperationsStatus/{op_id}?api-version={version}",
@@ -60,23 +59,23 @@ def _operation(app: "AzureEmulatorApp", request: Request, kind: str, key: Any) -
 # -------------------------------------------------------------------- state helpers
 
 
-def purge(app: "AzureEmulatorApp") -> None:
+def purge(store: "Store") -> None:
     """Finish deletes whose time has come (endpoints go away after ``delete_s``)."""
-    purge_deleted(app.store.endpoints, app.now, app.store.timeline.delete_s)
+    purge_deleted(store.endpoints, store.now, store.timeline.delete_s)
 
 
-def endpoint_state(app: "AzureEmulatorApp", endpoint: dict[str, Any]) -> str:
-    return provisioning_state(endpoint, app.now, endpoint["created"] + app.store.timeline.deploy_s)
+def endpoint_state(store: "Store", endpoint: dict[str, Any]) -> str:
+    return provisioning_state(endpoint, store.now, endpoint["created"] + store.timeline.deploy_s)
 
 
-def job_status(app: "AzureEmulatorApp", ws: str, job: dict[str, Any]) -> str:
-    forced = app.store.forced_status.get(job["name"])
+def job_status(store: "Store", ws: str, job: dict[str, Any]) -> str:
+    forced = store.forced_status.get(job["name"])
     if forced is not None:
         return forced
     if job.get("final"):
         return job["final"]
-    t = app.store.timeline
-    elapsed = app.now - job["created"]
+    t = store.timeline
+    elapsed = store.now - job["created"]
     if elapsed < t.validating_s:
         return "NotStarted"
     if elapsed < t.validating_s + t.queued_s:
@@ -84,18 +83,18 @@ def job_status(app: "AzureEmulatorApp", ws: str, job: dict[str, Any]) -> str:
     if elapsed < t.validating_s + t.queued_s + t.running_s:
         return "Running"
     job["final"] = "Completed"
-    _register_output_model(app, ws, job)
+    _register_output_model(store, ws, job)
     return "Completed"
 
 
-def _register_output_model(app: "AzureEmulatorApp", ws: str, job: dict[str, Any]) -> None:
+def _register_output_model(store: "Store", ws: str, job: dict[str, Any]) -> None:
     output = job["body"]["properties"].get("outputs", {}).get("registered_model") or {}
     name = output.get("assetName") or f"{job['name']}-model"
-    versions = [int(v) for (w, n, v) in app.store.models if w == ws and n == name and v.isdigit()]
+    versions = [int(v) for (w, n, v) in store.models if w == ws and n == name and v.isdigit()]
     version = str(max(versions, default=0) + 1)
     base_model = job["base_model"]
-    app.store.models[(ws, name, version)] = {
-        "created": app.now,
+    store.models[(ws, name, version)] = {
+        "created": store.now,
         "body": {"properties": {"modelType": "custom_model", "description": f"fine-tuned from {base_model}",
                                 "tags": {"baseModel": base_model, "sourceJob": job["name"]},
                                 "properties": {"baseModel": base_model}, "flavors": {}, "isArchived": False,
@@ -106,8 +105,9 @@ def _register_output_model(app: "AzureEmulatorApp", ws: str, job: dict[str, Any]
                    "uri": f"azureml://locations/x/workspaces/{ws}/models/{name}/versions/{version}"})
 
 
-def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a route table
-    store = app.store
+def register(router: Router, store: "Store") -> None:  # noqa: C901 - a route table
+    """ARM routes of a workspace's own resources (workspace, datastores, data and model versions), over
+    ``store``; what runs (jobs, endpoints) is :func:`cloudtune.emulators.azure._arm_ml_jobs.register`."""
 
     # ------------------------------------------------------------ workspaces
     def get_workspace(request: Request) -> Response:
@@ -134,7 +134,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             "datastoreType": "AzureBlob", "accountName": store.seed.storage_account, "containerName": store.container,
             "endpoint": "core.windows.net", "protocol": "https", "isDefault": name == "workspaceblobstore",
             "credentials": {"credentialsType": "AccountKey"}, "serviceDataAccessAuthIdentity": "None",
-            "tags": {}, "properties": {}}}, 0.0, app)
+            "tags": {}, "properties": {}}}, 0.0)
 
     def list_datastores(request: Request) -> Response:
         store.workspace(request.params["ws"])
@@ -160,23 +160,23 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         def put(request: Request) -> Response:
             ws, name, version = request.params["ws"], request.params["name"], request.params["version"]
             store.workspace(ws)
-            created = table.get((ws, name, version), {}).get("created", app.now)
+            created = table.get((ws, name, version), {}).get("created", store.now)
             table[(ws, name, version)] = {"created": created, "body": request.json(),
                                           **({"base_model": ""} if kind == "models" else {})}
             return Response.json(_resource(request, f"{kind}/{name}/versions", version, table[(ws, name, version)]["body"],
-                                           created, app), 201 if created == app.now else 200)
+                                           created), 201 if created == store.now else 200)
 
         def get(request: Request) -> Response:
             key = (request.params["ws"], request.params["name"], request.params["version"])
             item = table.get(key)
             if item is None:
                 raise arm_error(404, "UserError", f"{kind[:-1].capitalize()} container {key[1]} version {key[2]} not found.")
-            return Response.json(_resource(request, f"{kind}/{key[1]}/versions", key[2], item["body"], item["created"], app))
+            return Response.json(_resource(request, f"{kind}/{key[1]}/versions", key[2], item["body"], item["created"]))
 
         def delete(request: Request) -> Response:
             key = (request.params["ws"], request.params["name"], request.params["version"])
             if kind == "models":
-                _refuse_if_served(app, key)
+                _refuse_if_served(store, key)
             if table.pop(key, None) is None:
                 return Response(204)
             return Response(200)
@@ -186,7 +186,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             items = sorted(((v, item) for (w, n, v), item in table.items() if w == ws and n == name),
                            key=lambda pair: -pair[1]["created"])
             return Response.json({"value": [_resource(request, f"{kind}/{name}/versions", v, item["body"],
-                                                      item["created"], app) for v, item in items]})
+                                                      item["created"]) for v, item in items]})
 
         def get_container(request: Request) -> Response:
             ws, name = request.params["ws"], request.params["name"]
@@ -196,7 +196,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             latest = max(versions, key=lambda v: int(v) if v.isdigit() else 0)
             return Response.json(_resource(request, kind, name, {"properties": {"latestVersion": latest,
                                                                                 "nextVersion": str(int(latest) + 1) if latest.isdigit() else None}},
-                                           0.0, app))
+                                           0.0))
 
         router.add("PUT", WS + f"/{kind}/{{name}}/versions/{{version}}", put)
         router.add("GET", WS + f"/{kind}/{{name}}/versions/{{version}}", get)
@@ -207,15 +207,11 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
     versioned("data", store.data)
     versioned("models", store.models)
 
-    from cloudtune.emulators.azure import _arm_ml_jobs
 
-    _arm_ml_jobs.register(app, router)
-
-
-def _refuse_if_served(app: "AzureEmulatorApp", key: tuple[str, str, str]) -> None:
+def _refuse_if_served(store: "Store", key: tuple[str, str, str]) -> None:
     ws, name, version = key
-    purge(app)
-    for (ews, ename), endpoint in app.store.endpoints.items():
+    purge(store)
+    for (ews, ename), endpoint in store.endpoints.items():
         model_id = endpoint["body"]["properties"].get("modelSettings", {}).get("modelId", "")
         if ews == ws and model_id.rstrip("/").endswith(f"/models/{name}/versions/{version}"):
             raise arm_error(409, "Conflict", f"Model {name}:{version} cannot be deleted: serverless endpoint "

@@ -18,7 +18,7 @@ from cloudtune.emulators.azure._state import arm_error, family_of, new_key, star
 from cloudtune.service_facts import azure_serverless
 
 if TYPE_CHECKING:
-    from cloudtune.emulators.azure._app import AzureEmulatorApp
+    from cloudtune.emulators.azure._state import Store
 
 OPS = "/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{region}"
 
@@ -29,8 +29,8 @@ def _base_model_of(body: dict[str, Any]) -> str:
     return str(model.get("uri") or model.get("path") or "")
 
 
-def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a route table
-    store = app.store
+def register(router: Router, store: "Store") -> None:  # noqa: C901 - a route table
+    """ARM routes of fine-tuning jobs, serverless endpoints, marketplace subscriptions and operations, over ``store``."""
 
     def found(table: dict[tuple[str, str], dict[str, Any]], request: Request, what: str) -> dict[str, Any]:
         """The workspace's resource the request names, or ARM's 404 naming it."""
@@ -41,8 +41,8 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
 
     # ----------------------------------------------------------------- jobs
     def job_body(request: Request, job: dict[str, Any]) -> dict[str, Any]:
-        status = job_status(app, request.params["ws"], job)
-        out = _resource(request, "jobs", job["name"], job["body"], job["created"], app)
+        status = job_status(store, request.params["ws"], job)
+        out = _resource(request, "jobs", job["name"], job["body"], job["created"])
         out["properties"]["status"] = status
         return out
 
@@ -65,7 +65,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             if refusal is not None:
                 code = "ModelRetired" if azure_serverless.retirement(base_model) else "UserError"
                 raise arm_error(400, code, f"Fine-tuning is not available: {refusal}.")
-            if store.needs_marketplace(base_model) and not _subscribed(app, ws_name, base_model):
+            if store.needs_marketplace(base_model) and not _subscribed(store, ws_name, base_model):
                 raise arm_error(400, "MarketplaceSubscriptionMissing", f"Model {base_model} needs an Azure Marketplace "
                                 "subscription in this project before it can be fine-tuned.")
             details = props.get("fineTuningDetails") or {}
@@ -75,7 +75,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
             base_model = ""
         props.setdefault("tags", {})
         props["status"] = "NotStarted"
-        store.ml_jobs[(ws_name, name)] = {"name": name, "created": app.now, "body": body, "base_model": base_model}
+        store.ml_jobs[(ws_name, name)] = {"name": name, "created": store.now, "body": body, "base_model": base_model}
         return Response.json(job_body(request, store.ml_jobs[(ws_name, name)]), 201)
 
     def get_job(request: Request) -> Response:
@@ -88,10 +88,10 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
 
     def cancel_job(request: Request) -> Response:
         job = found(store.ml_jobs, request, "Job")
-        if job_status(app, request.params["ws"], job) not in ("Completed", "Failed", "Canceled"):
+        if job_status(store, request.params["ws"], job) not in ("Completed", "Failed", "Canceled"):
             job["final"] = "Canceled"
             store.forced_status.pop(job["name"], None)
-        return Response(202, b"", _operation(app, request, "done", None))
+        return Response(202, b"", _operation(store, request, "done", None))
 
     def delete_job(request: Request) -> Response:
         store.ml_jobs.pop((request.params["ws"], request.params["name"]), None)
@@ -105,9 +105,9 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
 
     # ----------------------------------------------------- serverless endpoints
     def endpoint_body(request: Request, endpoint: dict[str, Any]) -> dict[str, Any]:
-        out = _resource(request, "serverlessEndpoints", endpoint["name"], endpoint["body"], endpoint["created"], app)
+        out = _resource(request, "serverlessEndpoints", endpoint["name"], endpoint["body"], endpoint["created"])
         region = store.workspace(request.params["ws"])["region"]
-        state = endpoint_state(app, endpoint)
+        state = endpoint_state(store, endpoint)
         out["location"] = region
         out["properties"].update({
             "provisioningState": state,
@@ -121,7 +121,7 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
     def put_endpoint(request: Request) -> Response:
         ws_name, name = request.params["ws"], request.params["name"]
         store.workspace(ws_name)
-        purge(app)
+        purge(store)
         body = request.json()
         existing = store.endpoints.get((ws_name, name))
         if existing is not None:
@@ -136,32 +136,32 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         if taken:  # how-to/fine-tune-serverless.md: one serverless deployment per custom model
             raise arm_error(409, "Conflict", f"The custom model {model_key[0]}:{model_key[1]} already has a serverless "
                             f"deployment ({', '.join(taken)}); only one is allowed per custom model.")
-        base = _model_base(app, ws_name, model_id)
-        if store.needs_marketplace(base) and not _subscribed(app, ws_name, base):
+        base = _model_base(store, ws_name, model_id)
+        if store.needs_marketplace(base) and not _subscribed(store, ws_name, base):
             raise arm_error(400, "MarketplaceSubscriptionMissing",
                             f"Deploying {base} needs an Azure Marketplace subscription in this project.")
         if model_key and (ws_name, *model_key) not in store.models:
             raise arm_error(404, "UserError", f"Model {model_id} not found.")
-        store.endpoints[(ws_name, name)] = {"name": name, "created": app.now, "body": body,
+        store.endpoints[(ws_name, name)] = {"name": name, "created": store.now, "body": body,
                                             "keys": {"primaryKey": new_key(), "secondaryKey": new_key()}}
         return Response.json(endpoint_body(request, store.endpoints[(ws_name, name)]), 201,
-                             _operation(app, request, "endpoint", (ws_name, name)))
+                             _operation(store, request, "endpoint", (ws_name, name)))
 
     def get_endpoint(request: Request) -> Response:
-        purge(app)
+        purge(store)
         return Response.json(endpoint_body(request, found(store.endpoints, request, "Serverless endpoint")))
 
     def list_endpoints(request: Request) -> Response:
-        purge(app)
+        purge(store)
         ws = request.params["ws"]
         return Response.json({"value": [endpoint_body(request, e) for (w, _), e in sorted(store.endpoints.items()) if w == ws]})
 
     def delete_endpoint(request: Request) -> Response:
-        purge(app)
+        purge(store)
         key = (request.params["ws"], request.params["name"])
-        if not start_delete(store.endpoints, key, app.now):
+        if not start_delete(store.endpoints, key, store.now):
             return Response(204)
-        return Response(202, b"", _operation(app, request, "endpoint-delete", key))
+        return Response(202, b"", _operation(store, request, "endpoint-delete", key))
 
     def list_keys(request: Request) -> Response:
         return Response.json(found(store.endpoints, request, "Serverless endpoint")["keys"])
@@ -182,14 +182,14 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         props.update({"marketplaceSubscriptionStatus": "Subscribed", "provisioningState": "Succeeded",
                       "marketplacePlan": {"publisherId": "azureml-emulated", "offerId": f"{model}-offer",
                                           "planId": f"{model}-plan"}})
-        store.marketplace[(ws_name, name)] = {"created": app.now, "body": body}
-        return Response.json(_resource(request, "marketplaceSubscriptions", name, body, app.now, app), 201,
-                             _operation(app, request, "done", None))
+        store.marketplace[(ws_name, name)] = {"created": store.now, "body": body}
+        return Response.json(_resource(request, "marketplaceSubscriptions", name, body, store.now), 201,
+                             _operation(store, request, "done", None))
 
     def get_subscription(request: Request) -> Response:
         item = found(store.marketplace, request, "Marketplace subscription")
         return Response.json(_resource(request, "marketplaceSubscriptions", request.params["name"], item["body"],
-                                       item["created"], app))
+                                       item["created"]))
 
     def delete_subscription(request: Request) -> Response:
         store.marketplace.pop((request.params["ws"], request.params["name"]), None)
@@ -207,10 +207,10 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
         return op
 
     def operation_done(op: dict[str, Any]) -> bool:
-        purge(app)
+        purge(store)
         if op["kind"] == "endpoint":
             endpoint = store.endpoints.get(op["key"])
-            return endpoint is None or endpoint_state(app, endpoint) != "Creating"
+            return endpoint is None or endpoint_state(store, endpoint) != "Creating"
         if op["kind"] == "endpoint-delete":
             return op["key"] not in store.endpoints
         return True
@@ -229,10 +229,10 @@ def register(app: "AzureEmulatorApp", router: Router) -> None:  # noqa: C901 - a
     router.add("GET", OPS + "/mfeOperationResults/{op}", operation_result)
 
 
-def _subscribed(app: "AzureEmulatorApp", ws: str, model: str) -> bool:
+def _subscribed(store: "Store", ws: str, model: str) -> bool:
     family = family_of(model)
     return any(family_of(item["body"].get("properties", {}).get("modelId", "")) == family
-               for (w, _), item in app.store.marketplace.items() if w == ws)
+               for (w, _), item in store.marketplace.items() if w == ws)
 
 
 def _custom_model_key(model_id: str) -> tuple[str, str] | None:
@@ -245,13 +245,13 @@ def _custom_model_key(model_id: str) -> tuple[str, str] | None:
     return parts[0], parts[-1]
 
 
-def _model_base(app: "AzureEmulatorApp", ws: str, model_id: str) -> str:
+def _model_base(store: "Store", ws: str, model_id: str) -> str:
     """A workspace model id -> the catalog model it was fine-tuned from (itself for catalog ids)."""
     if "registries/" in model_id:
         return model_id
     key = _custom_model_key(model_id)
     if key is not None:
-        model = app.store.models.get((ws, *key))
+        model = store.models.get((ws, *key))
         if model is not None:
             return model.get("base_model") or ""
     return model_id

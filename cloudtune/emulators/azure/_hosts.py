@@ -11,22 +11,17 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from cloudtune.emulators._http import HTTPError, Request, Response, Router
-from cloudtune.emulators.azure._state import TENANT_ID, new_id
+from cloudtune.emulators.azure._state import TENANT_ID, error_body, new_id
 
 if TYPE_CHECKING:
-    from cloudtune.emulators.azure._app import AzureEmulatorApp
-
-
-def register(app: "AzureEmulatorApp", routers: dict[str, Router]) -> None:
-    _register_login(app, routers["login"])
-    _register_blob(app, routers["blob"])
-    _register_inference(app, routers["inference"])
+    from cloudtune.emulators.azure._state import Store
 
 
 # ---------------------------------------------------------------------------- login
 
 
-def _register_login(app: "AzureEmulatorApp", router: Router) -> None:
+def register_login(router: Router) -> None:
+    """Entra ID: OpenID discovery and client-credential tokens (any non-empty secret)."""
     base = "https://login.microsoftonline.com"
 
     def openid_configuration(request: Request) -> Response:
@@ -70,8 +65,8 @@ def _register_login(app: "AzureEmulatorApp", router: Router) -> None:
 # ----------------------------------------------------------------------------- blob
 
 
-def _register_blob(app: "AzureEmulatorApp", router: Router) -> None:
-    store = app.store
+def register_blob(router: Router, store: "Store") -> None:
+    """Block blobs, their metadata and container listings, in ``store.blobs``."""
 
     def blob_headers(blob: dict) -> dict[str, str]:
         headers = {"ETag": blob["etag"], "Last-Modified": formatdate(blob["modified"], usegmt=True),
@@ -159,20 +154,21 @@ def _raw(status: int, code: str) -> Response:
 # ------------------------------------------------------------------------ inference
 
 
-def _register_inference(app: "AzureEmulatorApp", router: Router) -> None:
+def register_inference(router: Router, store: "Store") -> None:
+    """Chat on a serverless endpoint of ``store``, with the endpoint's key."""
     from cloudtune.emulators.azure._arm_ml import endpoint_state
 
     def chat(request: Request) -> Response:
         name = request.params["__label"]
-        found = [(key, ep) for key, ep in app.store.endpoints.items() if key[1].lower() == name.lower()]
+        found = [(key, ep) for key, ep in store.endpoints.items() if key[1].lower() == name.lower()]
         if not found:
-            return Response.json(app.error_body(404, f"Endpoint {name} not found", "EndpointNotFound"), 404)
+            return Response.json(error_body(404, f"Endpoint {name} not found", "EndpointNotFound"), 404)
         key, endpoint = found[0]
-        if endpoint_state(app, endpoint) != "Succeeded":
-            return Response.json(app.error_body(404, f"Endpoint {name} is not ready", "EndpointNotReady"), 404)
+        if endpoint_state(store, endpoint) != "Succeeded":
+            return Response.json(error_body(404, f"Endpoint {name} is not ready", "EndpointNotReady"), 404)
         given = request.headers.get("api-key") or request.headers.get("authorization", "")[len("Bearer "):]
         if given not in (endpoint["keys"]["primaryKey"], endpoint["keys"]["secondaryKey"]):
-            return Response.json(app.error_body(401, "Invalid endpoint key", "Unauthorized"), 401)
+            return Response.json(error_body(401, "Invalid endpoint key", "Unauthorized"), 401)
         body = request.json()
         model_id = endpoint["body"]["properties"]["modelSettings"]["modelId"]
         parts = model_id.rstrip("/").split("/")

@@ -6,14 +6,11 @@ with ``registry_ml_client.models.get(name, label="latest")``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudtune.emulators._http import Request, Response, Router
 from cloudtune.emulators.azure._state import arm_error
 from cloudtune.service_facts import azure_serverless
-
-if TYPE_CHECKING:
-    from cloudtune.emulators.azure._app import AzureEmulatorApp
 
 REGISTRY_SUBSCRIPTION = "00000000-0000-4000-8000-00000000feed"
 REGISTRY_GROUP = "registry-builtin-prod-eastus-01"
@@ -27,7 +24,9 @@ def registry_of(name: str) -> set[str]:
     return {m.registry for m in azure_serverless.FINE_TUNABLE} | {"azureml"}
 
 
-def register(app: "AzureEmulatorApp", router: Router) -> None:
+def register(router: Router) -> None:
+    """Registry discovery and the catalog's model versions (from the dated service facts; no state)."""
+
     def discovery(request: Request) -> Response:
         name = request.params["registry"]
         if name not in registry_of(name):  # the catalog registries: azureml, azureml-meta, azureml-mistral

@@ -1,8 +1,10 @@
 """What the Azure emulator remembers, and the service rules it enforces.
 
-Everything lives in plain dicts guarded by the app's lock. Time is the app's
-:class:`~cloudtune.emulators._http.EmulatorClock`, so a test can run an hour of
-training or a slow endpoint creation in milliseconds.
+Everything lives in plain dicts guarded by the app's lock (the app holds it around every
+handler). Time is the store's :class:`~cloudtune.emulators._http.EmulatorClock` (the app's), so a
+test can run an hour of training or a slow endpoint creation in milliseconds. The route modules
+(``_arm_ml``, ``_arm_ml_jobs``, ``_arm_cs``, ``_aoai``, ``_aoai_jobs``, ``_hosts``, ``_registry``)
+register their handlers over one :class:`Store`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudtune.emulators._http import HTTPError
+from cloudtune.emulators._http import EmulatorClock, HTTPError
 
 SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000001"
 TENANT_ID = "00000000-0000-4000-8000-0000000000aa"
@@ -75,6 +77,17 @@ def arm_error(status: int, code: str, message: str, headers: dict[str, str] | No
     return HTTPError(status, {"error": {"code": code, "message": message}}, headers)
 
 
+def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """Azure's error document (``{"error": {"code", "message"}}``), with a default code for the status."""
+    return {"error": {"code": code or _default_code(status), "message": message}}
+
+
+def _default_code(status: int) -> str:
+    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+            409: "Conflict", 429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}.get(
+        status, "Error")
+
+
 # ------------------------------------------------------- long-running ARM resources
 # Cognitive Services deployments and serverless endpoints live the same way: ``Creating`` until
 # their ready time, then ``Succeeded``; a delete stamps ``deleting_at`` once, and the resource
@@ -115,9 +128,10 @@ def family_of(model: str) -> str | None:
 
 
 class Store:
-    """All emulated resources. Callers hold the app lock."""
+    """All emulated resources, on the emulator clock. Callers hold the app lock."""
 
-    def __init__(self, seed: Seed, rules: Rules, timeline: Timeline) -> None:
+    def __init__(self, seed: Seed, rules: Rules, timeline: Timeline, *, clock: EmulatorClock) -> None:
+        self.clock = clock
         self.seed = seed
         self.rules = rules
         self.timeline = timeline
@@ -150,6 +164,10 @@ class Store:
         self.operations: dict[str, dict[str, Any]] = {}
         self.forced_status: dict[str, str] = {}  # job id/name -> raw status to report
         self.unknown_routes: list[str] = []
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
 
     def add_operation(self, kind: str, key: Any) -> str:
         """A long-running operation the status routes answer for; returns its id."""
