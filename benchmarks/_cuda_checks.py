@@ -14,6 +14,34 @@ from typing import Any
 from benchmarks._checks import Mismatch, _close, _lora_grads, make_trainer, randomise_lora, write_chats, write_model
 
 
+def flash_attention_3() -> dict[str, Any]:
+    """Whether this torch offers FlashAttention-3 (``torch.nn.attention.list_flash_attention_impls``)
+    and whether the trainer uses it (local_backend/attention.py, ``flash_attention_3``: activated
+    where FA3's kernels import, kept only if the varlen functional check passes with it). Runs first,
+    so the attention checks after it run on whatever it chose."""
+    import importlib.util
+
+    import torch
+
+    from local_backend import attention
+
+    figures: dict[str, Any] = {"torch": torch.__version__, "capability": ".".join(map(str, torch.cuda.get_device_capability()))}
+    try:
+        from torch.nn import attention as torch_attention
+
+        figures["offered"] = torch_attention.list_flash_attention_impls()
+    except (ImportError, AttributeError) as exc:
+        figures["offered"] = f"no registry: {exc}"
+    for module in ("flash_attn_interface", "flash_attn"):
+        figures[f"{module} importable"] = importlib.util.find_spec(module) is not None
+    figures["state"] = attention.flash_attention_3("cuda")
+    try:
+        figures["active"] = torch_attention.current_flash_attention_impl()
+    except (NameError, AttributeError):
+        figures["active"] = None
+    return figures
+
+
 def fast_attention() -> dict[str, Any]:
     """Which call of torch's flash varlen kernel the functional check chose for each kind of
     layer, and its numerics at a realistic size (forward and backward) against the exact path."""

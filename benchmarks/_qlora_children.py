@@ -139,21 +139,51 @@ def build(settings: dict[str, Any]) -> dict[str, Any]:
     return {"matmul_params": matmul, "layers": config.num_hidden_layers, "hidden": config.hidden_size}
 
 
+class Unavailable(Exception):
+    """A recipe that cannot run here (an option this checkout's trainer does not have): reported, not a failure."""
+
+
+def _options(settings: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's trainer options (``settings["options"]``), refused by name when TrainConfig lacks one."""
+    from dataclasses import fields
+
+    from local_backend.trainer import TrainConfig
+
+    options = dict(settings.get("options") or {})
+    known = {f.name for f in fields(TrainConfig)}
+    # options whose absence means the value asked for (an ablation that turns a newer feature off)
+    for name in set(settings.get("optional_options") or ()) - known:
+        options.pop(name, None)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise Unavailable(f"option not available in this checkout's trainer: {', '.join(unknown)}")
+    return options
+
+
 def ours(settings: dict[str, Any]) -> dict[str, Any]:
     from local_backend.trainer import Trainer, TrainConfig
 
+    options = _options(settings)
     stamps: list[float] = []
     cumulative: list[int] = []
 
-    log_every = int(settings.get("log_every", 1))
+    log_every = int(options.pop("log_every", settings.get("log_every", 1)))
     attention: list[str] = []
+    reported: dict[str, Any] = {}  # what the trainer says it chose (kernels, offload, attention) and why
+    notes: list[str] = []
 
     def on_event(level: str, message: str, data: dict) -> None:
         if data.get("kind") == "metrics" and "train_loss" in data:  # after the interval's one host sync
             stamps.append(time.perf_counter())
             cumulative.append(int(data["trained_tokens"]))
+            return
         if "attention" in data:
             attention.extend(data["attention"])
+        for key, value in data.items():
+            if key != "kind" and len(json.dumps(value, default=str)) < 600:
+                reported[key] = value
+        if len(notes) < 30 and level != "debug":
+            notes.append(message[:300])
 
     config = TrainConfig(
         base_model=settings["model"], train_file=settings["data"], epochs=1, batch_size=settings["batch_size"],
@@ -162,6 +192,7 @@ def ours(settings: dict[str, Any]) -> dict[str, Any]:
         packing=settings.get("packing"), loss_impl=settings.get("loss_impl", "auto"),
         max_steps=settings["steps"], seed=0, device="cpu" if settings["tiny"] else "auto",
         quantize="4bit" if settings["quantize"] == "4bit" and not settings["tiny"] else "none",
+        **options,
     )
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bench-ours-")), on_event=on_event)
     trainer.setup()
@@ -179,10 +210,13 @@ def ours(settings: dict[str, Any]) -> dict[str, Any]:
         "labelled_tokens_per_example": trainer.encode_stats.trained_tokens / max(1, len(trainer.train_examples)),
         "layout": "padding-free packed" if trainer.padding_free else "padded",
         "loss": trainer.loss_impl, "optimizer": trainer.recipe.optimizer,
+        "options": settings.get("options") or {}, "options_applied": {k: v for k, v in options.items()},
+        "reported": reported, "notes": notes,
     }
 
 
-def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: bool = False) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: bool = False,  # type: ignore[no-untyped-def]
+             liger: bool = True) -> dict[str, Any]:
     import torch
     from datasets import load_dataset
     from transformers import TrainerCallback
@@ -211,7 +245,7 @@ def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: b
         gradient_checkpointing_kwargs={"use_reentrant": False} if cuda else None,
         optim="adamw_torch_fused" if cuda else "adamw_torch", completion_only_loss=True, seed=0,
         use_cpu=not cuda, dataloader_num_workers=0,
-        **(_trl_fast_options(settings.get("liger", True)) if fast else {}),
+        **(_trl_fast_options(liger and settings.get("liger", True)) if fast else {}),
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[Clock()])
@@ -222,7 +256,11 @@ def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: b
         return collate(examples)
 
     trainer.data_collator = counting_collator  # read when train() builds the dataloader
-    labels = trainer.train_dataset["labels"]
+    try:  # the labelled tokens, for the record (columns differ between TRL releases and with packing)
+        labels = trainer.train_dataset["labels"]
+        labelled = sum(sum(1 for x in row if x != -100) for row in labels) / max(1, len(labels))
+    except Exception:  # noqa: BLE001
+        labelled = None
     watch = MemoryWatch().start()
     start = time.perf_counter()
     trainer.train()
@@ -230,9 +268,10 @@ def _trl_run(settings: dict[str, Any], model, tokenizer, peft_config, *, fast: b
     return {
         **_throughput([start, *stamps], tokens[:steps], settings["warmup"]), **watch.report(),
         "device": "cuda" if cuda else "cpu", "quantized_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
-        "labelled_tokens_per_example": sum(sum(1 for x in row if x != -100) for row in labels) / max(1, len(labels)),
+        "labelled_tokens_per_example": labelled,
         "layout": "packed (BFD), padding-free" if fast else "padded",
         "loss": "liger fused linear CE" if config.use_liger_kernel else "transformers", "optimizer": config.optim,
+        "trl": _version("trl"), "datasets": _version("datasets"),
     }
 
 
@@ -270,24 +309,66 @@ def trl_fast(settings: dict[str, Any]) -> dict[str, Any]:
     return trl(settings, fast=True)
 
 
-def unsloth(settings: dict[str, Any]) -> dict[str, Any]:
-    from unsloth import FastLanguageModel  # optional; imported first, as Unsloth asks
+def _version(name: str) -> str | None:
+    import importlib.metadata as md
 
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+UNSLOTH_ENV = {  # offline and quiet: no Hub, no statistics ping (has_internet() is False offline), no telemetry
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_ENABLE_HF_TRANSFER": "0",
+}
+
+
+def unsloth(settings: dict[str, Any]) -> dict[str, Any]:
+    """Unsloth's own recipe (FastLanguageModel 4-bit + its LoRA + its gradient checkpointing) under TRL's
+    fast configuration (packing, padding-free; Unsloth's own kernels instead of Liger). It runs in an
+    environment of its own (benchmarks/unsloth_env.py): ``import unsloth`` comes first, as Unsloth asks."""
+    for key, value in UNSLOTH_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", tempfile.mkdtemp(prefix="unsloth-compiled-"))
+    import unsloth as unsloth_module  # noqa: F401 - before trl / transformers / peft: it patches them
+    from unsloth import FastLanguageModel
+    import torch
+
+    cuda = _cuda() and not settings["tiny"]
     model, tokenizer = FastLanguageModel.from_pretrained(
-        settings["model"], max_seq_length=settings["seq_len"], load_in_4bit=settings["quantize"] == "4bit", dtype=None,
+        settings["model"], max_seq_length=settings["seq_len"], load_in_4bit=cuda and settings["quantize"] == "4bit",
+        dtype=torch.bfloat16 if cuda else torch.float32, local_files_only=True,
     )
     model = FastLanguageModel.get_peft_model(
-        model, r=16, lora_alpha=32, lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj"],
-        use_gradient_checkpointing="unsloth",
+        model, r=16, lora_alpha=32, lora_dropout=0.0, bias="none", random_state=0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],  # = all-linear on Llama
+        use_gradient_checkpointing="unsloth" if cuda else False,
     )
-    return _trl_run(settings, model, tokenizer, None)
+    result = _trl_run(settings, model, tokenizer, None, fast=settings.get("packing", True), liger=False)
+    result.update(unsloth=_version("unsloth"), unsloth_zoo=_version("unsloth_zoo"),
+                  loss="Unsloth's own", attention=_unsloth_attention())
+    return result
+
+
+def _unsloth_attention() -> str | None:
+    try:
+        from unsloth.models import _utils
+
+        return ("xformers" if getattr(_utils, "xformers", None) is not None else
+                "flash-attn" if getattr(_utils, "HAS_FLASH_ATTENTION", False) else "torch SDPA")
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def main() -> int:
     recipe, settings = sys.argv[1], json.loads(sys.argv[2])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = {"build": build, "ours": ours, "trl": trl, "trl_fast": trl_fast, "unsloth": unsloth}[recipe](settings)
+    try:
+        result = {"build": build, "ours": ours, "trl": trl, "trl_fast": trl_fast, "unsloth": unsloth}[recipe](settings)
+    except Unavailable as exc:
+        print(f"UNAVAILABLE {exc}", flush=True)
+        return 3
     if recipe != "build" and _cuda() and not settings["tiny"]:
         import torch
 

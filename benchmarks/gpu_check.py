@@ -44,6 +44,28 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# Seconds per check on one H200 (2026-12-04 run; checks added since: guessed), for --plan; 10 s otherwise.
+CHECK_ESTIMATES = {"FlashAttention-3": 3, "fast attention path": 5, "CUDA 4-bit packed vs reference (phi3)": 10,
+                   "bitsandbytes": 1, "host syncs": 4, "FSDP2": 2, "fused LoRA: speed": 10, "trainer:": 10}
+
+
+class PlanRunner:
+    """Stands in for :class:`Runner` under ``--plan``: records each check with its estimate, runs nothing."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget, self.start, self.spent = budget, time.monotonic(), 0.0
+        self.default = 10.0
+        self.results: list[dict[str, Any]] = []
+
+    def left(self) -> float:
+        return self.budget - self.spent
+
+    def run(self, name: str, fn, *args, needs: float = 5.0, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        estimate = next((v for k, v in CHECK_ESTIMATES.items() if name.startswith(k)), self.default)
+        self.spent += estimate
+        self.results.append({"name": name, "status": "planned", "estimate": estimate})
+
+
 class Runner:
     def __init__(self, budget: float) -> None:
         self.start = time.monotonic()
@@ -129,6 +151,7 @@ def cpu_checks(runner: Runner, model: str | None) -> None:
 def cuda_checks(runner: Runner, model: str | None) -> None:
     from benchmarks import _checks, _cuda_checks
 
+    runner.run("FlashAttention-3: offered by torch? used?", _cuda_checks.flash_attention_3)
     runner.run("fast attention path: choice and numerics", _cuda_checks.fast_attention)
     for family in (("given",) if model else ("phi3", "mistral", "gemma2")):
         runner.run(f"CUDA 4-bit packed vs reference ({family})", _checks.packed_vs_reference, family, device="cuda",
@@ -173,7 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="directory for gpu_check.json and gpu_check.md")
     parser.add_argument("--budget", type=float, default=500.0, help="seconds for everything; reports are written within it")
     parser.add_argument("--no-bench", action="store_true", help="CUDA: the checks only, no benchmark")
+    parser.add_argument("--unsloth-site", default=None,
+                        help="CUDA: a folder holding Unsloth's own environment (benchmarks/unsloth_env.py), put ahead "
+                             "of everything else in the Unsloth recipe's process only")
+    parser.add_argument("--recipes", default=None, help="CUDA: comma-separated benchmark recipes (default: all, in "
+                        "priority order; benchmarks/_gpu_bench.py)")
+    parser.add_argument("--cpu-bench", action="store_true",
+                        help="with --cpu: the benchmark's flow on a tiny model on CPU too (its plumbing; figures mean nothing)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the checks and recipes with estimated seconds for --budget; run nothing")
     args = parser.parse_args(argv)
+    if args.plan:
+        return print_plan(args)
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -187,18 +221,31 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: running the CPU checks only (use --cpu to say so)", file=sys.stderr)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if cuda:
+        from benchmarks import _gpu_bench
+
+        recipes = _gpu_bench.select(args.recipes)
+        build = None if args.no_bench else _gpu_bench.start_build()  # on the CPU, while the checks use the GPU
         cuda_checks(runner, args.model)
         if out:
             write_report(out, report)  # the checks are safe on disk before the long part
-        if not args.no_bench:
+        if build is not None:
             import gc
-
-            from benchmarks import _gpu_bench
 
             gc.collect()
             torch.cuda.empty_cache()  # the recipes run in their own processes; leave them the card
 
-            report["benchmark"] = _gpu_bench.run(runner)
+            def progress(bench: dict[str, Any]) -> None:  # after each recipe: a command limit loses nothing
+                report["benchmark"] = bench
+                if out:
+                    write_report(out, report)
+
+            report["benchmark"] = _gpu_bench.run(runner, build=build, unsloth_site=args.unsloth_site, recipes=recipes,
+                                                 progress=progress)
+    elif args.cpu_bench:
+        from benchmarks import _gpu_bench
+
+        report["benchmark"] = _gpu_bench.run(runner, build=_gpu_bench.start_build(tiny=True),
+                                             unsloth_site=args.unsloth_site, recipes=_gpu_bench.select(args.recipes))
     cpu_checks(runner, args.model)
     failed = [e["name"] for e in runner.results if e["status"] == "FAILED"]
     report["failed"] = failed
@@ -208,6 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(runner.results) - len(failed)} checks passed or skipped, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else "") + f" ({report['seconds']} s)", flush=True)
     return 1 if failed else 0
+
+
+def print_plan(args: argparse.Namespace) -> int:
+    """The checks and recipes a run with these arguments would start, with estimated seconds."""
+    from benchmarks import _gpu_bench
+
+    planner = PlanRunner(args.budget)
+    if not args.cpu:
+        cuda_checks(planner, args.model)  # type: ignore[arg-type]
+        print(f"CUDA checks, ~{planner.spent:.0f} s:")
+        for entry in planner.results:
+            print(f"  ~{entry['estimate']:3.0f} s  {entry['name']}")
+        if not args.no_bench:
+            print("\n".join(_gpu_bench.plan(args.budget, planner.spent, args.unsloth_site, _gpu_bench.select(args.recipes))))
+        planner.results.clear()
+        planner.default = 1.0  # about a second each on the H200 (2026-12-04); under the benchmark's 15 s margin
+    cpu_checks(planner, args.model)  # type: ignore[arg-type]
+    print(f"CPU checks{' (after the benchmark)' if not args.cpu else ''}: " + ", ".join(e["name"] for e in planner.results))
+    return 0
 
 
 if __name__ == "__main__":

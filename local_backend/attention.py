@@ -142,6 +142,14 @@ def prepare(head_dim: int, grouped: bool, window: int | None, device: Any = "cud
     key = (int(head_dim), bool(grouped), _window_of(window))
     if key in _chosen:
         return _chosen[key]
+    chosen, tried = _probe(key, device)
+    _chosen[key] = chosen
+    probe_log[key] = tried
+    return chosen
+
+
+def _probe(key: tuple[int, bool, int | None], device: Any) -> tuple[FastCall | None, list[str]]:
+    head_dim, grouped, _ = key
     import torch
 
     tried: list[str] = []
@@ -182,9 +190,60 @@ def prepare(head_dim: int, grouped: bool, window: int | None, device: Any = "cud
                 break
     else:
         tried.append("no CUDA device: exact path")
-    _chosen[key] = chosen
-    probe_log[key] = tried
-    return chosen
+    return chosen, tried
+
+
+# Why FlashAttention-3 is or is not used, decided once per process (None: not yet asked).
+fa3_state: str | None = None
+
+
+def flash_attention_3(device: Any) -> str:
+    """Torch's FlashAttention-3 behind its flash kernels (the varlen call included), where this
+    torch offers it (``torch.nn.attention.activate_flash_attention_impl("FA3")``, a prototype in
+    torch 2.13's ``torch/nn/attention/_fa3.py``) and FA3's kernels import (``flash_attn_interface``,
+    FlashAttention's separately built Hopper package; torch does not ship them), on a Hopper card.
+    Once activated it is kept only if the fast varlen call passes its functional check with it
+    (forward and backward against the exact path); otherwise torch's built-in FlashAttention-2
+    is restored. ``CLOUDTUNE_FLASH_ATTENTION_3=off`` never tries. Returns the reason, once."""
+    global fa3_state
+    if fa3_state is not None:
+        return fa3_state
+    import os
+
+    import torch
+
+    fa3_state = _try_fa3(device, torch, os.environ.get("CLOUDTUNE_FLASH_ATTENTION_3", "auto"))
+    return fa3_state
+
+
+def _try_fa3(device: Any, torch: Any, setting: str) -> str:  # type: ignore[no-untyped-def]
+    if setting == "off":
+        return "not tried (CLOUDTUNE_FLASH_ATTENTION_3=off)"
+    if not (str(device).startswith("cuda") and torch.cuda.is_available()):
+        return "not used: no CUDA device"
+    try:
+        from torch.nn import attention as torch_attention
+
+        offered = torch_attention.list_flash_attention_impls()
+        activate = torch_attention.activate_flash_attention_impl
+    except (ImportError, AttributeError):
+        return f"not offered by torch {torch.__version__} (no torch.nn.attention.activate_flash_attention_impl)"
+    if "FA3" not in offered:
+        return f"not offered by torch {torch.__version__} (its flash attention impls: {offered or 'none'})"
+    major, minor = torch.cuda.get_device_capability()
+    if major != 9:
+        return f"not used: FA3 is for Hopper (SM 9.x), this card is SM {major}.{minor}"
+    try:
+        activate("FA3")
+    except Exception as exc:  # noqa: BLE001 - e.g. flash_attn_interface (FA3's kernels) not installed
+        return f"offered by torch {torch.__version__} but not activated: {type(exc).__name__}: {str(exc)[:200]}"
+    chosen, tried = _probe((128, False, None), device)
+    if chosen is None:
+        torch_attention.restore_flash_attention_impl()
+        return "activated, but the varlen functional check failed with it, so FA2 was restored: " + "; ".join(tried)
+    _chosen.clear()  # calls checked under FA2 before this are checked again under FA3
+    probe_log.clear()
+    return f"active (torch {torch.__version__}; functional check: {tried[-1]})"
 
 
 def layer_needs(config: Any) -> list[tuple[int | None, float | None]]:
@@ -201,12 +260,14 @@ def layer_needs(config: Any) -> list[tuple[int | None, float | None]]:
 
 def prepare_model(config: Any, device: Any) -> list[str]:
     """Run the functional checks for every kind of attention layer of ``config``; returns one
-    line per kind saying which path it takes and why (the trainer reports them)."""
+    line per kind saying which path it takes and why (the trainer reports them), and on a CUDA
+    machine a last line saying whether FlashAttention-3 is behind torch's flash calls."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     heads = config.num_attention_heads
     grouped = (getattr(config, "num_key_value_heads", None) or heads) != heads
     dropout = float(getattr(config, "attention_dropout", 0.0) or 0.0)
     lines = []
+    fa3 = flash_attention_3(device) if str(device).startswith("cuda") else None  # before the checks below run
     for window, softcap in layer_needs(config):
         what = "full" if window is None else f"sliding window {window}"
         if softcap:
@@ -218,6 +279,8 @@ def prepare_model(config: Any, device: Any) -> list[str]:
             lines.append(f"{what}: {EXACT} ({why})")
         else:
             lines.append(f"{what}: {fast.name}" + (f"; {EXACT} while training (attention dropout {dropout:g})" if dropout else ""))
+    if fa3 and not fa3.startswith("not used: no CUDA"):
+        lines.append(f"FlashAttention-3: {fa3}")  # on a CUDA machine, one more line: whether FA3 is behind the flash calls
     return lines
 
 
