@@ -67,13 +67,14 @@ class Recipe:
 
 PREVIOUS_PATH = {"lora_kernel": "peft", "layer_kernels": "torch", "activation_offload": "none"}
 # Whole-process seconds measured by gpu_check on one H200 on 2026-12-04 (results/gpu_check-2026-12-04-h200.json:
-# trl_fast 160.5, ours 55.4, ours_no_packing 61.4); Unsloth never ran here: its import, 4-bit load and
-# compilation are guessed from TRL's (which includes a similar load and tokenisation) plus 40 s.
+# trl_fast 160.5, ours 55.4, ours_no_packing 61.4); Unsloth never ran here: guessed as its import and
+# patching (~30 s), TRL's load, quantisation and data preparation (~50 s) and 33 steps on torch's
+# varlen flash kernel as ours uses (unsloth/utils/attention_dispatch.py), at ~1.5 s each.
 ESTIMATES_SOURCE = "gpu_check on one H200, 2026-12-04 (Unsloth: a guess, never measured here)"
 RECIPES: tuple[Recipe, ...] = (
     Recipe("trl_fast", "trl_fast", "TRL SFTTrainer fast config (reference): BFD packing, padding-free, Liger", 165),
     Recipe("ours", "ours", "ours, CUDA defaults", 60),
-    Recipe("unsloth", "unsloth", "Unsloth (own environment), TRL fast config without Liger", 200, environment="unsloth"),
+    Recipe("unsloth", "unsloth", "Unsloth (own environment), TRL fast config without Liger", 140, environment="unsloth"),
     Recipe("ours_previous", "ours", "ours, previous path", 60, options=PREVIOUS_PATH, optional=tuple(PREVIOUS_PATH)),
     Recipe("ours_no_packing", "ours", "ours without packing (padded, length-grouped)", 65, settings={"packing": False}),
     Recipe("ours_fixed", "ours", "ours, CUDA defaults", 60, data="fixed"),
@@ -251,7 +252,8 @@ def run(runner: Any, *, build: Build | None = None, unsloth_site: str | None = N
             continue
         if recipe.data not in datasets:
             data = work / f"{recipe.data}.jsonl"
-            count = steps * batch * (8 if recipe.data == "variable" else 1) + batch
+            # enough for every step when packing fills a row with ~3.5 examples (mean ~590 tokens of 2048)
+            count = steps * batch * (5 if recipe.data == "variable" else 1) + batch
             local_qlora.write_dataset(data, Path(base["model"]), seq_len, count, variable=recipe.data == "variable")
             lengths = local_qlora.real_lengths(base["model"], data)
             datasets[recipe.data] = (data, lengths)
