@@ -165,3 +165,34 @@ def test_an_unknown_dpo_reference_mode_is_refused(tmp_path: Path) -> None:
         build_train_config(base_model="m", train_file="t", validation_file=None, validation_split=None, epochs=1,
                            batch_size=1, learning_rate_multiplier=None, seed=None, extra={"dpo_reference": "cached"},
                            device="cpu", method="dpo")
+
+
+def test_two_processes_train_the_one_process_dpo_adapter_with_a_precomputed_reference(  # type: ignore[no-untyped-def]
+    provider, local_home: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Data parallel DPO (torchrun, gloo): both ranks agree to precompute (one collective),
+    score every pair, and step exactly as one process with the same global batch."""
+    import torch
+
+    from cloudtune.types import FineTuneSpec, JobState
+    from providers.local import LocalProvider
+    from tests.local.conftest import fast_hyperparameters
+    from tests.local.test_distributed import STATE_TOLERANCE, _adapter, _train
+
+    train = _write_varied_pairs(tmp_path / "prefs.jsonl", count=7)  # micro-batches of 4 and 3 pairs
+    spec = FineTuneSpec(provider="local", base_model=str(tiny_model_dir), training_file=train, seed=5, method="dpo",
+                        hyperparameters=fast_hyperparameters(epochs=2, checkpoint_every=0, dpo_beta=0.5,
+                                                             packing=True))
+    single_job, single = _train(provider, spec, "run-one")
+    two = LocalProvider({"num_processes": "2"})
+    pair_job, pair = _train(two, spec, "run-two")
+    log = provider._jobdir(pair_job.id).path.joinpath("worker.log")
+    assert single.state == pair.state == JobState.SUCCEEDED, log.read_text()[-3000:] if log.is_file() else pair
+    for source, job in ((provider, single_job), (two, pair_job)):
+        messages = [e.message for e in source.list_events(job.id, limit=1000)]
+        assert sum(m.startswith("DPO reference: precompute") for m in messages) == 1, messages
+    one_state, two_state = _adapter(provider, single_job.id), _adapter(provider, pair_job.id)
+    assert one_state.keys() == two_state.keys()
+    assert max(float(one_state[k].abs().max()) for k in one_state if "lora_B" in k) > 1000 * STATE_TOLERANCE
+    for name, tensor in one_state.items():
+        torch.testing.assert_close(two_state[name], tensor, rtol=0, atol=STATE_TOLERANCE)
