@@ -60,6 +60,10 @@ class Supervised:
     def before_training(self, *, resumed: bool) -> None:
         pass
 
+    def collated_rows(self, items: list | None) -> list | None:
+        """The rows ``loss_sum(items)`` collates, so the loop can have them collated ahead."""
+        return items
+
     def loss_sum(self, items: list, *, padding_free: bool) -> tuple[Any, dict[str, Any]]:
         nll, _ = self.trainer.token_nll(self.trainer.collate(items, padding_free=padding_free), want_tokens=False)
         return nll.sum(), {}
@@ -151,9 +155,21 @@ class Preference:
                 pair.reference = (values[0], values[1])
         return how
 
+    @staticmethod
+    def _answer_rows(items: list) -> list:
+        return data_mod.rows_padded([e for p in items for e in (p.chosen, p.rejected)])
+
+    def collated_rows(self, items: list | None) -> list | None:
+        """The rows ``loss_sum(items)`` collates, for collation ahead (trainer.collator); only
+        with a precomputed reference: the live one collates the same rows twice per micro-batch,
+        and the second request would find the next batch's rows announced instead."""
+        if not items or self.reference_mode != "precompute":
+            return None
+        return self._answer_rows(items)
+
     def sequence_logps(self, items: list, *, padding_free: bool):  # type: ignore[no-untyped-def]
         """Summed answer log-probabilities, (chosen, rejected), one value per pair."""
-        rows = data_mod.rows_padded([e for p in items for e in (p.chosen, p.rejected)])
+        rows = self._answer_rows(items)
         nll, owners = self.trainer.token_nll(self.trainer.collate(rows, padding_free=padding_free), want_tokens=True)
         logps = sequence_sums(-nll, owners, len(rows))
         return logps[0::2], logps[1::2]

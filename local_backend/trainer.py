@@ -422,8 +422,7 @@ class Trainer:
                 chunks = [self.parallel.shard(chunk) for chunk in group]
                 following = [self.parallel.shard(b) for b in batches[micro + len(group) : micro + len(group) + 1]]
                 for index, chunk in enumerate(chunks):
-                    if self.objective.name == "supervised":  # DPO collates rows it builds itself
-                        self.collator.announce((chunks[index + 1 :] + following + [None])[0])
+                    self.collator.announce(self.objective.collated_rows((chunks[index + 1 :] + following + [None])[0]))
                     idle = not chunk  # this rank's share of a short micro-batch is empty
                     if idle and not self.parallel.lockstep:
                         continue

@@ -78,11 +78,13 @@ def test_precompute_and_packing_train_the_same_steps_as_live_padded(tiny_model_d
     for mode in ("live", "precompute"):
         for packing in (False, True):
             name = f"{mode}-{'packed' if packing else 'padded'}"
-            _, losses, grads, events = _run(tiny_model_dir, train, tmp_path / name, steps=3, batch_size=3,
-                                            dpo_reference=mode, packing=packing, learning_rate=2e-2,
-                                            validation_split=0.34)
+            trainer, losses, grads, events = _run(tiny_model_dir, train, tmp_path / name, steps=3, batch_size=3,
+                                                  dpo_reference=mode, packing=packing, learning_rate=2e-2,
+                                                  validation_split=0.34)
             assert _reference_lines(events)[0].startswith(f"DPO reference: {mode}")
             valid[name] = [d["valid_loss"] for _, d in events if "valid_loss" in d and "train_loss" not in d]
+            # one collation per micro-batch with a precomputed reference: the next one is collated ahead
+            assert (trainer.collator.overlapped > 0) == (mode == "precompute"), (name, trainer.collator.overlapped)
             runs[name] = (losses, grads)
     want_losses, want_grads = runs.pop("live-padded")
     assert len(valid["live-padded"]) == 1 and valid["live-padded"][0] > 0
