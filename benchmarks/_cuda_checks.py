@@ -111,7 +111,7 @@ def bnb_settings() -> dict[str, Any]:
     return seen
 
 
-def _count_syncs(model: Path, data: Path, out: Path, steps: int, loss_impl: str) -> tuple[int, dict[str, int]]:
+def _count_syncs(model: Path, data: Path, out: Path, steps: int, loss_impl: str) -> tuple[int, dict[str, int], str]:
     """Synchronising calls during training (torch's sync debug mode), each attributed to the
     innermost frame of this project or, failing that, of the library that made it."""
     import traceback
@@ -144,7 +144,7 @@ def _count_syncs(model: Path, data: Path, out: Path, steps: int, loss_impl: str)
             trainer.train(resume=False)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return count, where
+    return count, where, trainer.recipe.activation_offload
 
 
 def host_syncs() -> dict[str, Any]:
@@ -159,9 +159,10 @@ def host_syncs() -> dict[str, Any]:
     figures: dict[str, Any] = {}
     impls = ["chunked"] + (["liger"] if importlib.util.find_spec("liger_kernel") else [])
     for impl in impls:
-        short, _ = _count_syncs(model, data, work / f"{impl}-a", 4, impl)
-        long, where = _count_syncs(model, data, work / f"{impl}-b", 10, impl)
-        figures[impl] = {"syncs_4_steps": short, "syncs_10_steps": long, "per_step": (long - short) / 6, "where": where}
+        short, _, _ = _count_syncs(model, data, work / f"{impl}-a", 4, impl)
+        long, where, offload = _count_syncs(model, data, work / f"{impl}-b", 10, impl)
+        figures[impl] = {"syncs_4_steps": short, "syncs_10_steps": long, "per_step": (long - short) / 6, "where": where,
+                         "activation_offload": offload}  # auto's choice: the count includes its copies
     if figures["chunked"]["per_step"] > 0.5:
         raise Mismatch(f"{figures['chunked']['per_step']:.1f} host syncs per step with the chunked loss: {figures}")
     return figures
@@ -292,4 +293,103 @@ def trainer_kernels(family: str, option: str) -> dict[str, Any]:
     if set(grads) != set(ref_grads) or not grads:
         raise Mismatch(f"LoRA parameters differ: {sorted(set(grads) ^ set(ref_grads))[:4]}")
     figures["grad_error"] = max(_close(f"{option} grad {n}", grads[n], g, rtol=5e-2, atol=1e-3) for n, g in ref_grads.items())
+    return figures
+
+
+def _write_llama(out: Path, *, hidden: int, layers: int, intermediate: int) -> Path:
+    """A random Llama-shaped model, bigger than the tiny ones: its activations must be worth measuring."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from benchmarks._checks import WORDS
+    from local_backend.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer([" ".join(WORDS)])
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
+                                      num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=8,
+                                      max_position_embeddings=2048, tie_word_embeddings=False,
+                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                      pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def activation_offload(device: str = "cuda") -> dict[str, Any]:
+    """activation_offload=cpu (the checkpointed layers' inputs in pinned host memory, copied on a side
+    stream) against none, and every 2nd layer checkpointed, on one packed micro-batch (16 x 512 tokens)
+    of a random 16-layer Llama (hidden 1024, bf16 base): same token NLL and LoRA gradients, lower
+    max_memory_allocated over forward + backward by at least half of the inputs it moves; and that
+    ``auto`` chose cpu on CUDA. (``device="cpu"`` runs the same comparison small, without the memory part.)"""
+    import gc
+    import random
+    import time
+
+    import torch
+
+    from local_backend import checkpointing
+    from local_backend.data import Row
+
+    on_cuda = device == "cuda"
+    layers, hidden, rows, length = (16, 1024, 16, 512) if on_cuda else (4, 128, 4, 64)
+    work = Path(tempfile.mkdtemp(prefix="gpucheck-offload-"))
+    model = _write_llama(work / "model", hidden=hidden, layers=layers, intermediate=hidden * 11 // 4)
+    data = write_chats(work / "train.jsonl", 8)
+    figures: dict[str, Any] = {"functional_check": (checkpointing.offload_check() or "passed") if on_cuda else "cpu",
+                               "layers": layers, "tokens": rows * length}
+    rng = random.Random(0)
+    results = {}
+    for name, options in (("none", {"activation_offload": "none"}), ("auto", {}),
+                          ("every 2nd, cpu", {"activation_offload": "cpu", "checkpoint_every_n_layers": 2})):
+        if not on_cuda and name == "auto":
+            options = {"activation_offload": "cpu"}
+        trainer = make_trainer(model, data, work / f"out-{len(results)}", device=device, quantize="none",
+                               gradient_checkpointing=True, packing=True, group_by_length=False, **options)
+        vocab = trainer.model.get_base_model().config.vocab_size
+        if not results:
+            ids = [[rng.randrange(3, vocab) for _ in range(length)] for _ in range(rows)]
+        batch = trainer.collate([Row(i, list(i), list(range(length))) for i in ids])
+        randomise_lora(trainer.model)
+        trainer.model.train()
+        entry: dict[str, Any] = {"offload": trainer.recipe.activation_offload}
+        for attempt in ("warm-up", "measured"):
+            trainer.model.zero_grad(set_to_none=True)
+            if on_cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+            began = time.perf_counter()
+            nll, _ = trainer.token_nll(batch, want_tokens=True)
+            nll.float().sum().backward()
+            if on_cuda:
+                torch.cuda.synchronize()
+                entry["peak_mib"] = round((torch.cuda.max_memory_allocated() - before) / 2**20, 1)
+            entry["seconds"] = round(time.perf_counter() - began, 4)
+        offloader = trainer.recipe.offloader
+        entry["moved_per_pass"] = offloader.moved // 2 if offloader else 0
+        results[name] = (nll.detach().float().cpu(), {n: g.float().cpu() for n, g in _lora_grads(trainer.model).items()}, entry)
+        figures[name] = entry
+        del trainer, nll, batch
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()
+    reference, reference_grads, _ = results["none"]
+    for name in ("auto", "every 2nd, cpu"):
+        nll, grads, entry = results[name]
+        entry["nll_error"] = _close(f"offload {name} nll", nll, reference, rtol=1e-2, atol=1e-2)
+        entry["grad_error"] = max(_close(f"offload {name} grad {n}", grads[n], g, rtol=5e-2, atol=1e-4)
+                                  for n, g in reference_grads.items())
+    if results["auto"][2]["offload"] != "cpu":
+        raise Mismatch(f"activation_offload auto chose {results['auto'][2]['offload']!r}, not cpu: {figures}")
+    if results["auto"][2]["moved_per_pass"] != layers or results["every 2nd, cpu"][2]["moved_per_pass"] != layers // 2:
+        raise Mismatch(f"the hooks should move one tensor per checkpointed layer: {figures}")
+    if on_cuda:
+        inputs_mib = layers * rows * length * hidden * 2 / 2**20  # bf16 layer inputs the offload moves
+        saved = figures["none"]["peak_mib"] - figures["auto"]["peak_mib"]
+        figures["inputs_mib"], figures["saved_mib"] = round(inputs_mib, 1), round(saved, 1)
+        figures["peak_ratio"] = round(figures["auto"]["peak_mib"] / figures["none"]["peak_mib"], 3)
+        if saved < 0.5 * inputs_mib:
+            raise Mismatch(f"offloading saved {saved:.0f} MiB of peak memory, expected >= {0.5 * inputs_mib:.0f}: {figures}")
     return figures

@@ -16,6 +16,8 @@ on CPU over nn.Linear and bitsandbytes' CPU NF4).
 CUDA adds: the fast attention path (which call the functional check chose, numerics forward
 and backward); the same packed-vs-reference and DPO checks over a 4-bit base in bf16; bitsandbytes'
 settings (NF4, double quantisation, bf16 compute); host synchronisations per training step;
+checkpointed layer inputs offloaded to pinned host memory against kept on the GPU (same loss and
+gradients, lower peak memory);
 FSDP2 on one rank + 4-bit + activation checkpointing against the unsharded model; fused LoRA
 on a real NF4 layer (numerics, speed and memory against PEFT) and in the trainer, and Liger's
 layer kernels against transformers' on tiny Llama and Phi-3 (packed batches); then the
@@ -160,6 +162,7 @@ def cuda_checks(runner: Runner, model: str | None) -> None:
                    model_dir=model)
     runner.run("bitsandbytes: NF4, double quant, bf16 compute", _cuda_checks.bnb_settings)
     runner.run("host syncs per training step", _cuda_checks.host_syncs)
+    runner.run("activation offload to host memory vs on the GPU (same NLL/grads, less memory)", _cuda_checks.activation_offload)
     runner.run("CUDA 4-bit DPO: first loss ln 2; precompute+packed = live+padded", _checks.dpo_first_loss,
                device="cuda")
     runner.run("FSDP2 one rank + 4-bit + checkpointing vs unsharded", _cuda_checks.fsdp_one_rank)

@@ -121,3 +121,14 @@ def test_metrics_every_log_every_steps_and_at_the_last_with_the_same_adapter(tmp
     logged = {e["step"]: e for e in every_step if e.get("kind") == "metrics" and "train_loss" in e}
     last = next(e for e in every_10 if e.get("step") == 12 and "train_loss" in e)
     assert last["train_loss"] > 0 and logged[12]["train_loss"] > 0
+
+
+def test_the_gpu_check_for_offload_runs_on_cpu_small() -> None:
+    """benchmarks.gpu_check's offload check (CUDA only in that run) has one chance on a GPU: its
+    comparison runs here on CPU, small and without the memory part, so its code is exercised in CI."""
+    from benchmarks import _cuda_checks
+
+    figures = _cuda_checks.activation_offload("cpu")
+    assert figures["auto"]["offload"] == "cpu" and figures["auto"]["moved_per_pass"] == figures["layers"]
+    assert figures["every 2nd, cpu"]["moved_per_pass"] == figures["layers"] // 2
+    assert figures["auto"]["nll_error"] <= 1e-5 and figures["every 2nd, cpu"]["grad_error"] <= 1e-5
