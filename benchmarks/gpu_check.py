@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 # ones took 0.2-0.3 s; checks added since: guessed), for --plan; 5 s otherwise.
 CHECK_ESTIMATES = {"FlashAttention-3": 3, "fast attention path": 5, "CUDA 4-bit packed vs reference (phi3)": 10,
                    "CUDA 4-bit packed vs reference": 1, "bitsandbytes": 1, "host syncs": 4, "FSDP2": 2,
-                   "fused LoRA: speed": 10}
+                   "fused LoRA: speed": 10, "activation offload": 10}
 
 
 class PlanRunner:
