@@ -101,6 +101,36 @@ def _throughput(stamps: list[float], tokens: list[int], warmup: int) -> dict[str
             "measured_seconds": seconds}
 
 
+def _filled_on_cpu(cls, config):  # type: ignore[no-untyped-def]
+    """The model in bf16 on the CPU without its initialisers (which draw 3.8B normals one by one:
+    a minute or more): norms 1, every other weight a tile of one random block of N(0, 0.02) values
+    at a shifting offset. Throughput does not depend on the values; gpu_check writes the model
+    this way while its CUDA checks run."""
+    import torch
+
+    with torch.device("meta"):
+        model = cls(config).to(torch.bfloat16)  # free on meta: the CPU copy is allocated in bf16 (7.6 GB, not 15)
+    model = model.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    block = (torch.randn(1 << 22, generator=generator) * 0.02).to(torch.bfloat16)
+    offset = 0
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.fill_(1.0)
+                continue
+            flat = param.view(-1)
+            for start in range(0, flat.numel(), block.numel()):
+                chunk = flat[start:start + block.numel()]
+                shift = (offset + start // block.numel() * 7919) % block.numel()
+                head = min(chunk.numel(), block.numel() - shift)  # block[shift:] then block[:rest]
+                chunk[:head].copy_(block[shift:shift + head])
+                if head < chunk.numel():
+                    chunk[head:].copy_(block[: chunk.numel() - head])
+            offset += 104729
+    return model
+
+
 def build(settings: dict[str, Any]) -> dict[str, Any]:
     """The random model (Phi-3-mini shape on CUDA, a tiny Llama with --tiny) and its tokenizer."""
     import torch
@@ -122,11 +152,15 @@ def build(settings: dict[str, Any]) -> dict[str, Any]:
         shape = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
                      tie_word_embeddings=False)
+        shape.update(settings.get("shape") or {})  # tests: the same path at a small size
         llama = settings.get("arch") == "llama"
         config = LlamaConfig(**shape, rms_norm_eps=1e-5) if llama else Phi3Config(**shape)
         torch.manual_seed(0)
-        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-            model = (LlamaForCausalLM if llama else Phi3ForCausalLM)(config).to(torch.bfloat16)
+        if torch.cuda.is_available():
+            with torch.device("cuda"):
+                model = (LlamaForCausalLM if llama else Phi3ForCausalLM)(config).to(torch.bfloat16)
+        else:
+            model = _filled_on_cpu(LlamaForCausalLM if llama else Phi3ForCausalLM, config)
         model.save_pretrained(out)
         build_tokenizer([" ".join(words)]).save_pretrained(out)
     from transformers import AutoConfig, AutoModelForCausalLM

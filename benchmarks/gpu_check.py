@@ -262,6 +262,22 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def preflight() -> str:
+    """What this checkout would carry to the GPU machine (benchmarks/README.md), and what is missing."""
+    from benchmarks import unsloth_env
+
+    lines, total = [], unsloth_env.tree_bytes()
+    for folder, how in ((".whl", "see benchmarks/README.md (pip download ... -d .whl)"),
+                        (".unsloth_whl", "python benchmarks/unsloth_env.py download")):
+        wheels = sorted((ROOT / folder).glob("*.whl"))
+        size = sum(w.stat().st_size for w in wheels)
+        total += size
+        lines.append(f"  {folder}: {len(wheels)} wheels, {size / 2**20:.1f} MiB" if wheels else f"  {folder}: MISSING ({how})")
+    verdict = "fits" if total <= unsloth_env.LIMIT_MIB * 2**20 else "OVER the limit"
+    return "\n".join([f"carried from here (carry = [\".whl\", \".unsloth_whl\"]): {total / 2**20:.1f} MiB with the working "
+                      f"tree, {verdict} ({unsloth_env.LIMIT_MIB} MiB)", *lines])
+
+
 def print_plan(args: argparse.Namespace) -> int:
     """The checks and recipes a run with these arguments would start, with estimated seconds."""
     from benchmarks import _gpu_bench
@@ -274,6 +290,7 @@ def print_plan(args: argparse.Namespace) -> int:
             print(f"  ~{entry['estimate']:3.0f} s  {entry['name']}")
         if not args.no_bench:
             print("\n".join(_gpu_bench.plan(args.budget, planner.spent, args.unsloth_site, _gpu_bench.select(args.recipes))))
+            print(preflight())
         planner.results.clear()
         planner.default = 1.0  # about a second each on the H200 (2026-12-04); under the benchmark's 15 s margin
     cpu_checks(planner, args.model)  # type: ignore[arg-type]

@@ -154,3 +154,23 @@ def test_benchmark_flow_on_a_tiny_model_on_cpu(tmp_path: Path) -> None:
     assert "holds no unsloth package" in bench["missing"]["unsloth"]
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "| ours: ours, CUDA defaults |" in markdown and "unsloth missing" in markdown
+
+
+def test_the_benchmark_model_is_written_on_the_cpu_without_initialisers(tmp_path: Path) -> None:
+    """gpu_check writes the random model on the CPU while its CUDA checks run: norms 1, the rest
+    N(0, 0.02)-like, in bf16, loadable by transformers (a small shape here; the real one is 3.8B)."""
+    import os
+
+    from safetensors import safe_open
+
+    settings = {"tiny": False, "model": str(tmp_path / "model"), "words": ["ahoy", "matey", "gold"], "arch": "llama",
+                "shape": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+                          "num_key_value_heads": 4, "vocab_size": 512}}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    result, error = _gpu_bench.child("build", settings, timeout=300, env=env)
+    assert error is None and result["layers"] == 2 and result["hidden"] == 128
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as weights:
+        norm = weights.get_tensor("model.norm.weight")
+        proj = weights.get_tensor("model.layers.1.mlp.down_proj.weight").float()
+    assert norm.dtype.is_floating_point and bool((norm == 1).all())
+    assert abs(proj.std().item() - 0.02) < 0.002 and not bool((proj[0] == proj[1]).all())
