@@ -7,6 +7,7 @@
     <job_id>/worker.pid      the pid the CLI started, recorded right after starting it
     <job_id>/worker.log      the worker's stdout/stderr
     <job_id>/checkpoints/    step-NNNNNNN/{adapter/, trainer_state.pt}
+                             dpo_reference.pt (DPO: the base's precomputed log-probs)
     <job_id>/adapter/        the final LoRA adapter
 
 Any process can read a job; only the worker writes status.json while it is alive,
