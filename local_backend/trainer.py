@@ -126,6 +126,14 @@ def _pick_device(config: TrainConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _cuda_index(device: str) -> int | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.current_device()
+
+
 def lr_lambda_factory(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Linear warmup, then cosine decay to zero."""
 
@@ -166,6 +174,7 @@ class Trainer:
         config = self.config
         self.device = _pick_device(config)
         self.recipe = recipe_mod.choose(config, self.device)
+        self.cuda_index = _cuda_index(self.device)
         self.use_4bit = self.recipe.use_4bit
         self.objective = objectives.for_method(config.method, self)
         on_cuda = self.device == "cuda"
@@ -269,6 +278,10 @@ class Trainer:
         else:
             batch = data_mod.collate(rows, self.tokenizer.pad_token_id, packed=False)
         if self.device == "cuda":  # pinned here (on the background thread too): copies to the GPU are asynchronous
+            import torch
+
+            # a new thread starts on GPU 0: pin through this process's GPU (as DataLoader's pinning thread does)
+            torch.cuda.set_device(self.cuda_index)
             batch = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in batch.items()}
         return batch
 
