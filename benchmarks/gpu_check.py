@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="CPU checks only (hides CUDA)")
     parser.add_argument("--model", help="a local model directory to check instead of the tiny random ones")
     parser.add_argument("--out", default=None, help="directory for gpu_check.json and gpu_check.md")
-    parser.add_argument("--budget", type=float, default=500.0, help="seconds for everything; reports are written within it")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds for everything; reports are written within it")
     parser.add_argument("--no-bench", action="store_true", help="CUDA: the checks only, no benchmark")
     parser.add_argument("--unsloth-site", default=None,
                         help="CUDA: a folder holding Unsloth's own environment (benchmarks/unsloth_env.py), put ahead "
