@@ -212,7 +212,10 @@ def flash_attention_3(device: Any) -> str:
 
     import torch
 
-    fa3_state = _try_fa3(device, torch, os.environ.get("CLOUDTUNE_FLASH_ATTENTION_3", "auto"))
+    try:
+        fa3_state = _try_fa3(device, torch, os.environ.get("CLOUDTUNE_FLASH_ATTENTION_3", "auto"))
+    except Exception as exc:  # noqa: BLE001 - never a reason to stop training: torch's FA2 stays
+        fa3_state = f"not used: {type(exc).__name__}: {str(exc)[:200]}"
     return fa3_state
 
 
@@ -236,8 +239,20 @@ def _try_fa3(device: Any, torch: Any, setting: str) -> str:  # type: ignore[no-u
     try:
         activate("FA3")
     except Exception as exc:  # noqa: BLE001 - e.g. flash_attn_interface (FA3's kernels) not installed
+        # whatever a release set before failing goes back to torch's own FA2 (torch 2.13 imports first)
+        try:
+            if torch_attention.current_flash_attention_impl() is not None:
+                torch_attention.restore_flash_attention_impl()
+            reset = getattr(getattr(torch, "_C", None), "_set_sdp_use_fa3", None)
+            if reset is not None:
+                reset(False)
+        except Exception:  # noqa: BLE001 - a release without these: nothing was set
+            pass
         return f"offered by torch {torch.__version__} but not activated: {type(exc).__name__}: {str(exc)[:200]}"
-    chosen, tried = _probe((128, False, None), device)
+    try:
+        chosen, tried = _probe((128, False, None), device)
+    except Exception as exc:  # noqa: BLE001 - the probe itself broke under FA3
+        chosen, tried = None, [f"{type(exc).__name__}: {str(exc)[:200]}"]
     if chosen is None:
         torch_attention.restore_flash_attention_impl()
         return "activated, but the varlen functional check failed with it, so FA2 was restored: " + "; ".join(tried)
