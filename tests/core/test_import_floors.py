@@ -169,3 +169,18 @@ def test_the_import_reader_sees_lazy_and_relative_imports() -> None:
     assert "cloudtune.run_context" in graph["cloudtune.uploads"]  # under TYPE_CHECKING
     assert "local_backend.quickstart" in graph["cloudtune.quickstart"]  # inside a function
     assert any(target.startswith("providers.openai") for target in graph["providers.azure._openai_route"])
+
+
+def test_emulator_route_modules_reach_their_state_through_a_store() -> None:
+    """Inside ``cloudtune/emulators/`` too: no import circle, and no route module imports its app (route
+    modules are ``register(router, store)`` functions; only the package and its command build the app)."""
+    graph = import_graph()
+    emulators = {module: {t for t in targets if t.startswith(EMULATORS + ".")}
+                 for module, targets in graph.items() if module.startswith(EMULATORS + ".")}
+    assert not circles(emulators), "import circle(s) among the emulators:\n" + "\n".join(
+        describe(c, emulators) for c in circles(emulators))
+    apps = {f"{EMULATORS}.openai.app", f"{EMULATORS}.azure._app"}
+    builders = {f"{EMULATORS}.{kind}{part}" for kind in ("openai", "azure") for part in ("", ".command")}
+    reaching = sorted(f"{module} -> {target}" for module, targets in emulators.items() if module not in builders
+                      for target in targets & apps)
+    assert not reaching, f"emulator modules that import an app (take the store instead): {reaching}"

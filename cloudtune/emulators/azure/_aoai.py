@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.emulators._http import Request, Response, Router
 from cloudtune.emulators.azure import _aoai_jobs
-from cloudtune.emulators.azure._aoai_jobs import advance, api_version, err, find_checkpoint  # noqa: F401 - advance re-exported
+from cloudtune.emulators.azure._aoai_jobs import advance, api_version, err  # noqa: F401 - advance re-exported
 from cloudtune.emulators.azure._arm_cs import deployment_state, purge
 from cloudtune.emulators.azure._hosts import chat_completion
 

@@ -209,16 +209,6 @@ def _emulated_reward(grader: dict[str, Any], sample: str, item: dict[str, Any]) 
     return None
 
 
-def find_checkpoint(store: "Store", checkpoint_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    for job in store.ft_jobs.values():
-        if job.get("deleted"):
-            continue
-        for checkpoint in job["checkpoints"]:
-            if checkpoint["id"] == checkpoint_id:
-                return job, checkpoint
-    return None
-
-
 def register(router: Router, store: "Store", account_of: Callable[[Request], str],
              page: Callable[[list[dict[str, Any]], Request], Response]) -> None:  # noqa: C901 - a route table
     """Fine-tuning job and grader routes over ``store``; ``account_of`` names the request's resource (404

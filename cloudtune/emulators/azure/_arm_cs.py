@@ -31,10 +31,8 @@ def is_fine_tuned(model: str) -> bool:
 
 def _fine_tuned_base(store: "Store", account: str, model: str) -> str:
     """The base model of a live fine-tuned model or checkpoint in ``account``; 400 when there is none."""
-    from cloudtune.emulators.azure._aoai_jobs import find_checkpoint
-
     if model.startswith("ftchkpt-"):
-        found = find_checkpoint(store, model)
+        found = store.find_checkpoint(model)
         if found is not None and found[0]["account"] == account:
             return str(found[0]["model"])
     else:

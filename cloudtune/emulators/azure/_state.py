@@ -189,6 +189,16 @@ class Store:
             raise arm_error(404, "ResourceNotFound", f"The Resource 'Microsoft.CognitiveServices/accounts/{name}' was not found.")
         return account
 
+    def find_checkpoint(self, checkpoint_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(job, checkpoint) of a live Azure OpenAI job's checkpoint ``ftchkpt-...``; None when there is none."""
+        for job in self.ft_jobs.values():
+            if job.get("deleted"):
+                continue
+            for checkpoint in job["checkpoints"]:
+                if checkpoint["id"] == checkpoint_id:
+                    return job, checkpoint
+        return None
+
     def needs_marketplace(self, model: str) -> bool:
         from cloudtune.service_facts.azure_serverless import lookup
 

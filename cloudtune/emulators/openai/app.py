@@ -32,10 +32,10 @@ from typing import Any
 from cloudtune.emulators._http import EmulatorApp, EmulatorClock, HTTPError, Request, Response
 from cloudtune.emulators.openai import files as file_routes
 from cloudtune.emulators.openai import job_routes, model_routes
-from cloudtune.emulators.openai.files import StoredFile, StoredUpload, _error
+from cloudtune.emulators.openai.errors import error_document
 from cloudtune.emulators.openai.jobs import JobRecord
 from cloudtune.emulators.openai.model_routes import BASE_MODEL_CREATED
-from cloudtune.emulators.openai.store import EmulatorSettings, OpenAIStore
+from cloudtune.emulators.openai.store import EmulatorSettings, OpenAIStore, StoredFile, StoredUpload
 
 __all__ = ["BASE_MODEL_CREATED", "EmulatorSettings", "OpenAIEmulator"]
 
@@ -96,12 +96,12 @@ class OpenAIEmulator(EmulatorApp):
         if not key:
             message = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
                        "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-            return Response.json(_error(message, None, None), 401)
+            return Response.json(error_document(message, None, None), 401)
         expected = self.store.settings.api_key
         if expected is not None and not hmac.compare_digest(key.encode(), expected.encode()):
             # the service echoes a masked key; we echo nothing of it
             message = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
-            return Response.json(_error(message, None, "invalid_api_key"), 401)
+            return Response.json(error_document(message, None, "invalid_api_key"), 401)
         return None
 
     def error_body(self, status: int, message: str, code: str | None = None) -> Any:

@@ -6,96 +6,24 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import hashlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudtune.emulators._http import HTTPError, Request, Response, Router
+from cloudtune.emulators.openai.errors import error_document, not_found
 from cloudtune.emulators.openai.jobs import new_id
-
-if TYPE_CHECKING:
-    from cloudtune.emulators.openai.store import OpenAIStore
+from cloudtune.emulators.openai.store import OpenAIStore, StoredFile, StoredUpload
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024
 MAX_PART_BYTES = 64 * 1024 * 1024
-UPLOAD_TTL_S = 3600
-
-
-@dataclass
-class StoredFile:
-    id: str
-    filename: str
-    purpose: str
-    created_at: float
-    content: bytes
-    ready_at: float  # status is "uploaded" until then, "processed" (or "error") after
-
-    @property
-    def problem(self) -> str | None:
-        """Why processing fails: OpenAI refuses a UTF-8 byte-order mark in fine-tuning JSONL."""
-        if self.purpose == "fine-tune" and self.content.startswith(b"\xef\xbb\xbf"):
-            return "The file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM."
-        return None
-
-    def status(self, now: float) -> str:
-        if now < self.ready_at:
-            return "uploaded"
-        return "error" if self.problem else "processed"
-
-    def to_json(self, now: float) -> dict[str, Any]:
-        # ``status`` / ``status_details`` are deprecated in the spec (openai-openapi.yaml, OpenAIFile)
-        # but still answered, as the service does
-        status = self.status(now)
-        answer = {
-            "object": "file",
-            "id": self.id,
-            "bytes": len(self.content),
-            "created_at": int(self.created_at),
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": status,
-        }
-        if status == "error" and self.problem:
-            answer["status_details"] = self.problem
-        return answer
-
-
-@dataclass
-class StoredUpload:
-    id: str
-    filename: str
-    purpose: str
-    bytes: int
-    mime_type: str
-    created_at: float
-    status: str = "pending"
-    parts: dict[str, bytes] = field(default_factory=dict)
-    file_id: str | None = None
-
-    def to_json(self, files: dict[str, StoredFile], now: float) -> dict[str, Any]:
-        stored = files.get(self.file_id) if self.file_id else None
-        status = self.status
-        if status == "pending" and now > self.created_at + UPLOAD_TTL_S:
-            status = "expired"
-        return {
-            "object": "upload",
-            "id": self.id,
-            "bytes": self.bytes,
-            "created_at": int(self.created_at),
-            "expires_at": int(self.created_at + UPLOAD_TTL_S),
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": status,
-            "file": stored.to_json(now) if stored else None,
-        }
 
 
 def parse_multipart(request: Request) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
     """(form fields, files as name -> (filename, bytes)) of a multipart/form-data body."""
     content_type = request.headers.get("content-type", "")
     if "multipart/form-data" not in content_type:
-        raise HTTPError(400, _error("Expected a multipart/form-data body.", None))
+        raise HTTPError(400, error_document("Expected a multipart/form-data body.", None))
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
     fields: dict[str, str] = {}
@@ -113,23 +41,14 @@ def parse_multipart(request: Request) -> tuple[dict[str, str], dict[str, tuple[s
     return fields, files
 
 
-def _error(message: str, param: str | None, code: str | None = None, type_: str = "invalid_request_error") -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def not_found(kind: str, ident: str, param: str | None = None) -> HTTPError:
-    return HTTPError(404, _error(f"No such {kind}: {ident}", param))
-
-
-
 def check_purpose_and_name(purpose: str | None, filename: str) -> None:
     if purpose not in FILE_PURPOSES:
-        raise HTTPError(400, _error(f"Invalid purpose {purpose!r}; expected one of {', '.join(FILE_PURPOSES)}.", "purpose"))
+        raise HTTPError(400, error_document(f"Invalid purpose {purpose!r}; expected one of {', '.join(FILE_PURPOSES)}.", "purpose"))
     if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
-        raise HTTPError(400, _error("Invalid file format for Fine-Tuning API. Must be .jsonl", "file"))
+        raise HTTPError(400, error_document("Invalid file format for Fine-Tuning API. Must be .jsonl", "file"))
 
 
-def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a route table
+def register(router: Router, store: OpenAIStore) -> None:  # noqa: C901 - a route table
     """The Files and Uploads routes, over ``store``."""
     clock, settings = store.clock, store.settings
 
@@ -137,12 +56,12 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
     def create_file(request: Request) -> Response:
         fields, files = parse_multipart(request)
         if "file" not in files:
-            raise HTTPError(400, _error("Missing required parameter: 'file'.", "file"))
+            raise HTTPError(400, error_document("Missing required parameter: 'file'.", "file"))
         filename, content = files["file"]
         purpose = fields.get("purpose")
         check_purpose_and_name(purpose, filename)
         if len(content) > MAX_FILE_BYTES:
-            raise HTTPError(413, _error("File is larger than 512 MB; use the Uploads API.", "file"))
+            raise HTTPError(413, error_document("File is larger than 512 MB; use the Uploads API.", "file"))
         with store.lock:
             stored = store.store_file(filename, purpose or "", content)
             return Response.json(stored.to_json(clock.now()))
@@ -178,7 +97,7 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
             stored = file_named(request.params["file_id"])
         if stored.purpose == "fine-tune":
             # the service does not hand training data back
-            raise HTTPError(400, _error("Not allowed to download files of purpose: fine-tune", None))
+            raise HTTPError(400, error_document("Not allowed to download files of purpose: fine-tune", None))
         return Response(200, stored.content, {"Content-Type": "application/octet-stream"})
 
     # ------------------------------------------------------------ uploads
@@ -189,10 +108,10 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
         body = request.json()
         for key in ("filename", "purpose", "bytes", "mime_type"):
             if key not in body:
-                raise HTTPError(400, _error(f"Missing required parameter: '{key}'.", key))
+                raise HTTPError(400, error_document(f"Missing required parameter: '{key}'.", key))
         check_purpose_and_name(body["purpose"], body["filename"])
         if not isinstance(body["bytes"], int) or not 0 < body["bytes"] <= MAX_UPLOAD_BYTES:
-            raise HTTPError(400, _error("'bytes' must be between 1 and 8 GB.", "bytes"))
+            raise HTTPError(400, error_document("'bytes' must be between 1 and 8 GB.", "bytes"))
         with store.lock:
             upload = StoredUpload(new_id("upload_"), body["filename"], body["purpose"], body["bytes"],
                                   body["mime_type"], clock.now())
@@ -204,16 +123,16 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
         if upload is None:
             raise not_found("upload", upload_id, "upload_id")
         if upload_json(upload)["status"] != "pending":
-            raise HTTPError(400, _error(f"Upload {upload_id} is {upload_json(upload)['status']}; it takes no more changes.", None))
+            raise HTTPError(400, error_document(f"Upload {upload_id} is {upload_json(upload)['status']}; it takes no more changes.", None))
         return upload
 
     def add_upload_part(request: Request) -> Response:
         _, files = parse_multipart(request)
         if "data" not in files:
-            raise HTTPError(400, _error("Missing required parameter: 'data'.", "data"))
+            raise HTTPError(400, error_document("Missing required parameter: 'data'.", "data"))
         data = files["data"][1]
         if len(data) > MAX_PART_BYTES:
-            raise HTTPError(400, _error("A part can be at most 64 MB.", "data"))
+            raise HTTPError(400, error_document("A part can be at most 64 MB.", "data"))
         with store.lock:
             upload = pending_upload(request.params["upload_id"])
             part_id = new_id("part_")
@@ -226,19 +145,19 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
         body = request.json()
         part_ids = body.get("part_ids")
         if not isinstance(part_ids, list):
-            raise HTTPError(400, _error("Missing required parameter: 'part_ids'.", "part_ids"))
+            raise HTTPError(400, error_document("Missing required parameter: 'part_ids'.", "part_ids"))
         with store.lock:
             upload = pending_upload(request.params["upload_id"])
             unknown = [p for p in part_ids if p not in upload.parts]
             if unknown:
-                raise HTTPError(400, _error(f"Unknown part id(s): {', '.join(unknown)}", "part_ids"))
+                raise HTTPError(400, error_document(f"Unknown part id(s): {', '.join(unknown)}", "part_ids"))
             content = b"".join(upload.parts[p] for p in part_ids)
             if len(content) != upload.bytes:
-                raise HTTPError(400, _error(
+                raise HTTPError(400, error_document(
                     f"The parts add up to {len(content)} bytes but the upload was created for {upload.bytes}.", "part_ids"))
             md5 = body.get("md5")
             if md5 and md5 != hashlib.md5(content).hexdigest():  # noqa: S324 - integrity check the API defines
-                raise HTTPError(400, _error("The md5 checksum does not match the uploaded bytes.", "md5"))
+                raise HTTPError(400, error_document("The md5 checksum does not match the uploaded bytes.", "md5"))
             stored = store.store_file(upload.filename, upload.purpose, content)
             upload.file_id = stored.id
             upload.status = "completed"

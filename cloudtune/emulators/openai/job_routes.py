@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudtune.emulators._http import HTTPError, Request, Response, Router
-from cloudtune.emulators.openai.files import StoredFile, _error
+from cloudtune.emulators.openai.errors import error_document
 from cloudtune.emulators.openai.jobs import TERMINAL, Durations, JobRecord, Planned, new_id, plan_job
+from cloudtune.emulators.openai.store import EmulatorSettings, OpenAIStore, StoredFile
 from cloudtune.emulators.openai.validation import check_training_file
 from cloudtune.service_facts import openai_lifecycle as lifecycle
-
-if TYPE_CHECKING:
-    from cloudtune.emulators.openai.store import EmulatorSettings, OpenAIStore
 
 _METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 MAX_PAGE = 100
@@ -24,7 +22,7 @@ def _limit(request: Request, default: int = 20) -> int:
     try:
         value = int(raw) if raw is not None else default
     except ValueError as exc:
-        raise HTTPError(400, _error(f"Invalid limit {raw!r}.", "limit")) from exc
+        raise HTTPError(400, error_document(f"Invalid limit {raw!r}.", "limit")) from exc
     return max(1, min(value, MAX_PAGE))
 
 
@@ -40,7 +38,7 @@ def page_after(items: list[dict[str, Any]], request: Request, default_limit: int
 
 
 
-def page(settings: "EmulatorSettings", items: list[dict[str, Any]], request: Request,
+def page(settings: EmulatorSettings, items: list[dict[str, Any]], request: Request,
          default_limit: int = 20) -> tuple[list[dict], bool]:
     """:func:`page_after`, or, with ``lists_never_end``, the first page again and "more" forever."""
     if settings.lists_never_end:
@@ -49,11 +47,11 @@ def page(settings: "EmulatorSettings", items: list[dict[str, Any]], request: Req
 
 
 # ---------------------------------------------------------------- job creation rules
-def check_training_available(settings: "EmulatorSettings") -> None:
+def check_training_available(settings: EmulatorSettings) -> None:
     """The wind-down (cloudtune.service_facts.openai_lifecycle): job creation ends for everyone on
     2027-01-06, earlier for organizations without recent fine-tuning."""
     if not settings.training_available or lifecycle.today() >= lifecycle.JOB_CREATION_ENDS:
-        raise HTTPError(403, _error("Fine-tuning job creation is not available for your organization. Self-serve "
+        raise HTTPError(403, error_document("Fine-tuning job creation is not available for your organization. Self-serve "
                                     "fine-tuning is being wound down; see https://platform.openai.com/docs/deprecations.",
                                     None, "training_not_available"))
 
@@ -61,11 +59,11 @@ def check_training_available(settings: "EmulatorSettings") -> None:
 def fine_tunable_model(fine_tunable: dict[str, tuple[str, tuple[str, ...]]], name: Any) -> str:
     """The snapshot a fine-tuning request's ``model`` names; 400 for an unknown or shut-down model."""
     if not isinstance(name, str) or name not in fine_tunable:
-        raise HTTPError(400, _error(f"Model {name} is not available for fine-tuning or does not exist.", "model",
+        raise HTTPError(400, error_document(f"Model {name} is not available for fine-tuning or does not exist.", "model",
                                     "model_not_available"))
     shutdown = lifecycle.table_shutdown(name)
     if shutdown is not None and shutdown <= lifecycle.today():
-        raise HTTPError(400, _error(f"Model {name} was shut down on {shutdown} and can no longer be fine-tuned.",
+        raise HTTPError(400, error_document(f"Model {name} was shut down on {shutdown} and can no longer be fine-tuned.",
                                     "model", "model_not_available"))
     return fine_tunable[name][0]
 
@@ -75,35 +73,35 @@ def method_of(body: dict[str, Any]) -> dict[str, Any]:
     method = body.get("method") or {"type": "supervised", "supervised": {"hyperparameters": body.get("hyperparameters") or {}}}
     kind = method.get("type")
     if kind not in ("supervised", "dpo"):
-        raise HTTPError(400, _error(f"Method {kind!r} is not supported by this emulator (supervised, dpo).", "method"))
+        raise HTTPError(400, error_document(f"Method {kind!r} is not supported by this emulator (supervised, dpo).", "method"))
     hyper = dict((method.get(kind) or {}).get("hyperparameters") or {})
     limits = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (0, None), "beta": (0, 2)}
     for key, value in hyper.items():
         if key not in limits:
-            raise HTTPError(400, _error(f"Unknown hyperparameter {key!r} for method {kind}.", f"method.{kind}.hyperparameters"))
+            raise HTTPError(400, error_document(f"Unknown hyperparameter {key!r} for method {kind}.", f"method.{kind}.hyperparameters"))
         if value == "auto":
             continue
         low, high = limits[key]
         if not isinstance(value, (int, float)) or value <= low and key in ("learning_rate_multiplier", "beta") \
                 or value < low or (high is not None and value > high):
-            raise HTTPError(400, _error(f"Invalid value for {key}: {value!r}.", f"method.{kind}.hyperparameters.{key}"))
+            raise HTTPError(400, error_document(f"Invalid value for {key}: {value!r}.", f"method.{kind}.hyperparameters.{key}"))
     return {"type": kind, kind: {"hyperparameters": hyper}}
 
 
 def usable_file(files: dict[str, StoredFile], file_id: Any, param: str) -> StoredFile:
     stored = files.get(file_id) if isinstance(file_id, str) else None
     if stored is None:
-        raise HTTPError(400, _error(f"invalid {param}: {file_id}", param, "invalid_file"))
+        raise HTTPError(400, error_document(f"invalid {param}: {file_id}", param, "invalid_file"))
     if stored.purpose != "fine-tune":
-        raise HTTPError(400, _error(f"File {file_id} has purpose {stored.purpose!r}; fine-tuning needs 'fine-tune'.", param))
+        raise HTTPError(400, error_document(f"File {file_id} has purpose {stored.purpose!r}; fine-tuning needs 'fine-tune'.", param))
     # a file still being processed is accepted (the file status is deprecated in the spec); one that
     # failed processing is not
     if stored.problem is not None:
-        raise HTTPError(400, _error(f"File {file_id} could not be processed: {stored.problem}", param, "invalid_file"))
+        raise HTTPError(400, error_document(f"File {file_id} could not be processed: {stored.problem}", param, "invalid_file"))
     return stored
 
 
-def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a route table
+def register(router: Router, store: OpenAIStore) -> None:  # noqa: C901 - a route table
     """The fine-tuning job routes, over ``store``."""
     clock, settings = store.clock, store.settings
 
@@ -114,12 +112,12 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
         method = method_of(body)
         suffix = body.get("suffix")
         if suffix is not None and (not isinstance(suffix, str) or not 1 <= len(suffix) <= 64):
-            raise HTTPError(400, _error("'suffix' must be 1 to 64 characters.", "suffix"))
+            raise HTTPError(400, error_document("'suffix' must be 1 to 64 characters.", "suffix"))
         metadata = body.get("metadata")
         if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16
                                      or any(not isinstance(v, str) or len(v) > 512 or len(k) > 64
                                             for k, v in metadata.items())):
-            raise HTTPError(400, _error("'metadata' takes at most 16 string pairs (keys <= 64, values <= 512 chars).",
+            raise HTTPError(400, error_document("'metadata' takes at most 16 string pairs (keys <= 64, values <= 512 chars).",
                                         "metadata"))
         with store.lock:
             training = usable_file(store.files, body.get("training_file"), "training_file")
@@ -177,7 +175,7 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
         with store.lock:
             job = store.job(request.params["job_id"])
             if job.status in TERMINAL:
-                raise HTTPError(400, _error(f"Job has already completed: status {job.status}.", None, "invalid_request_error"))
+                raise HTTPError(400, error_document(f"Job has already completed: status {job.status}.", None, "invalid_request_error"))
             now = clock.now()
             job.forced_status = None
             job.paused_at = None
@@ -191,7 +189,7 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
         with store.lock:
             job = store.job(request.params["job_id"])
             if job.status != "running" or job.forced_status:
-                raise HTTPError(400, _error(f"Only running jobs can be paused; this one is {job.forced_status or job.status}.", None))
+                raise HTTPError(400, error_document(f"Only running jobs can be paused; this one is {job.forced_status or job.status}.", None))
             now = clock.now()
             job.paused_at = now
             job.status = "paused"
@@ -202,7 +200,7 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
         with store.lock:
             job = store.job(request.params["job_id"])
             if job.status != "paused" or job.paused_at is None:
-                raise HTTPError(400, _error(f"Only paused jobs can be resumed; this one is {job.status}.", None))
+                raise HTTPError(400, error_document(f"Only paused jobs can be resumed; this one is {job.status}.", None))
             now = clock.now()
             job.paused_total += now - job.paused_at
             job.paused_at = None
@@ -236,7 +234,7 @@ def register(router: Router, store: "OpenAIStore") -> None:  # noqa: C901 - a ro
 
 
 # ---------------------------------------------------------------- control
-def force_status(store: "OpenAIStore", job_id: str, status: str | None) -> dict[str, Any]:
+def force_status(store: OpenAIStore, job_id: str, status: str | None) -> dict[str, Any]:
     """Make the job report ``status`` from now on (its timeline stops). Terminal statuses are
     applied for real (a model appears for ``succeeded``); ``None`` releases a forced status."""
     with store.lock:

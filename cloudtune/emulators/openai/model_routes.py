@@ -4,21 +4,19 @@ dated model table; fine-tuned models and their checkpoints appear as their jobs 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudtune.emulators._http import HTTPError, Request, Response, Router
-from cloudtune.emulators.openai.files import _error
+from cloudtune.emulators.openai.errors import error_document
 from cloudtune.emulators.openai.jobs import new_id
+from cloudtune.emulators.openai.store import OpenAIStore
 from cloudtune.service_facts import openai_lifecycle as lifecycle
-
-if TYPE_CHECKING:
-    from cloudtune.emulators.openai.store import OpenAIStore
 
 # Base models the emulator serves and fine-tunes (aliases resolve to the snapshot, as the service does).
 BASE_MODEL_CREATED = 1_721_172_741
 
 
-def checkpoint_model(store: "OpenAIStore", model_id: str) -> dict[str, Any] | None:
+def checkpoint_model(store: OpenAIStore, model_id: str) -> dict[str, Any] | None:
     """A checkpoint's model id (``ft:...:ckpt-step-N``) is served like a model while its job's model
     exists (https://platform.openai.com/docs/guides/fine-tuning, checkpoints)."""
     if ":ckpt-step-" not in model_id:
@@ -31,7 +29,7 @@ def checkpoint_model(store: "OpenAIStore", model_id: str) -> dict[str, Any] | No
     return {**record, "id": model_id}
 
 
-def model_json(store: "OpenAIStore", model_id: str) -> dict[str, Any] | None:
+def model_json(store: OpenAIStore, model_id: str) -> dict[str, Any] | None:
     """The model object the service answers for ``model_id``; None when there is no such model."""
     checkpoint = checkpoint_model(store, model_id)
     if model_id in store.models or checkpoint is not None:
@@ -46,7 +44,7 @@ def model_json(store: "OpenAIStore", model_id: str) -> dict[str, Any] | None:
     return found
 
 
-def learned_answers(store: "OpenAIStore", model_id: str) -> dict[str, str]:
+def learned_answers(store: OpenAIStore, model_id: str) -> dict[str, str]:
     """What a fine-tuned model "learned": last user message -> assistant reply of its training data."""
     record = store.models.get(model_id) or checkpoint_model(store, model_id)
     job = store.jobs.get(record["job_id"]) if record else None
@@ -59,11 +57,11 @@ def learned_answers(store: "OpenAIStore", model_id: str) -> dict[str, str]:
 
 
 def model_not_found(model_id: str) -> HTTPError:
-    return HTTPError(404, _error(f"The model '{model_id}' does not exist or you do not have access to it.",
+    return HTTPError(404, error_document(f"The model '{model_id}' does not exist or you do not have access to it.",
                                  None, "model_not_found"))
 
 
-def register(router: Router, store: "OpenAIStore") -> None:
+def register(router: Router, store: OpenAIStore) -> None:
     """The model and chat routes, over ``store``."""
 
     def list_models(request: Request) -> Response:
@@ -85,7 +83,7 @@ def register(router: Router, store: "OpenAIStore") -> None:
         model_id = request.params["model"]
         with store.lock:
             if model_id in store.fine_tunable:
-                raise HTTPError(403, _error("You have insufficient permissions for this operation. "
+                raise HTTPError(403, error_document("You have insufficient permissions for this operation. "
                                             "Only models owned by your organization can be deleted.", None))
             if store.models.pop(model_id, None) is None:
                 raise model_not_found(model_id)
@@ -96,7 +94,7 @@ def register(router: Router, store: "OpenAIStore") -> None:
         model_id = body.get("model")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise HTTPError(400, _error("'messages' must be a non-empty list.", "messages"))
+            raise HTTPError(400, error_document("'messages' must be a non-empty list.", "messages"))
         with store.lock:
             store.chat_requests += 1
             if not isinstance(model_id, str) or model_json(store, model_id) is None:

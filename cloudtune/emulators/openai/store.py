@@ -9,12 +9,14 @@ handlers over a store; the app only builds it and dispatches.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cloudtune.emulators._http import EmulatorClock, FaultInjector
-from cloudtune.emulators.openai.files import StoredFile, StoredUpload, not_found
+from cloudtune.emulators.openai.errors import not_found
 from cloudtune.emulators.openai.jobs import JobRecord, Planned, new_id
+
+UPLOAD_TTL_S = 3600  # a pending upload expires an hour after it was created (Uploads API)
 
 
 @dataclass
@@ -46,6 +48,75 @@ class EmulatorSettings:
         shown = asdict(self)
         shown["api_key"] = "set" if self.api_key else None  # never echo the key
         return shown
+
+
+@dataclass
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    created_at: float
+    content: bytes
+    ready_at: float  # status is "uploaded" until then, "processed" (or "error") after
+
+    @property
+    def problem(self) -> str | None:
+        """Why processing fails: OpenAI refuses a UTF-8 byte-order mark in fine-tuning JSONL."""
+        if self.purpose == "fine-tune" and self.content.startswith(b"\xef\xbb\xbf"):
+            return "The file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM."
+        return None
+
+    def status(self, now: float) -> str:
+        if now < self.ready_at:
+            return "uploaded"
+        return "error" if self.problem else "processed"
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        # ``status`` / ``status_details`` are deprecated in the spec (openai-openapi.yaml, OpenAIFile)
+        # but still answered, as the service does
+        status = self.status(now)
+        answer = {
+            "object": "file",
+            "id": self.id,
+            "bytes": len(self.content),
+            "created_at": int(self.created_at),
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": status,
+        }
+        if status == "error" and self.problem:
+            answer["status_details"] = self.problem
+        return answer
+
+
+@dataclass
+class StoredUpload:
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    mime_type: str
+    created_at: float
+    status: str = "pending"
+    parts: dict[str, bytes] = field(default_factory=dict)
+    file_id: str | None = None
+
+    def to_json(self, files: dict[str, StoredFile], now: float) -> dict[str, Any]:
+        stored = files.get(self.file_id) if self.file_id else None
+        status = self.status
+        if status == "pending" and now > self.created_at + UPLOAD_TTL_S:
+            status = "expired"
+        return {
+            "object": "upload",
+            "id": self.id,
+            "bytes": self.bytes,
+            "created_at": int(self.created_at),
+            "expires_at": int(self.created_at + UPLOAD_TTL_S),
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": status,
+            "file": stored.to_json(now) if stored else None,
+        }
 
 
 def fine_tunable_table() -> dict[str, tuple[str, tuple[str, ...]]]:
