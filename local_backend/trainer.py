@@ -206,10 +206,10 @@ class Trainer:
         total = sum(p.numel() for p in self.model.parameters())
         self._emit(
             f"{self.objective.name}: LoRA r={config.lora_r} alpha={config.lora_alpha} on {config.target_modules}: "
-            f"{trainable:,} trainable of {total:,} parameters; loss {self.loss_impl}"
+            f"{trainable:,} trainable of {total:,} parameters; metrics every {self.log_every} "
+            f"step{'s' if self.log_every > 1 else ''}; loss {self.loss_impl}"
             + ("; padding-free batches" if self.padding_free else "")
-            + ("; length-grouped batches" if self.group_by_length else "")
-            + f"; metrics every {self.log_every} step{'s' if self.log_every > 1 else ''} (one host read each)",
+            + ("; length-grouped batches" if self.group_by_length else ""),
             trainable_params=trainable,
             total_params=total,
             device=self.device,
