@@ -225,19 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cpu and not cuda:
         print("no CUDA device: running the CPU checks only (use --cpu to say so)", file=sys.stderr)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    if cuda:
+    if cuda or args.cpu_bench:
         from benchmarks import _gpu_bench
 
         recipes = _gpu_bench.select(args.recipes)
-        build = None if args.no_bench else _gpu_bench.start_build()  # on the CPU, while the checks use the GPU
-        cuda_checks(runner, args.model)
-        if out:
-            write_report(out, report)  # the checks are safe on disk before the long part
+        # the random model: on the CPU while the CUDA checks use the GPU (tiny on CPU with --cpu-bench)
+        build = None if args.no_bench else _gpu_bench.start_build(tiny=not cuda)
+        if cuda:
+            cuda_checks(runner, args.model)
+            if out:
+                write_report(out, report)  # the checks are safe on disk before the long part
         if build is not None:
             import gc
 
             gc.collect()
-            torch.cuda.empty_cache()  # the recipes run in their own processes; leave them the card
+            if cuda:
+                torch.cuda.empty_cache()  # the recipes run in their own processes; leave them the card
 
             def progress(bench: dict[str, Any]) -> None:  # after each recipe: a command limit loses nothing
                 report["benchmark"] = bench
@@ -246,11 +249,6 @@ def main(argv: list[str] | None = None) -> int:
 
             report["benchmark"] = _gpu_bench.run(runner, build=build, unsloth_site=args.unsloth_site, recipes=recipes,
                                                  progress=progress)
-    elif args.cpu_bench:
-        from benchmarks import _gpu_bench
-
-        report["benchmark"] = _gpu_bench.run(runner, build=_gpu_bench.start_build(tiny=True),
-                                             unsloth_site=args.unsloth_site, recipes=_gpu_bench.select(args.recipes))
     cpu_checks(runner, args.model)
     failed = [e["name"] for e in runner.results if e["status"] == "FAILED"]
     report["failed"] = failed
