@@ -108,6 +108,13 @@ def child(recipe: str, settings: dict[str, Any], timeout: float, env: dict[str, 
                                 capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        done = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if done:  # it finished and printed its figures, then did not exit in time
+            out = json.loads(done[-1][len("RESULT "):])
+            out["wall_seconds"] = round(time.monotonic() - began, 1)
+            out["note"] = f"killed at its {timeout:.0f} s limit after printing its result"
+            return out, None
         return None, f"timed out after {timeout:.0f} s: {tail[-1500:]}"
     unavailable = [line for line in result.stdout.splitlines() if line.startswith("UNAVAILABLE ")]
     if unavailable:

@@ -408,7 +408,10 @@ def main() -> int:
 
         result["device_name"] = torch.cuda.get_device_name(0)
     print("RESULT " + json.dumps(result), flush=True)
-    return 0
+    sys.stderr.flush()
+    # Leave now: a library's leftover threads or exit hooks (compile workers, telemetry) must not hold
+    # the parent until its time limit with the result already printed.
+    os._exit(0)
 
 
 if __name__ == "__main__":
