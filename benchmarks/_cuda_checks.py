@@ -354,7 +354,9 @@ def activation_offload(device: str = "cuda") -> dict[str, Any]:
         randomise_lora(trainer.model)
         trainer.model.train()
         entry: dict[str, Any] = {"offload": trainer.recipe.activation_offload}
+        offloader = trainer.recipe.offloader
         for attempt in ("warm-up", "measured"):
+            moved_before = offloader.moved if offloader else 0
             trainer.model.zero_grad(set_to_none=True)
             if on_cuda:
                 torch.cuda.synchronize()
@@ -367,8 +369,7 @@ def activation_offload(device: str = "cuda") -> dict[str, Any]:
                 torch.cuda.synchronize()
                 entry["peak_mib"] = round((torch.cuda.max_memory_allocated() - before) / 2**20, 1)
             entry["seconds"] = round(time.perf_counter() - began, 4)
-        offloader = trainer.recipe.offloader
-        entry["moved_per_pass"] = offloader.moved // 2 if offloader else 0
+        entry["moved_per_pass"] = offloader.moved - moved_before if offloader else 0
         results[name] = (nll.detach().float().cpu(), {n: g.float().cpu() for n, g in _lora_grads(trainer.model).items()}, entry)
         figures[name] = entry
         del trainer, nll, batch

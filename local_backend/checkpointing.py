@@ -169,9 +169,18 @@ def configure(model, *, every: int, offloader: Offloader | None) -> int:  # type
     return checkpointed
 
 
+_CHECKED: list = []  # the one result of offload_check in this process
+
+
 def offload_check() -> str | None:
     """One-time functional check of the CUDA copies: a checkpointed block with and without the
     offload hooks gives the same output and gradients. None when it passes, else why not."""
+    if not _CHECKED:
+        _CHECKED.append(_offload_check())
+    return _CHECKED[0]
+
+
+def _offload_check() -> str | None:
     try:
         import torch
 
