@@ -119,6 +119,7 @@ class Offloader:
             on_device.copy_(saved.host, non_blocking=True)  # after the copy out: same stream
             saved.ready = torch.cuda.Event()
             saved.ready.record(self.stream)
+        on_device.record_stream(self.stream)  # freed unused (a graph dropped early): not reused mid-copy
         saved.on_device = on_device
 
     def unpack(self, saved):  # type: ignore[no-untyped-def]
