@@ -12,7 +12,7 @@ from typing import Any
 
 from cloudtune import errors
 from local_backend import dpo_reference
-from local_backend.trainer import TrainConfig
+from local_backend.train_config import TrainConfig
 
 # Learning rate that a multiplier of 1.0 means. On CPU the auto recipe is tuned for small
 # persona/format datasets on SmolLM2-135M finishing in a few minutes: short sequences,

@@ -8,10 +8,11 @@ default (all sequences of a micro-batch in one row, variable-length attention) a
 padded batches are length-grouped. The host reads GPU values once per logging
 interval, not per micro-batch.
 
-Everything that makes a run resumable lives in a checkpoint: adapter weights,
-optimiser, scheduler, every RNG, and the data position (epoch, micro-batch). The
+Everything that makes a run resumable lives in a checkpoint (local_backend/run_checkpoints.py):
+adapter weights, optimiser, scheduler, every RNG, and the data position (epoch, micro-batch). The
 data order is a pure function of (seed, epoch), so a resumed run replays exactly the
-batches an uninterrupted run would have seen.
+batches an uninterrupted run would have seen. The run's settings and result are in
+local_backend/train_config.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from local_backend import attention
 from local_backend import data as data_mod
 from local_backend import objectives
 from local_backend import recipe as recipe_mod
+from local_backend import run_checkpoints
 from local_backend.chat_format import ensure_chat_template
 from local_backend.collation import AheadCollator
 from local_backend.losses import (
@@ -40,76 +41,10 @@ from local_backend.losses import (
     select_positions,
 )
 from local_backend.sources import load_tokenizer, resolve_source
-from local_backend.train_state import rng_state, seed_everything, set_rng_state
+from local_backend.train_config import EventSink, StopCheck, Stopped, TrainConfig, TrainResult
+from local_backend.train_state import seed_everything
 
-EventSink = Callable[[str, str, dict[str, Any]], None]  # (level, message, data)
-StopCheck = Callable[[], str | None]  # -> None | "cancel" | "pause"
-
-
-@dataclass
-class TrainConfig:
-    base_model: str
-    train_file: str
-    validation_file: str | None = None
-    validation_split: float | None = None
-    epochs: int = 3
-    batch_size: int = 4
-    grad_accum: int = 1
-    learning_rate: float = 2e-4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_seq_len: int = 1024
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
-    method: str = "supervised"  # supervised | dpo
-    dpo_beta: float = 0.1
-    dpo_reference: str = "auto"  # auto | precompute | live (local_backend/dpo_reference.py)
-    packing: bool | None = None  # padding-free batches (local_backend/data.py, objectives.py); None = on with CUDA
-    group_by_length: bool | None = None  # None = on with CUDA
-    optimizer: str = "auto"  # auto (fused AdamW on CUDA) | adamw | adamw_fused | paged_adamw_8bit
-    # auto | plain | chunked | liger. auto: chunked on CUDA (as fast as Liger's fused loss on an H200, 2026-12-04,
-    # without its 3 host syncs per step: benchmarks/RESULTS.md), plain on CPU; liger only when asked for
-    loss_impl: str = "auto"
-    loss_chunk_tokens: int = 1024
-    seed: int = 42
-    checkpoint_every: int = 50  # optimiser steps; 0 = only at the end of each epoch
-    keep_checkpoints: int = 2
-    log_every: int | None = None  # optimiser steps per metrics line (one host read each); None = 10 on CUDA, 1 on CPU
-    max_steps: int | None = None
-    device: str = "auto"  # auto | cpu | cuda
-    quantize: str = "auto"  # auto (4-bit on CUDA) | 4bit | none
-    gradient_checkpointing: bool | None = None  # None = on with CUDA
-    lora_kernel: str = "auto"  # auto (fused on CUDA after its functional check) | fused | peft: local_backend/fused_lora.py
-    layer_kernels: str = "auto"  # auto (Liger on CUDA where covered and checked) | liger | torch: local_backend/layer_kernels.py
-    # local_backend/checkpointing.py: auto = cpu on CUDA with checkpointing (after a functional check), else none
-    activation_offload: str = "auto"  # auto | cpu | none
-    checkpoint_every_n_layers: int = 1  # checkpoint decoder layers 0, N, 2N, ...; the others keep activations
-
-    @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in payload.items() if k in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Stopped(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    trained_tokens: int
-    train_loss: float | None
-    valid_loss: float | None
-    metrics: dict[str, float] = field(default_factory=dict)
+__all__ = ["EventSink", "StopCheck", "Stopped", "TrainConfig", "TrainResult", "Trainer", "lr_lambda_factory"]
 
 
 def _single_process():  # noqa: ANN202
@@ -346,53 +281,18 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def latest_checkpoint(self) -> Path | None:
-        if not self.checkpoints_dir.is_dir():
-            return None
-        done = sorted(p for p in self.checkpoints_dir.glob("step-*") if (p / "trainer_state.pt").is_file())
-        return done[-1] if done else None
+        return run_checkpoints.latest(self.checkpoints_dir)
 
     def save_checkpoint(self, state: dict[str, Any]) -> Path:
-        import torch
-
-        step = state["global_step"]
-        final = self.checkpoints_dir / f"step-{step:07d}"
-        if not self.parallel.is_main:  # rank 0 writes; the others wait until it has
-            self.parallel.barrier()
-            return final
-        tmp = self.checkpoints_dir / f".tmp-step-{step:07d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp / "adapter")
-        torch.save(
-            {
-                **state,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(),
-            },
-            tmp / "trainer_state.pt",
+        return run_checkpoints.save(
+            self.checkpoints_dir, state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            parallel=self.parallel, keep=self.config.keep_checkpoints, emit=self._emit,
         )
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)  # a checkpoint exists only once it is complete
-        for old in sorted(self.checkpoints_dir.glob("step-*"))[: -self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-        self._emit(f"Checkpoint saved at step {step}", checkpoint=final.name, step=step)
-        self.parallel.barrier()
-        return final
 
     def _restore(self, checkpoint: Path) -> dict[str, Any]:
-        import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-        weights = load_file(str(checkpoint / "adapter" / "adapter_model.safetensors"))
-        set_peft_model_state_dict(self.model, weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        self._emit(f"Resumed from {checkpoint.name}", step=state["global_step"], checkpoint=checkpoint.name)
-        return state
+        return run_checkpoints.restore(
+            checkpoint, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, emit=self._emit
+        )
 
     # ------------------------------------------------------------ loop
     def train(self, *, resume: bool = True) -> TrainResult:
