@@ -64,10 +64,12 @@ def pid_alive(pid: int | None, expect: str | None = None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped by a parent that is not us) is dead for our purposes.
+    # A zombie (exited, not yet reaped by a parent that is not us) is dead for our purposes, unless
+    # it is a thread-group leader whose other threads are still tearing down: after SIGKILL the
+    # leader shows "Z" while its last threads still hold the process's files (and so its locks).
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        if stat.rsplit(")", 1)[1].split()[0] == "Z" and len(os.listdir(f"/proc/{pid}/task")) <= 1:
             return False
     except (OSError, IndexError):
         pass

@@ -74,12 +74,12 @@ def test_killed_worker_is_failed_then_resumes_to_the_same_adapter(
     assert job_dir.checkpoints(), "no checkpoint appeared"
     pid = job_dir.worker_pid()
     os.kill(pid, signal.SIGKILL)  # the worker this test started
-    # a big process killed on a loaded machine takes a moment to be gone (its lock is released at exit)
-    from local_backend import procs
-
+    # a big process killed on a loaded machine takes a moment to be gone: its lock is released only
+    # when its last thread has exited, after its main thread already shows as a zombie
     gone_by = time.monotonic() + 30
-    while procs.pid_alive(pid) and time.monotonic() < gone_by:
+    while job_dir.worker_alive() and time.monotonic() < gone_by:
         time.sleep(0.05)
+    assert not job_dir.worker_alive(), "the killed worker still holds its lock after 30 s"
 
     killed = provider.get_job(job.id)
     assert killed.state == JobState.FAILED, "the run finished before it could be killed"

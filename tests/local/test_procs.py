@@ -1,0 +1,51 @@
+"""Liveness of the backend's detached processes as the kernel reports it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from local_backend import procs
+
+# The main thread leaves (pthread_exit) while another thread keeps running: the kernel then shows
+# the process's leader as a zombie although the process still runs and holds its files and locks,
+# as a SIGKILLed multi-threaded worker does for a moment while its last threads tear down.
+_LEADER_GONE_THREAD_LEFT = (
+    "import ctypes, sys, threading, time\n"
+    "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+    "print('ready', flush=True)\n"
+    "ctypes.CDLL(None).pthread_exit(None)\n"
+)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_process_whose_main_thread_is_a_zombie_but_another_thread_runs_is_alive() -> None:
+    process = subprocess.Popen([sys.executable, "-c", _LEADER_GONE_THREAD_LEFT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 10
+        while _state(process.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(process.pid) == "Z", "the leader thread never exited"
+        assert procs.pid_alive(process.pid)
+        process.kill()
+        process.wait(timeout=10)
+        assert not procs.pid_alive(process.pid)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_an_unreaped_exited_child_is_not_alive() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while _state(process.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _state(process.pid) == "Z"
+    assert not procs.pid_alive(process.pid)
+    process.wait(timeout=10)
