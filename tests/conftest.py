@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import xdist_scopes
 from tests.support.testenv import pin_documented_day
 
 pin_documented_day()
@@ -33,9 +34,32 @@ SLOW_MODULES = frozenset({
 })
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    return xdist_scopes.make_scheduler(config, log)
+
+
+def _uses_wider_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return any(definition.scope in ("module", "class", "package")
+               for definitions in (info.name2fixturedefs.values() if info else ()) for definition in definitions)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = config.rootpath
-    for item in items:
+    rank: dict[int, int] = {}
+    for index, item in enumerate(items):
         module = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
         if module in SLOW_MODULES or module.endswith("_e2e.py"):
             item.add_marker(pytest.mark.slow)
+        smollm2 = xdist_scopes.SMOLLM2_FIXTURE in getattr(item, "fixturenames", ())
+        if smollm2 and module not in xdist_scopes.SMOLLM2_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} reads the SmolLM2 run: list {module} in "
+                                    "tests/support/xdist_scopes.py SMOLLM2_MODULES (or it is fine-tuned twice)")
+        if module in xdist_scopes.SPREAD_MODULES and _uses_wider_fixture(item):
+            raise pytest.UsageError(f"{item.nodeid} uses a module- or class-scoped fixture: take {module} out of "
+                                    "tests/support/xdist_scopes.py SPREAD_MODULES")
+        # Longest first (a worker left with the SmolLM2 run at the end is the suite's wall time):
+        # the SmolLM2 readers, then end-to-end tests, then the quick ones filling the gaps.
+        rank[index] = 0 if module in xdist_scopes.SMOLLM2_MODULES else 1 if item.get_closest_marker("slow") else 2
+    order = sorted(range(len(items)), key=lambda index: (rank[index], index))
+    items[:] = [items[index] for index in order]
