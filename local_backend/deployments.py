@@ -51,6 +51,9 @@ from local_backend._files import (
 SERVER_MODULE = "local_backend.server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNLOAD_WAIT_S = 30.0
+# A server just spawned may not have exec'd yet (its command line is still its parent's) on a
+# loaded machine: its pid counts as the server for this long after it was recorded.
+_SPAWN_GRACE_S = 60.0
 
 
 class StillServing(RuntimeError):
@@ -116,7 +119,15 @@ class ServerGroup:
             return None
 
     def server_alive(self) -> bool:
-        return procs.pid_alive(self.server_pid(), expect=str(self.path))
+        pid = self.server_pid()
+        if procs.pid_alive(pid, expect=str(self.path)):
+            return True
+        try:
+            recorded = (self.path / "server.pid").stat().st_mtime
+        except FileNotFoundError:
+            return False
+        # caught between fork and exec: alive, unless the grace is over (then a reused pid is not ours)
+        return procs.pid_exists(pid) and time.time() - recorded < _SPAWN_GRACE_S
 
     @contextlib.contextmanager
     def locked(self, *, blocking: bool = True) -> Iterator[bool]:

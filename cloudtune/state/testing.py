@@ -42,6 +42,7 @@ from cloudtune.types import (
     JobState,
     Resource,
     ResourceState,
+    RunError,
     Step,
 )
 
@@ -127,7 +128,7 @@ class StateStoreContract:
         run.resources = [Resource(kind="model", id="ft:model", name="n", state=ResourceState.OWNED)]
         run.cleanups = [CleanupRecord(reason="test")]
         run.smoke_test, run.evaluation = "answer", {"exact_match": 0.5, "token_f1": 0.5, "examples": 2}
-        run.error = {"message": "m", "type": "JobFailed"}
+        run.error = RunError(message="m", type="JobFailed")
         store.save(run)
         other = connect_state(state_url)  # another process's view
         try:

@@ -49,3 +49,27 @@ def test_an_unreaped_exited_child_is_not_alive() -> None:
     assert _state(process.pid) == "Z"
     assert not procs.pid_alive(process.pid)
     process.wait(timeout=10)
+
+
+def test_a_server_caught_between_fork_and_exec_is_starting_until_the_grace_ends(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Its command line is not yet the server's (here: a process that never becomes it): alive
+    for the spawn grace after its pid was recorded, then a pid that is not ours."""
+    import os
+
+    from local_backend.deployments import _SPAWN_GRACE_S, ServerGroup
+
+    group = ServerGroup("builtin-0123456789ab", path=tmp_path / "group")
+    group.path.mkdir()
+    assert not group.server_alive()  # no pid recorded
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (group.path / "server.pid").write_text(str(stranger.pid))
+        assert group.server_alive()
+        past = time.time() - _SPAWN_GRACE_S - 1
+        os.utime(group.path / "server.pid", (past, past))
+        assert not group.server_alive()
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=10)
+    os.utime(group.path / "server.pid")  # recorded just now, but the process is gone
+    assert not group.server_alive()
