@@ -62,8 +62,11 @@ class SQLiteStore(StateStore):
         self._fds: dict[str, int] = {}
         # one connection per process (see cloudtune.state.open_state), shared by its threads one at a time
         self._mutex = threading.RLock()
+        self._guard_depth = 0  # nested _guard calls on this thread (the mutex is re-entrant)
+        self._conn_ready = False
         with self._guard():
             self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._conn_ready = True
             version = self._version()
             refuse_newer(version, str(self.path))  # before anything below writes to it
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -84,18 +87,13 @@ class SQLiteStore(StateStore):
         return 1 if "runs" in tables else 0  # a ledger from before schema versions is version 1
 
     def _migrate(self, version: int) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             for script in MIGRATIONS[version:]:
                 for statement in filter(str.strip, script.split(";")):
                     self._conn.execute(statement)
             self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                                (str(SCHEMA_VERSION),))
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     def schema_version(self) -> int:
         with self._guard():
@@ -110,7 +108,15 @@ class SQLiteStore(StateStore):
         """A damaged database file is the user's to fix, not a cloudtune bug: exit 2 saying how."""
         try:
             with self._mutex:
-                yield
+                self._guard_depth += 1
+                try:
+                    if self._guard_depth == 1 and self._conn_ready and self._conn.in_transaction:
+                        # an interrupted call's transaction (see _transaction): it would hold the write
+                        # lock against every other process, and a read inside it sees its uncommitted writes
+                        self._conn.execute("ROLLBACK")
+                    yield
+                finally:
+                    self._guard_depth -= 1
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise
@@ -125,15 +131,30 @@ class SQLiteStore(StateStore):
                  "rebuilds each run from what its provider holds.")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._guard():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT that never leaves a transaction open on the shared connection.
+
+        A SIGINT/SIGTERM handler raises between any two bytecodes (see command_helpers.interruptible),
+        so it can land just after BEGIN or after a failed COMMIT (busy under load): the transaction would
+        stay open and every later write on this connection (the one recording the interruption first)
+        would fail with "cannot start a transaction within a transaction". So BEGIN and COMMIT sit inside
+        the try, and a transaction an interrupted call left open is rolled back before the next begins
+        (its writes were never committed, so nothing is lost that had been reported as done)."""
+        try:
+            if self._conn.in_transaction:  # left open by an interrupted call (when not guarded)
                 self._conn.execute("ROLLBACK")
-                raise
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield self._conn
             self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._guard(), self._transaction() as conn:
+            yield conn
 
     # ------------------------------------------------------------------ runs
     def _write_run(self, run_id: str, provider: str, created_at: float, status: str, step: str,
