@@ -4,7 +4,8 @@ chat generation. Used by the chat server and by the quickstart's comparisons.
 The base weights are held once; each adapter is a PEFT adapter on top of them, selected
 per request (``adapter=None`` serves the plain base). Adapters are never merged: merging
 would bake one adapter into the shared base. Generation is serialised by one lock (one
-model, one request at a time); waiting requests queue on it, none is dropped.
+model, one batch at a time): requests that wait together are answered together as one batch
+(``local_backend/batching.py``); none is dropped.
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from local_backend.batching import (
+    DEFAULT_MAX_BATCH,
+    BatchScheduler,
+    Completion,
+    GenerationRequest,
+    decode_batch,
+    stream_of,
+)
 from local_backend.chat_format import ensure_chat_template, prompt_ids, stop_token_ids
 from local_backend.sources import load_model, load_tokenizer, resolve_source
 
@@ -30,29 +38,23 @@ class ContextOverflow(ValueError):
     """The prompt (plus the requested completion) does not fit the model's context."""
 
 
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
 class Generation:
     """Iterate for text pieces as they are generated; ``result`` is set once iteration ends.
-    Closing it early (a client that went away) stops generating and frees the model."""
+    Closing it early (a client that went away) stops generating its answer."""
 
-    def __init__(self, pieces: Iterator[str]) -> None:
-        self._pieces = pieces
+    def __init__(self, request: GenerationRequest, submit) -> None:
         self.result: Completion | None = None
+        self.request = request
+        self._pieces = stream_of(request, submit, self._finished)
+
+    def _finished(self, completion: Completion) -> None:
+        self.result = completion
 
     def __iter__(self) -> Iterator[str]:
         return self._pieces
 
     def close(self) -> None:
-        close = getattr(self._pieces, "close", None)
-        if close:
-            close()
+        self._pieces.close()
 
 
 def _tensor_bytes(parameters) -> int:
@@ -68,7 +70,7 @@ def _adapter_of(parameter_name: str) -> str | None:
 
 
 class ChatModel:
-    def __init__(self, base_model: str, adapter_dir: Path | None = None) -> None:
+    def __init__(self, base_model: str, adapter_dir: Path | None = None, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         import torch
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -80,7 +82,8 @@ class ChatModel:
         self.base_bytes = _tensor_bytes(self.model.parameters())
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
         self.stops = stop_token_ids(self.tokenizer)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # a batch, or an adapter being added or removed
+        self.scheduler = BatchScheduler(self._run_batch, max_batch=max_batch)
         self.adapter_bytes: dict[str, int] = {}
         self.default_adapter: str | None = None
         if adapter_dir is not None:
@@ -167,54 +170,26 @@ class ChatModel:
         stop: Sequence[str] = (),
     ) -> Generation:
         """Start a generation (checks the context first, so overflow raises here, not mid-stream).
-        ``adapter=""`` means this model's default (its only adapter, or the base)."""
+        ``adapter=""`` means this model's default (its only adapter, or the base). It is queued for
+        the next batch when first read."""
         ids = self.prompt_tokens(messages)
         limit = self.check_fits(len(ids), max_tokens)
         chosen = self.default_adapter if adapter == "" else adapter
-        generation = Generation(iter(()))
-        generation._pieces = self._pieces(generation, ids, chosen, limit, temperature, top_p, seed, [s for s in stop if s])
-        return generation
+        request = GenerationRequest(ids, chosen, limit, temperature, top_p, seed, [s for s in stop if s])
+        return Generation(request, self.scheduler.submit)
 
-    def _pieces(self, generation, ids, adapter, limit, temperature, top_p, seed, stop) -> Iterator[str]:
+    def _run_batch(self, requests: list[GenerationRequest]) -> None:
         import torch
 
-        sample = temperature is not None and temperature > 0
-        rng = None
-        if sample:
-            rng = torch.Generator(device=self.device)
-            rng.manual_seed(int(seed) if seed is not None else int(time.time_ns() % 2**63))
-        new: list[int] = []
-        emitted = ""  # text already handed out
-        finish = "length"
-        with self._lock, torch.no_grad(), self._selected(adapter) as model:
-            inputs = torch.tensor([ids], device=self.device)
-            output = model(input_ids=inputs, use_cache=True)
-            while len(new) < limit:
-                logits = output.logits[0, -1].float()
-                token = _pick(logits, temperature, top_p, rng) if sample else int(torch.argmax(logits))
-                if token in self.stops:
-                    finish = "stop"
-                    break
-                new.append(token)
-                text = self.tokenizer.decode(new, skip_special_tokens=True).lstrip()
-                cut = min((text.find(s) for s in stop if s in text), default=-1)
-                if cut >= 0:
-                    text, finish = text[:cut], "stop"
-                # trailing whitespace waits for what follows it: the end of the answer drops it, so a
-                # streamed answer is the same text as the plain one
-                ready = (_safe_prefix(text, stop) if cut < 0 else text).rstrip()
-                if len(ready) > len(emitted):
-                    yield ready[len(emitted) :]
-                    emitted = ready
-                if cut >= 0:
-                    break
-                output = model(input_ids=torch.tensor([[token]], device=self.device), use_cache=True, **_cache_of(output))
-            else:
-                text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-                if len(text) > len(emitted):  # held back as a possible stop prefix, never completed
-                    yield text[len(emitted) :]
-                    emitted = text
-        generation.result = Completion(emitted.strip(), finish, len(ids), len(new))
+        with self._lock, torch.no_grad(), self._selected(requests[0].adapter) as model:
+            decode_batch(model, requests, tokenizer=self.tokenizer, device=self.device, stops=set(self.stops),
+                         pad_id=self._pad_id())
+
+    def _pad_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0
 
     def complete(self, messages: Sequence[Mapping[str, Any]], **params: Any) -> Completion:
         generation = self.generate(messages, **params)
@@ -222,36 +197,6 @@ class ChatModel:
             pass
         assert generation.result is not None
         return generation.result
-
-
-def _cache_of(output) -> dict[str, Any]:
-    """The key/value cache to pass back: transformers 5 calls it ``cache`` (``past_key_values`` before)."""
-    if getattr(output, "cache", None) is not None:
-        return {"cache": output.cache}
-    return {"past_key_values": output.past_key_values}
-
-
-def _pick(logits, temperature: float, top_p: float, rng) -> int:
-    import torch
-
-    probs = torch.softmax(logits / float(temperature), dim=-1)
-    if top_p < 1.0:
-        ordered, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(ordered, dim=-1) - ordered < top_p  # always keeps the most likely token
-        probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
-
-
-def _safe_prefix(text: str, stop: Sequence[str]) -> str:
-    """``text`` minus a trailing partial UTF-8 character and any tail that may begin a stop string."""
-    text = text.rstrip("\ufffd")
-    hold = 0
-    for marker in stop:
-        for size in range(min(len(marker) - 1, len(text)), 0, -1):
-            if text.endswith(marker[:size]):
-                hold = max(hold, size)
-                break
-    return text[: len(text) - hold] if hold else text
 
 
 def timed_complete(model: ChatModel, messages, **params) -> tuple[Completion, float]:

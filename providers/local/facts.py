@@ -36,7 +36,10 @@ MODELS: tuple[ModelInfo, ...] = tuple(
               context_source="model config.json max_position_embeddings")
     for name, aliases, ctx in _MODELS)
 
-FACTS = ProviderFacts(data_rules=DATA_RULES, models=MODELS, request_concurrency=1)
+# The built-in chat server answers the requests waiting together as one batch (up to
+# local_backend.batching.DEFAULT_MAX_BATCH = 16; vLLM batches on its own): asking 16 at once is what
+# lets it, and costs the server nothing when they come one by one.
+FACTS = ProviderFacts(data_rules=DATA_RULES, models=MODELS, request_concurrency=16)
 
 #: why ``--method reinforcement`` is refused here
 NO_REINFORCEMENT = "the local backend has no reinforcement fine-tuning (no grader loop)"
