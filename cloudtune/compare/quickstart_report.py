@@ -15,7 +15,7 @@ from cloudtune.compare.metrics import ROUGE_VARIANT
 from cloudtune.compare.report import Comparison
 from cloudtune.compare.report_files import write_report
 from cloudtune.compare.runfacts import live_deployment, run_facts
-from cloudtune.compare.runner import DECODING, Target, evaluate_target
+from cloudtune.compare.runner import DECODING, Target, default_concurrency, evaluate_target
 
 if TYPE_CHECKING:
     from cloudtune.provider import Provider
@@ -37,7 +37,8 @@ def compare_base_and_fine_tuned(run: Run, provider: Provider, base_deployment: s
                Target("fine-tuned", provider, live_deployment(run) or "", "fine-tuned", run.provider, run.run_id,
                       price_note="local: your hardware, no price", model=run.fine_tuned_model)]
     cache = AnswerCache()
-    comparison = Comparison(examples, [evaluate_target(t, examples, concurrency=1, cache=cache, **chat_params)
+    comparison = Comparison(examples, [evaluate_target(t, examples, concurrency=default_concurrency(run.provider), cache=cache,
+                                                       **chat_params)
                                        for t in targets],
                             baselines={"fine-tuned": "base"}, runs=[run_facts(run, provider)])
     comparison.settings = {"eval_file": str(eval_file), "examples": len(examples),
