@@ -44,9 +44,11 @@ _MAX_AUTO_WORKERS = 8  # each worker holds torch and a model or two: memory, not
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than the cores, since many tests spend their time waiting on a
-    CLI, an emulator or a server process."""
-    return min((os.cpu_count() or 1) + 1, _MAX_AUTO_WORKERS)
+    """``-n auto``: two workers per core, since many tests spend their time waiting on a CLI, an
+    emulator or a server process (the fault matrix: 125 s wall, 88 s CPU on 4 workers). Measured on
+    2 cores with batched local serving: 3 workers 688 s (before batching), 4 workers 617 s, 6 workers
+    611 s; all 938 tests passing."""
+    return min(2 * (os.cpu_count() or 1), _MAX_AUTO_WORKERS)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
