@@ -1,6 +1,6 @@
 """One prepared check of the local trainer, for a CPU (CI) or one CUDA machine lent for minutes.
 
-    python -m benchmarks.gpu_check --cpu [--model DIR] [--out DIR]   # CPU checks only (CI runs this)
+    python -m benchmarks.gpu_check --cpu [--model DIR] [--out DIR]   # CPU checks only (CI runs them with --cpu-bench)
     python -m benchmarks.gpu_check --out DIR [--budget 500]          # CUDA: checks, then the quick benchmark
 
 CPU checks (tiny random models, seconds each): the trainer's padding-free forward and backward

@@ -36,13 +36,19 @@ def models_cache_dir() -> Path:
 
 def write_json_atomic(path: Path, payload: Any, *, mode: int | None = None) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+    write_text_atomic(path, json.dumps(payload, indent=1, default=str), mode=mode)
+
+
+def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``: a reader
+    sees the old content or the new, never a truncated file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         if mode is not None:
             os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1, default=str)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -25,7 +25,7 @@ from typing import Any
 
 from cloudtune.fsperm import private_dir
 from local_backend import procs
-from local_backend._files import append_jsonl, jobs_dir, read_json, read_jsonl, write_json_atomic
+from local_backend._files import append_jsonl, jobs_dir, read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 ACTIVE_STATUSES = frozenset({"queued", "starting", "loading", "running", "cancelling", "pausing"})
 RESUMABLE_ERRORS = frozenset({"worker_died"})
@@ -188,7 +188,9 @@ class JobDir:
         return status
 
     def request_stop(self, what: str) -> None:
-        self.stop_path.write_text(what)
+        # Renamed into place: the worker reads this file between steps, and a plain write_text
+        # (truncate, then write) let it read an empty file and cancel a job that was being paused.
+        write_text_atomic(self.stop_path, what)
 
     def checkpoints(self) -> list[Path]:
         if not self.checkpoints_dir.is_dir():

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from local_backend import procs
 from local_backend.jobs import JobDir, now_iso
 from local_backend.parallel import DataParallel, peer_failure
 
@@ -195,6 +196,7 @@ def join(job_dir: Path, node_rank: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--rank":
+        procs.skip_bitsandbytes_without_cuda()
         try:
             return rank_main(Path(argv[1]))
         except BaseException:  # noqa: BLE001 - the log must say why a rank left

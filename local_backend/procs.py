@@ -41,6 +41,26 @@ def spawn_detached(module: str, *args: str, log_path: Path, cwd: Path) -> int:
     return process.pid
 
 
+def skip_bitsandbytes_without_cuda() -> bool:
+    """In a training or serving process with no CUDA device, treat bitsandbytes as not installed.
+
+    Its 4-bit layers are CUDA-only here (the recipe refuses ``quantize="4bit"`` on a CPU,
+    DEVELOPERS.md "4-bit on CPU"), yet peft imports it whenever it is installed, and its CPU
+    backend pulls in torch._inductor: about 1.2 s of CPU per process (measured 2026-12-05, 2-core
+    CI machine; ~55 such processes in the suite) and a "Failed to load CPU gemm_4bit_forward"
+    warning in every log. A ``None`` entry in ``sys.modules`` makes ``import bitsandbytes`` raise
+    ImportError and ``importlib.util.find_spec`` answer None, which is how peft and transformers
+    ask whether it is installed. Call it first thing in a process's main; returns whether it did."""
+    if "bitsandbytes" in sys.modules:  # already imported (or already skipped): leave it as it is
+        return sys.modules["bitsandbytes"] is None
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
+    return True
+
+
 def _reap() -> None:
     for pid, process in list(_CHILDREN.items()):
         if process.poll() is not None:

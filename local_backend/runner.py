@@ -35,6 +35,8 @@ class JobRunner:
             what = self.job.stop_path.read_text().strip()
         except FileNotFoundError:
             return None
+        if not what:  # a writer that did not rename into place is mid-write: ask again at the next step
+            return None
         return what if what in ("cancel", "pause") else "cancel"
 
     def on_trainer_event(self, level: str, message: str, data: dict) -> None:

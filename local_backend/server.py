@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local_backend import procs
 from local_backend.deployments import ServerGroup
 from local_backend.openai_api import (
     ChunkWriter,
@@ -358,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m local_backend.server SERVER_GROUP_DIR", file=sys.stderr)
         return 2
+    procs.skip_bitsandbytes_without_cuda()
     path = Path(argv[0])
     group = ServerGroup(path.name, path)
     if group.config().get("backend") == "vllm":

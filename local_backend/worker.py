@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from local_backend import procs
 from local_backend.runner import JobRunner
 
 _Worker = JobRunner  # the name earlier code and docs used
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from local_backend.launch import supervise
 
         return supervise(worker.job, layout)
+    procs.skip_bitsandbytes_without_cuda()  # this process trains (a supervisor above never imports torch)
     return worker.run()
 
 

@@ -63,7 +63,8 @@ def _uses_wider_fixture(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = config.rootpath
-    rank: dict[int, int] = {}
+    measured = xdist_scopes.recorded_seconds()
+    rank: dict[int, tuple[int, float]] = {}
     for index, item in enumerate(items):
         module = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
         if module in SLOW_MODULES or module.endswith("_e2e.py"):
@@ -76,7 +77,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid} uses a module- or class-scoped fixture: take {module} out of "
                                     "tests/support/xdist_scopes.py SPREAD_MODULES")
         # Longest first (a worker left with the SmolLM2 run at the end is the suite's wall time):
-        # the SmolLM2 readers, then end-to-end tests, then the quick ones filling the gaps.
-        rank[index] = 0 if module in xdist_scopes.SMOLLM2_MODULES else 1 if item.get_closest_marker("slow") else 2
+        # the SmolLM2 readers, then every other scope by its recorded seconds, quick ones filling the gaps.
+        scope = xdist_scopes.scope_of(item.nodeid)
+        guess = xdist_scopes.UNKNOWN_SLOW_SECONDS if item.get_closest_marker("slow") else xdist_scopes.UNKNOWN_QUICK_SECONDS
+        rank[index] = (0 if module in xdist_scopes.SMOLLM2_MODULES else 1, -measured.get(scope, guess))
     order = sorted(range(len(items)), key=lambda index: (rank[index], index))
     items[:] = [items[index] for index in order]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-scope-seconds", action="store_true",
+                     help="after the run, write each xdist scope's seconds to tests/support/scope_seconds.json "
+                          "(the order scopes are handed out in)")
+
+
+_scope_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    scope = xdist_scopes.scope_of(report.nodeid)
+    _scope_seconds[scope] = _scope_seconds.get(scope, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    is_xdist_worker = hasattr(session.config, "workerinput")
+    # a run with failures still measured every scope it ran; an interrupted one did not
+    if session.config.getoption("--record-scope-seconds") and not is_xdist_worker and exitstatus in (0, 1):
+        xdist_scopes.write_seconds(_scope_seconds)

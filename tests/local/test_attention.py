@@ -1,6 +1,6 @@
 """The padding-free attention paths on CPU: which path each kind of layer takes and why, the
 exact path's sliding window, soft-capping and dropout, and the output head the chunked loss
-may multiply directly. (tests/local/test_gpu_check.py runs the whole-model comparisons against
+may multiply directly. (tests/local/test_gpu_bench.py runs the whole-model comparisons against
 transformers' eager forward; the CUDA-only fast path is checked by benchmarks/gpu_check.py on a GPU.)"""
 
 from __future__ import annotations

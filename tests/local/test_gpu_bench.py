@@ -1,7 +1,8 @@
 """The prepared GPU run's plumbing, on CPU: gpu_check's --plan (recipes in priority order, cut
 from the end by the budget), a recipe whose option the trainer lacks is reported rather than
 crashing, the Unsloth environment's wheel stripping and carry-size count, the FlashAttention-3
-probe's answers, and the whole benchmark flow on a tiny model (--cpu --cpu-bench)."""
+probe's answers, and what CI runs of the GPU check: the CPU checks and the whole benchmark flow on
+a tiny model, in one process (--cpu --cpu-bench)."""
 
 from __future__ import annotations
 
@@ -140,19 +141,32 @@ def test_flash_attention_3_probe_says_why_not() -> None:
 
 
 @pytest.mark.slow  # about two minutes: tiny models built and trained by every recipe, then the CPU checks
-def test_benchmark_flow_on_a_tiny_model_on_cpu(tmp_path: Path) -> None:
+def test_cpu_checks_and_the_benchmark_flow_on_a_tiny_model_pass_and_report(tmp_path: Path) -> None:
+    """What CI runs of the prepared GPU check, in one process (one run of the CPU checks, not two):
+    the checks a CPU can run (packed attention with sliding windows and soft-capping against
+    transformers' reference, chunked loss, gradient accumulation, DPO's first loss, fused LoRA)
+    pass, the benchmark's flow works on a tiny model, and both reports are written."""
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.gpu_check", "--cpu", "--cpu-bench", "--recipes", "ours,unsloth,ours_previous",
          "--out", str(tmp_path), "--unsloth-site", str(tmp_path / "no-unsloth")],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    bench = json.loads((tmp_path / "gpu_check.json").read_text())["benchmark"]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    statuses = {entry["name"]: entry["status"] for entry in report["checks"]}
+    assert statuses and set(statuses.values()) == {"ok"}, statuses
+    assert {"packed vs reference (phi3)", "packed vs reference (mistral)", "packed vs reference (gemma2)",
+            "chunked loss vs plain cross-entropy", "fused LoRA vs PEFT (CPU: Linear, NF4)"} <= set(statuses)
+    gemma = next(e for e in report["checks"] if e["name"] == "packed vs reference (gemma2)")["figures"]
+    assert gemma["attn_softcap"] and gemma["sliding_window"] < gemma["longest"]
+    assert report["mode"] == "cpu" and report["failed"] == []
+    bench = report["benchmark"]
     assert set(bench["results"]) == {"ours", "ours_previous"}
     assert bench["results"]["ours_previous"]["options_applied"].get("lora_kernel") == "peft"
     assert all(r["tokens_per_s"] > 0 and r["measured_steps"] >= 1 for r in bench["results"].values())
     assert "holds no unsloth package" in bench["missing"]["unsloth"]
     markdown = (tmp_path / "gpu_check.md").read_text()
+    assert markdown.startswith("# gpu_check") and "| packed vs reference (gemma2) | ok |" in markdown
     assert "| ours: ours, CUDA defaults |" in markdown and "unsloth missing" in markdown
 
 

@@ -73,3 +73,34 @@ def test_a_server_caught_between_fork_and_exec_is_starting_until_the_grace_ends(
         stranger.wait(timeout=10)
     os.utime(group.path / "server.pid")  # recorded just now, but the process is gone
     assert not group.server_alive()
+
+
+_SKIP_THEN_ASK = (
+    "import importlib.util, sys\n"
+    "from local_backend import procs\n"
+    "skipped = procs.skip_bitsandbytes_without_cuda()\n"
+    "import peft, transformers\n"
+    "from transformers.utils import is_bitsandbytes_available\n"
+    "from peft.import_utils import is_bnb_4bit_available\n"
+    "try:\n"
+    "    import bitsandbytes\n"
+    "    imported = True\n"
+    "except ImportError:\n"
+    "    imported = False\n"
+    "print(skipped, procs.skip_bitsandbytes_without_cuda(), importlib.util.find_spec('bitsandbytes') is None,\n"
+    "      is_bitsandbytes_available(), is_bnb_4bit_available(), imported)\n"
+)
+
+
+def test_a_cpu_process_treats_bitsandbytes_as_absent_and_peft_and_transformers_agree() -> None:
+    """Workers, servers and ranks call this first (bitsandbytes is CUDA-only here, and importing it
+    on a CPU costs a second per process): after it, peft and transformers both say it is not
+    installed and importing it fails cleanly, and a second call changes nothing."""
+    import importlib.util
+
+    assert importlib.util.find_spec("bitsandbytes") is not None  # installed here: the skip is what hides it
+    env = {**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", _SKIP_THEN_ASK], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True", "True", "False", "False", "False"]
+    assert "gemm_4bit_forward" not in done.stderr  # bitsandbytes' CPU-backend warning never printed

@@ -14,6 +14,9 @@ collection whose SmolLM2 readers live outside :data:`SMOLLM2_MODULES`.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 # Every module with a test that reads the SmolLM2 run (the ``quickstart_run`` fixture).
 SMOLLM2_MODULES = frozenset({"tests/local/test_quickstart_cli.py", "tests/local/test_smollm2_e2e.py"})
 SMOLLM2_FIXTURE = "quickstart_run"
@@ -30,6 +33,28 @@ def scope_of(nodeid: str) -> str:
     if module in SPREAD_MODULES:
         return nodeid
     return module
+
+
+# Each scope's seconds in a measured run (``pytest --record-scope-seconds``; setup, call and
+# teardown summed), so scopes go out longest first by what they cost, not by a guess: a long scope
+# handed out last is the suite's tail, with one worker busy and the others idle. A scope not in
+# the file (a new module) ranks by UNKNOWN_*_SECONDS until the file is written again.
+SECONDS_FILE = Path(__file__).with_name("scope_seconds.json")
+UNKNOWN_SLOW_SECONDS = 20.0
+UNKNOWN_QUICK_SECONDS = 0.5
+
+
+def recorded_seconds() -> dict[str, float]:
+    try:
+        data = json.loads(SECONDS_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def write_seconds(seconds: dict[str, float]) -> None:
+    ordered = dict(sorted(((scope, round(value, 1)) for scope, value in seconds.items()), key=lambda kv: (-kv[1], kv[0])))
+    SECONDS_FILE.write_text(json.dumps(ordered, indent=0) + "\n")
 
 
 def make_scheduler(config, log):  # type: ignore[no-untyped-def] - xdist's hook signature
