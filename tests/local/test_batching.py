@@ -48,9 +48,10 @@ def _together(chat_model, requests: list[dict]) -> list:  # type: ignore[no-unty
             results[index] = (pieces, generation.result)
 
         readers = [threading.Thread(target=read, args=(i, dict(r))) for i, r in enumerate(requests)]
-        for reader in readers:
+        for queued, reader in enumerate(readers, start=1):
             reader.start()
-        _wait_until(lambda: chat_model.scheduler.waiting == len(requests))
+            # one at a time, so they wait in the listed order (threads started together may queue in any)
+            _wait_until(lambda queued=queued: chat_model.scheduler.waiting == queued)
     for reader in [blocker_reader, *readers]:
         reader.join(60)
     return results
