@@ -398,6 +398,10 @@ def _unsloth_attention() -> str | None:
 def main() -> int:
     recipe, settings = sys.argv[1], json.loads(sys.argv[2])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if recipe != "unsloth":  # Unsloth's own environment decides for itself
+        from local_backend.procs import skip_bitsandbytes_without_cuda
+
+        skip_bitsandbytes_without_cuda()  # as the product's worker does: 4-bit is CUDA-only, the import costs ~1.3 s
     try:
         result = {"build": build, "ours": ours, "trl": trl, "trl_fast": trl_fast, "unsloth": unsloth}[recipe](settings)
     except Unavailable as exc:
