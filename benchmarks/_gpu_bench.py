@@ -31,9 +31,11 @@ dense bf16 peak.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -171,6 +173,7 @@ def base_settings(work: Path, *, tiny: bool = False) -> dict[str, Any]:
 
 def start_build(tiny: bool = False) -> Build:
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # the random model and the datasets: this run's only
     settings = base_settings(work, tiny=tiny)
     env = {**_child_env(Recipe("build", "build", "build", 0), None), "CUDA_VISIBLE_DEVICES": ""}
     log = work / "build.log"
@@ -282,6 +285,7 @@ def run(runner: Any, *, build: Build | None = None, unsloth_site: str | None = N
             print(f"[bench] {name} failed: {str(error)[-800:]}; again without packing", flush=True)
             report["missing"][f"{name} (packed)"] = error
             result, error = child(recipe.child, {**settings, "packing": False}, runner.left() - 15, env, cwd)
+        shutil.rmtree(cwd, ignore_errors=True)
         if result is None:
             report["missing"][name] = error
             print(f"[bench] {name} missing: {str(error)[-800:]}", flush=True)

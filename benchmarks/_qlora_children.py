@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -399,14 +400,20 @@ def main() -> int:
     recipe, settings = sys.argv[1], json.loads(sys.argv[2])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if recipe != "unsloth":  # Unsloth's own environment decides for itself
-        from local_backend.procs import skip_bitsandbytes_without_cuda
+        from local_backend.procs import skip_unused_imports
 
-        skip_bitsandbytes_without_cuda()  # as the product's worker does: 4-bit is CUDA-only, the import costs ~1.3 s
+        skip_unused_imports()  # as the product's worker does (bitsandbytes is CUDA-only; the import costs ~1.3 s)
+    # every temporary file of a recipe (its trainer's output, TRL's data and checkpoints) under one
+    # folder that goes with the child: the run leaves nothing in /tmp
+    scratch = tempfile.mkdtemp(prefix="bench-child-")
+    tempfile.tempdir = scratch
     try:
         result = {"build": build, "ours": ours, "trl": trl, "trl_fast": trl_fast, "unsloth": unsloth}[recipe](settings)
     except Unavailable as exc:
         print(f"UNAVAILABLE {exc}", flush=True)
         return 3
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if recipe != "build" and _cuda() and not settings["tiny"]:
         import torch
 

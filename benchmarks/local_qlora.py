@@ -28,11 +28,13 @@ Unsloth is a third column where it is installed. ``--tiny`` runs every child on 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,6 +193,7 @@ def main() -> int:
     if not tiny and warmup % log_every:
         parser.error(f"--warmup must be a multiple of {log_every} (ours is timed per log line)")
     work = Path(tempfile.mkdtemp(prefix="bench-qlora-"))
+    atexit.register(shutil.rmtree, work, True)  # the model and the datasets are this run's only
     base = {"tiny": tiny, "seq_len": seq_len, "steps": steps, "batch_size": batch, "warmup": warmup,
             "quantize": args.quantize, "model": str(work / "model"), "words": WORDS, "arch": args.arch,
             "log_every": log_every}

@@ -196,7 +196,7 @@ def join(job_dir: Path, node_rank: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--rank":
-        procs.skip_bitsandbytes_without_cuda()
+        procs.skip_unused_imports()
         try:
             return rank_main(Path(argv[1]))
         except BaseException:  # noqa: BLE001 - the log must say why a rank left

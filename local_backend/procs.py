@@ -41,24 +41,49 @@ def spawn_detached(module: str, *args: str, log_path: Path, cwd: Path) -> int:
     return process.pid
 
 
-def skip_bitsandbytes_without_cuda() -> bool:
-    """In a training or serving process with no CUDA device, treat bitsandbytes as not installed.
+# Installed packages that transformers and peft import when they find them, and that a training or
+# serving process of this backend never calls: scipy (cloudtune's compare uses it; transformers
+# imports scipy.optimize for its object-detection losses: ~0.35 s of CPU per process, measured
+# 2026-12-06 on the 2-core CI machine; the test suite starts ~75 such processes).
+UNUSED_IN_BACKEND_PROCESSES = ("scipy",)
+_FALSE_WORDS = ("false", "0", "n", "no", "off")  # transformers' is_env_variable_false
 
-    Its 4-bit layers are CUDA-only here (the recipe refuses ``quantize="4bit"`` on a CPU,
+
+def skip_unused_imports() -> list[str]:
+    """In a training or serving process, treat the packages it never uses as not installed, so
+    transformers and peft do not import them: bitsandbytes when there is no CUDA device, the Hub's
+    ``kernels`` unless USE_HUB_KERNELS turns them on, and ``UNUSED_IN_BACKEND_PROCESSES`` always.
+
+    bitsandbytes' 4-bit layers are CUDA-only here (the recipe refuses ``quantize="4bit"`` on a CPU,
     DEVELOPERS.md "4-bit on CPU"), yet peft imports it whenever it is installed, and its CPU
     backend pulls in torch._inductor: about 1.2 s of CPU per process (measured 2026-12-05, 2-core
-    CI machine; ~55 such processes in the suite) and a "Failed to load CPU gemm_4bit_forward"
-    warning in every log. A ``None`` entry in ``sys.modules`` makes ``import bitsandbytes`` raise
-    ImportError and ``importlib.util.find_spec`` answer None, which is how peft and transformers
-    ask whether it is installed. Call it first thing in a process's main; returns whether it did."""
-    if "bitsandbytes" in sys.modules:  # already imported (or already skipped): leave it as it is
-        return sys.modules["bitsandbytes"] is None
-    import torch
+    CI machine) and a "Failed to load CPU gemm_4bit_forward" warning in every log. A ``None``
+    entry in ``sys.modules`` makes ``import x`` raise ImportError and ``importlib.util.find_spec``
+    answer None, which is how peft and transformers ask whether a package is installed. A package
+    already imported is left as it is. Call it first thing in a process's main; returns the
+    packages it hid (a second call returns the same list)."""
+    hidden = []
+    # The Hub's kernels: transformers (>= 5.2x) kernelizes every model it loads unless told not to
+    # (use_kernels=None means yes while USE_HUB_KERNELS is unset) and fetches those kernels from the
+    # Hub. This backend runs offline and brings its own (Liger, fused LoRA), so they are off unless
+    # the user turns them on with USE_HUB_KERNELS=yes; off, the ``kernels`` package (~0.2 s) is hidden too.
+    os.environ.setdefault("USE_HUB_KERNELS", "no")
+    names = list(UNUSED_IN_BACKEND_PROCESSES)
+    if os.environ["USE_HUB_KERNELS"].strip().lower() in _FALSE_WORDS:
+        names.append("kernels")
+    for name in names:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
+        if sys.modules[name] is None:
+            hidden.append(name)
+    if "bitsandbytes" not in sys.modules:
+        import torch
 
-    if torch.cuda.is_available():
-        return False
-    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
-    return True
+        if not torch.cuda.is_available():
+            sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
+    if "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+        hidden.insert(0, "bitsandbytes")
+    return hidden
 
 
 def _reap() -> None:

@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m local_backend.server SERVER_GROUP_DIR", file=sys.stderr)
         return 2
-    procs.skip_bitsandbytes_without_cuda()
+    procs.skip_unused_imports()
     path = Path(argv[0])
     group = ServerGroup(path.name, path)
     if group.config().get("backend") == "vllm":

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from local_backend.launch import supervise
 
         return supervise(worker.job, layout)
-    procs.skip_bitsandbytes_without_cuda()  # this process trains (a supervisor above never imports torch)
+    procs.skip_unused_imports()  # this process trains (a supervisor above never imports torch)
     return worker.run()
 
 

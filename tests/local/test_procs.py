@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from local_backend import procs
 
@@ -78,29 +79,67 @@ def test_a_server_caught_between_fork_and_exec_is_starting_until_the_grace_ends(
 _SKIP_THEN_ASK = (
     "import importlib.util, sys\n"
     "from local_backend import procs\n"
-    "skipped = procs.skip_bitsandbytes_without_cuda()\n"
+    "hidden = procs.skip_unused_imports()\n"
     "import peft, transformers\n"
-    "from transformers.utils import is_bitsandbytes_available\n"
+    "from transformers import AutoModelForCausalLM\n"
+    "from transformers.utils import is_bitsandbytes_available, is_scipy_available, is_kernels_available\n"
     "from peft.import_utils import is_bnb_4bit_available\n"
-    "try:\n"
-    "    import bitsandbytes\n"
-    "    imported = True\n"
-    "except ImportError:\n"
-    "    imported = False\n"
-    "print(skipped, procs.skip_bitsandbytes_without_cuda(), importlib.util.find_spec('bitsandbytes') is None,\n"
-    "      is_bitsandbytes_available(), is_bnb_4bit_available(), imported)\n"
+    "def importable(name):\n"
+    "    try:\n"
+    "        __import__(name)\n"
+    "        return True\n"
+    "    except ImportError:\n"
+    "        return False\n"
+    "print(','.join(hidden), hidden == procs.skip_unused_imports(),\n"
+    "      [importlib.util.find_spec(name) is None for name in hidden],\n"
+    "      is_bitsandbytes_available(), is_bnb_4bit_available(), is_scipy_available(), is_kernels_available(),\n"
+    "      [importable(name) for name in hidden], sep='|')\n"
 )
 
 
-def test_a_cpu_process_treats_bitsandbytes_as_absent_and_peft_and_transformers_agree() -> None:
-    """Workers, servers and ranks call this first (bitsandbytes is CUDA-only here, and importing it
-    on a CPU costs a second per process): after it, peft and transformers both say it is not
-    installed and importing it fails cleanly, and a second call changes nothing."""
+def test_a_cpu_process_treats_unused_packages_as_absent_and_peft_and_transformers_agree() -> None:
+    """Workers, servers and ranks call this first (bitsandbytes is CUDA-only here; scipy and the
+    Hub's ``kernels`` are never called by them; importing the three costs ~1.7 s per process): after
+    it, peft and transformers both say they are not installed, importing them fails cleanly, the
+    model classes still load, and a second call changes nothing."""
     import importlib.util
 
-    assert importlib.util.find_spec("bitsandbytes") is not None  # installed here: the skip is what hides it
+    for name in ("bitsandbytes", "scipy", "kernels"):  # installed here: the skip is what hides them
+        assert importlib.util.find_spec(name) is not None, name
     env = {**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, "-c", _SKIP_THEN_ASK], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True", "True", "True", "False", "False", "False"]
+    assert done.stdout.strip().split("|") == ["bitsandbytes,scipy,kernels", "True", "[True, True, True]",
+                                              "False", "False", "False", "False", "[False, False, False]"]
     assert "gemm_4bit_forward" not in done.stderr  # bitsandbytes' CPU-backend warning never printed
+
+
+_LOAD_A_MODEL = (
+    "import os, sys\n"
+    "from local_backend import procs\n"
+    "hidden = procs.skip_unused_imports()\n"
+    "from transformers import AutoModelForCausalLM, LlamaConfig\n"
+    "config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,\n"
+    "                     num_attention_heads=2, num_key_value_heads=2)\n"
+    "AutoModelForCausalLM.from_config(config).save_pretrained(sys.argv[1])\n"
+    "model = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+    "print(','.join(hidden), os.environ['USE_HUB_KERNELS'], type(model).__name__, sep='|')\n"
+)
+
+
+def test_hub_kernels_are_off_unless_the_user_turns_them_on(tmp_path: Path) -> None:
+    """transformers kernelizes a model it loads from the Hub's kernels unless told not to; the
+    backend is offline, so it says no (and a model still loads with ``kernels`` hidden), while a
+    user's USE_HUB_KERNELS=yes is kept and leaves ``kernels`` importable."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key != "USE_HUB_KERNELS"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    off = subprocess.run([sys.executable, "-c", _LOAD_A_MODEL, str(tmp_path / "off")], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert off.stdout.strip().split("|") == ["bitsandbytes,scipy,kernels", "no", "LlamaForCausalLM"]
+    on = subprocess.run([sys.executable, "-c", _SKIP_THEN_ASK], capture_output=True, text=True,
+                        env={**env, "USE_HUB_KERNELS": "yes"}, timeout=300)
+    assert on.returncode == 0, on.stderr[-2000:]
+    assert on.stdout.strip().split("|")[0] == "bitsandbytes,scipy"
