@@ -63,8 +63,9 @@ def skip_unused_imports() -> list[str]:
     already imported is left as it is. Call it first thing in a process's main; returns the
     packages it hid (a second call returns the same list)."""
     hidden = []
-    # The Hub's kernels: transformers (>= 5.2x) kernelizes every model it loads unless told not to
-    # (use_kernels=None means yes while USE_HUB_KERNELS is unset) and fetches those kernels from the
+    # The Hub's kernels: transformers kernelizes every model it loads unless told not to
+    # (use_kernels=None means yes while USE_HUB_KERNELS is unset: transformers 5.25.0,
+    # modeling_utils.PreTrainedModel.from_pretrained, read 2026-12-06) and fetches those kernels from the
     # Hub. This backend runs offline and brings its own (Liger, fused LoRA), so they are off unless
     # the user turns them on with USE_HUB_KERNELS=yes; off, the ``kernels`` package (~0.2 s) is hidden too.
     os.environ.setdefault("USE_HUB_KERNELS", "no")

