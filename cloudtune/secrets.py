@@ -104,6 +104,26 @@ def secret_env_values(environ: Any = None) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
+# scrub() runs for every string of every ledger save and message (~270 calls per command): the
+# environment's secret forms are worked out once per distinct environment, not on each call. The key is
+# the whole environment, so a variable set or changed later (a test, a credential helper) counts at once.
+_env_forms: tuple[tuple[tuple[Any, Any], ...], tuple[str, ...]] = ((), ())
+
+
+def _secret_env_forms() -> tuple[str, ...]:
+    """Each secret value of ``os.environ`` as given and as it reads inside a JSON string (quotes and
+    backslashes escaped), longest value first."""
+    global _env_forms
+    # os.environ's encoded dict, read without decoding each entry (a plain mapping where there is none)
+    snapshot = tuple(getattr(os.environ, "_data", os.environ).items())
+    cached_snapshot, forms = _env_forms
+    if snapshot != cached_snapshot or not snapshot:
+        forms = tuple(dict.fromkeys(form for value in secret_env_values()
+                                    for form in (value, json.dumps(value)[1:-1])))
+        _env_forms = (snapshot, forms)
+    return forms
+
+
 def _mask_basic(match: re.Match[str]) -> str:
     import base64
     import binascii
@@ -133,11 +153,9 @@ def _is_secret_key(key: object) -> bool:
 
 def scrub(text: str) -> str:
     """``text`` with secret-shaped substrings and the environment's secret values masked."""
-    for value in secret_env_values():
-        # as given, and as it reads inside a JSON document (quotes and backslashes escaped)
-        for form in {value, json.dumps(value)[1:-1]}:
-            if form in text:
-                text = text.replace(form, REDACTED)
+    for form in _secret_env_forms():
+        if form in text:
+            text = text.replace(form, REDACTED)
     text = _URL_USERINFO.sub(REDACTED + "@", text)
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)

@@ -142,3 +142,32 @@ def test_environment_secrets_are_found_by_name_whatever_the_prefix(monkeypatch: 
     text = scrub(" | ".join([*planted.values(), *harmless.values()]))
     assert not any(value in text for value in planted.values()), text
     assert all(value in text for value in harmless.values() if value), text
+
+
+def test_scrub_sees_the_environment_as_it_is_at_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrub() works out the environment's secrets once per distinct environment: a variable set,
+    changed or removed after an earlier call counts at the next call."""
+    from cloudtune.secrets import scrub
+
+    monkeypatch.delenv("LATE_API_KEY", raising=False)
+    assert scrub("value firstSecret1234") == "value firstSecret1234"  # nothing secret yet: kept
+    monkeypatch.setenv("LATE_API_KEY", "firstSecret1234")
+    assert scrub("value firstSecret1234") == "value ***"
+    assert scrub('{"k": "firstSecret1234"}') == '{"k": "***"}'
+    monkeypatch.setenv("LATE_API_KEY", "secondSecret567")
+    assert scrub("firstSecret1234 secondSecret567") == "firstSecret1234 ***"
+    monkeypatch.delenv("LATE_API_KEY")
+    assert scrub("secondSecret567") == "secondSecret567"
+
+
+def test_plugins_are_looked_up_again_when_sys_path_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry points are kept per sys.path: a plugin put on the path after a first lookup is found."""
+    assert "later" not in registry.known_providers()
+    dist = tmp_path / "cloudtune_plugin_later-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cloudtune-plugin-later\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[cloudtune.providers]\nlater = tests.support.memory_provider:MemoryProvider\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert registry.known_providers()["later"].target == "tests.support.memory_provider:MemoryProvider"
+    monkeypatch.undo()
+    assert "later" not in registry.known_providers()
