@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cloudtune import errors
+from cloudtune import errors, interrupts
 from cloudtune.config import parse_duration
 from cloudtune.ledger import cloudtune_home
 from cloudtune.locks import RunLock
@@ -38,6 +38,7 @@ class Signalled(KeyboardInterrupt):
 
 
 def as_interrupted(exc: BaseException) -> errors.Interrupted:
+    interrupts.consume()  # taken in: the cancel and cleanup that follow may wait
     if isinstance(exc, errors.Interrupted):
         return exc
     if isinstance(exc, Signalled):
@@ -56,13 +57,24 @@ def interruptible() -> Iterator[None]:
         count["n"] += 1
         if count["n"] > 1:
             os._exit(errors.EXIT_INTERRUPTED)
-        raise Signalled(signum)
+        interrupts.deliver(Signalled(signum))
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    interrupts.consume()
     try:
         yield
+        # the handler raises where the main thread is; a finalizer or an extension may have eaten it
+        # (interrupts.py): pending still, so it ends the block as it would have
+        interrupts.raise_if_lost()
     except Signalled as exc:
+        interrupts.consume()
         raise exc.as_error() from None
+    except BaseException as exc:
+        lost = interrupts.pending()
+        interrupts.consume()
+        if isinstance(lost, Signalled):  # the interruption came out as another error: it is what happened
+            raise lost.as_error() from exc
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cloudtune import errors, timescale
+from cloudtune import errors, interrupts, timescale
 from cloudtune.provider_facts import DEFAULT_FACTS, Operation, ProviderFacts, ProviderOptions
 from cloudtune.types import (
     ChatResult,
@@ -321,6 +321,7 @@ def _guarded(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except Exception as exc:  # noqa: BLE001 - this IS the translation point
+            interrupts.raise_instead_of(exc)  # a signal some library turned into its own error
             translated = self.translate_error(exc)
             if isinstance(translated, errors.NotFound) and operation in _IDEMPOTENT_DELETES and missing_ok:
                 return None

@@ -15,6 +15,8 @@ import math
 import os
 import time
 
+from cloudtune import interrupts
+
 ENV = "CLOUDTUNE_TIME_SCALE"
 
 
@@ -41,7 +43,9 @@ def scaled(seconds: float) -> float:
 
 
 def sleep(seconds: float) -> None:
-    """``time.sleep`` on the time scale: the default sleep of providers, retries and waits."""
+    """``time.sleep`` on the time scale: the default sleep of providers, retries and waits. An
+    interruption a finalizer swallowed (``interrupts``) is raised here, before the wait."""
+    interrupts.raise_if_lost()
     delay = scaled(seconds)
     if delay > 0:
         time.sleep(delay)

@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.support.cli_zygote import run_cloudtune
+from tests.support.cli_zygote import Process, run_cloudtune, start_cloudtune
 from tests.support.testenv import env_without
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,13 +44,12 @@ class CLI:
         """``cloudtune *args`` to its end (forked from the CLI zygote: the imports are done once)."""
         return run_cloudtune(list(args), self.tmp, self.base_env(**env), timeout)
 
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.base_env(**env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+    def start(self, *args: str, **env: str) -> Process:
+        """``cloudtune *args`` started (forked from the CLI zygote, in a session of its own; behaves as
+        ``subprocess.Popen``)."""
+        return start_cloudtune(list(args), self.tmp, self.base_env(**env))
 
-    def wait_for_hang(self, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    def wait_for_hang(self, process: Process, timeout: float = 30) -> None:
         marker = Path(str(self.state_file) + ".hanging")
         deadline = time.monotonic() + timeout
         while not marker.exists():
@@ -70,7 +67,7 @@ class CLI:
     def run_memory(self, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
         return self("run", "--provider", MEMORY, "--model", "base", "--train", "train.jsonl", *extra, **env)
 
-    def start_memory(self, *extra: str, **env: str) -> subprocess.Popen[str]:
+    def start_memory(self, *extra: str, **env: str) -> Process:
         return self.start("run", "--provider", MEMORY, "--model", "base", "--train", "train.jsonl", *extra, **env)
 
 
@@ -86,6 +83,6 @@ def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path)
 
 
-def kill9(process: subprocess.Popen[str]) -> None:
+def kill9(process: Process) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.cli_zygote import run_cloudtune
+from tests.support.cli_zygote import Process, run_cloudtune, start_cloudtune
 from tests.support.testenv import env_without
 from tests.faults import records
 from tests.faults.targets import ROOT, Target, write_training
 
-CLI = [str(ROOT / ".venv" / "bin" / "cloudtune")] if (ROOT / ".venv" / "bin" / "cloudtune").exists() \
-    else [sys.executable, "-m", "cloudtune"]
+CLI = [sys.executable, "-m", "cloudtune"]  # what a started command's ``args`` begin with
 ACTIVE_JOB_STATUSES = {"validating_files", "queued", "running", "paused", "pending", "notRunning", "Running",
                        "Starting", "Preparing", "Queued", "NotStarted", "Provisioning", "starting"}
 CHECKED_KINDS = ("file", "model", "deployment", "endpoint", "data_asset")
@@ -98,7 +97,7 @@ class Ctx:
     target: Target
     tmp: Path
     runs: list[TrackedRun] = field(default_factory=list)
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
     homes: dict[str, Path] = field(default_factory=dict)
     extra_homes: list[Path] = field(default_factory=list)  # e.g. the bystander's, for records
     baseline: records.Snapshot = field(default_factory=records.empty)  # the service before the scenario
@@ -142,13 +141,14 @@ class Ctx:
                   file=sys.stderr, flush=True)
         return Result(args, rc, out, err)
 
-    def start(self, *args: str, home: str = "a", **env: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen([*CLI, *args], cwd=self.tmp, env=self.env(home, **env), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+    def start(self, *args: str, home: str = "a", **env: str) -> Process:
+        """``cloudtune *args`` started in a session of its own (forked from the CLI zygote; behaves as
+        ``subprocess.Popen``: the test signals it, kills it, reads its exit status and output)."""
+        process = start_cloudtune(list(args), self.tmp, self.env(home, **env))
         self.processes.append(process)
         return process
 
-    def finish_process(self, process: subprocess.Popen[str], timeout: float = 120) -> Result:
+    def finish_process(self, process: Process, timeout: float = 120) -> Result:
         try:
             out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -161,7 +161,7 @@ class Ctx:
                                  f"{timeout:.0f}s; its last words: {' | '.join(said)[-300:]}") from exc
         return Result(tuple(map(str, process.args[len(CLI):])), process.returncode, out, err)
 
-    def signal(self, process: subprocess.Popen[str], sig: int) -> Result:
+    def signal(self, process: Process, sig: int) -> Result:
         process.send_signal(sig)
         return self.finish_process(process)
 
@@ -177,7 +177,7 @@ class Ctx:
         self.track(run_id, home, jobs=jobs)
         return result
 
-    def start_run(self, *extra: str, home: str = "a", **env: str) -> subprocess.Popen[str]:
+    def start_run(self, *extra: str, home: str = "a", **env: str) -> Process:
         return self.start(*self.run_args(*extra), home=home, **env)
 
     def track(self, run_id: str, home: str = "a", jobs: int = 1, cleanup: bool = True) -> TrackedRun:
@@ -215,7 +215,7 @@ class Ctx:
         return {key: info for key, info in snap["job"].items() if info.get("run") == run_id}
 
     def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = 60,
-                 process: subprocess.Popen[str] | None = None) -> Any:
+                 process: Process | None = None) -> Any:
         """Poll until ``predicate()`` is truthy (a state, never a duration, decides)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -232,12 +232,12 @@ class Ctx:
         """Fault hits of this scenario ("kind:METHOD /path")."""
         return self.target.hits()[self.hits_mark:]
 
-    def wait_hit(self, fragment: str, process: subprocess.Popen[str] | None = None, count: int = 1) -> None:
+    def wait_hit(self, fragment: str, process: Process | None = None, count: int = 1) -> None:
         """Wait until an armed fault has hit a request whose line contains ``fragment``."""
         self.wait_for(f"a request matching {fragment!r}",
                       lambda: sum(fragment in hit for hit in self.hits()) >= count, process=process)
 
-    def wait_new_job(self, before: records.Snapshot, process: subprocess.Popen[str] | None = None,
+    def wait_new_job(self, before: records.Snapshot, process: Process | None = None,
                      status: str | None = None) -> str:
         def found() -> str | None:
             for key, info in self.snapshot()["job"].items():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cli_zygote import run_cloudtune
+from tests.support.cli_zygote import Process, run_cloudtune, start_cloudtune
 from tests.support.emulators import EmulatorProcess, control
 from tests.support.testenv import env_without
 from tests.openai.conftest import DOCUMENTED_DAY, write_training_file
@@ -42,15 +41,14 @@ class Session:
     def __call__(self, *args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess[str]:
         return run_cloudtune(list(args), self.tmp, self.env(**env), timeout)
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start(self, *args: str) -> Process:
+        return start_cloudtune(list(args), self.tmp, self.env())
 
     def run(self, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
         return self("run", "--provider", "openai", "--model", "gpt-4o-mini", "--train", "train.jsonl", "--json",
                     *extra, **env)
 
-    def start_run(self, *extra: str) -> subprocess.Popen[str]:
+    def start_run(self, *extra: str) -> Process:
         return self.start("run", "--provider", "openai", "--model", "gpt-4o-mini", "--train", "train.jsonl", "--json",
                           *extra)
 
@@ -63,7 +61,7 @@ class Session:
     def faults(self, *faults: dict[str, Any]) -> None:
         self.control("/_emulator/faults", list(faults))
 
-    def wait_for_job_status(self, process: subprocess.Popen[str], wanted: str, timeout: float = 60) -> str:
+    def wait_for_job_status(self, process: Process, wanted: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             statuses = self.state()["job_statuses"]
