@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from cloudtune.service_facts import azure_rft
 from cloudtune.types import FineTuneSpec, JobState
 from providers.azure import AzureProvider
 from tests.azure.conftest import EmulatedTime
+from tests.support.cli_zygote import run_cloudtune
 
 ROOT = Path(__file__).resolve().parents[2]
 STRING_CHECK = {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
@@ -227,10 +227,9 @@ def test_local_reinforcement_is_refused_naming_the_azure_route(tmp_path: Path) -
     env = env_without("AZURE_", "OPENAI_", "CLOUDTUNE_")
     env.update(CLOUDTUNE_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), CLOUDTUNE_TODAY="2026-11-25")
     grader = _grader_file(tmp_path / "grader.json", STRING_CHECK)
-    result = subprocess.run([sys.executable, "-m", "cloudtune", "run", "--provider", "local", "--model",
-                             "HuggingFaceTB/SmolLM2-135M-Instruct", "--train", str(_rft_data(tmp_path / "t.jsonl")),
-                             "--method", "reinforcement", "--grader", str(grader), "--no-deploy"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    result = run_cloudtune(["run", "--provider", "local", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct", "--train",
+                            str(_rft_data(tmp_path / "t.jsonl")), "--method", "reinforcement", "--grader", str(grader),
+                            "--no-deploy"], ROOT, env, 300)
     assert result.returncode == errors.EXIT_CAPABILITY, (result.stdout[-2000:], result.stderr[-2000:])
     assert "--provider azure --model o4-mini --method reinforcement" in result.stdout + result.stderr
     assert os.path.isdir(tmp_path / "home")
@@ -244,9 +243,8 @@ def test_validate_command_checks_rft_data_against_the_grader(tmp_path: Path) -> 
     grader = _grader_file(tmp_path / "grader.yaml", STRING_CHECK)
 
     def validate(data: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cloudtune", "validate", str(data), "--provider", "azure",
-                               "--method", "reinforcement", "--grader", str(grader)],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        return run_cloudtune(["validate", str(data), "--provider", "azure", "--method", "reinforcement", "--grader",
+                              str(grader)], ROOT, env, 120)
 
     assert validate(_rft_data(tmp_path / "good.jsonl")).returncode == 0
     bad = validate(_rft_data(tmp_path / "bad.jsonl", field="answer"))

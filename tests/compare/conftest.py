@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.emulators import EmulatorProcess, control
+from tests.support.cli_zygote import run_cloudtune
 from tests.support.testenv import env_without
 from tests.openai.conftest import chat_example
 
@@ -47,8 +47,7 @@ class OpenAISession:
         return env
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=self.tmp, env=self.env(), check=False,
-                              capture_output=True, text=True, timeout=timeout)
+        return run_cloudtune(list(args), self.tmp, self.env(), timeout)
 
     def control(self, path: str, body: Any = None) -> Any:
         return control(self.url, path, body)

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.core.conftest import CLI, MEMORY, kill9
+from tests.support.cli_zygote import run_cloudtune
 
 
 def _with_closed_stdout(cli: CLI, *args: str) -> tuple[int, str]:
@@ -43,8 +44,7 @@ def test_relative_paths_are_stored_absolute_so_resume_works_from_another_directo
     run_id = json.loads(started.stdout)["run_id"]
     elsewhere = cli.tmp / "elsewhere"
     elsewhere.mkdir()
-    resumed = subprocess.run([sys.executable, "-m", "cloudtune", "resume", run_id, "--json"], cwd=elsewhere,
-                             env=cli.base_env(), capture_output=True, text=True, timeout=120)
+    resumed = run_cloudtune(["resume", run_id, "--json"], elsewhere, cli.base_env(), 120)
     assert resumed.returncode == 0, resumed.stderr
     doc = json.loads(resumed.stdout)
     assert doc["evaluation"]["examples"] == 4  # the eval file was found from another directory
@@ -59,8 +59,7 @@ def test_yaml_paths_are_relative_to_the_yaml_file_and_stored_absolute(cli: CLI) 
     started = cli("run", "configs/run.yaml", "--no-wait", "--json")
     assert started.returncode == 0, started.stderr
     run_id = json.loads(started.stdout)["run_id"]
-    resumed = subprocess.run([sys.executable, "-m", "cloudtune", "resume", run_id, "--json"], cwd=cli.tmp / "configs",
-                             env=cli.base_env(), capture_output=True, text=True, timeout=120)
+    resumed = run_cloudtune(["resume", run_id, "--json"], cli.tmp / "configs", cli.base_env(), 120)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["evaluation"]["examples"] == 3
 
@@ -71,8 +70,7 @@ def test_a_resume_that_needs_the_training_file_finds_it_from_another_directory(c
     kill9(process)
     elsewhere = cli.tmp / "elsewhere"
     elsewhere.mkdir()
-    resumed = subprocess.run([sys.executable, "-m", "cloudtune", "resume", "--json", "--cleanup", "always"],
-                             cwd=elsewhere, env=cli.base_env(), capture_output=True, text=True, timeout=120)
+    resumed = run_cloudtune(["resume", "--json", "--cleanup", "always"], elsewhere, cli.base_env(), 120)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "succeeded"
 

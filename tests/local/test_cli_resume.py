@@ -7,11 +7,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.local.conftest import stop_recorded_processes, write_training_file
+from tests.support.cli_zygote import run_cloudtune
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,8 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CLOUDTUNE_HOME": str(home), "PYTHONPATH": str(ROOT), "CI": "1", "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "CLOUDTUNE_POLL_INTERVAL": "0.2", "CLOUDTUNE_POLL_MAX": "0.5"}
-    return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=home.parent, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cloudtune(list(args), home.parent, env, timeout)
+
+
+def _lock_held(path: Path) -> bool:
+    import fcntl
+
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def test_resume_restarts_a_killed_worker_and_finishes_the_run(tmp_path: Path) -> None:
@@ -45,6 +56,11 @@ def test_resume_restarts_a_killed_worker_and_finishes_the_run(tmp_path: Path) ->
         while not list(job_dir.glob("checkpoints/step-*")) and time.monotonic() < deadline:
             time.sleep(0.02)
         os.kill(int((job_dir / "worker.pid").read_text()), signal.SIGKILL)
+        # a killed process holds its files (so the worker lock) until its last thread is torn down:
+        # the job is "running" until then, so ask once the lock is free
+        deadline = time.monotonic() + 30
+        while _lock_held(job_dir / "worker.lock") and time.monotonic() < deadline:
+            time.sleep(0.02)
 
         status = json.loads(_cli(home, "status", doc["run_id"], "--json").stdout)
         assert status["job"]["state"] == "failed" and status["job"]["error"]["code"] == "worker_died"

@@ -4,11 +4,10 @@ never "deleted"."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.cli_zygote import run_cloudtune
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,8 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("model", ["local:ftjob-doesnotexist", "gpt-4o-mini"])
 def test_delete_model_of_a_missing_local_model_exits_2(tmp_path: Path, model: str) -> None:
     env = {**os.environ, "CLOUDTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT), "CI": "1"}
-    result = subprocess.run([sys.executable, "-m", "cloudtune", "delete-model", model, "--provider", "local"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = run_cloudtune(["delete-model", model, "--provider", "local"], tmp_path, env, 120)
     assert result.returncode == 2, result.stderr
     assert f"no model {model!r}" in result.stderr
     assert "deleted" not in result.stdout

@@ -3,12 +3,14 @@ missing GGUF files, and a clear error for a Hub id that is neither cached nor re
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from local_backend.sources import ModelUnavailable, load_model, load_tokenizer, resolve_source
+from tests.support.cli_zygote import run_cloudtune
 
 
 @pytest.fixture
@@ -62,13 +64,9 @@ def test_cached_tokenizer_dir_never_converts_or_downloads(local_home, tiny_model
 
 def test_validate_counts_local_models_with_their_own_tokenizer(local_home, tiny_model_dir, training_file) -> None:  # type: ignore[no-untyped-def]
     import json
-    import subprocess
-    import sys
 
-    done = subprocess.run(
-        [sys.executable, "-m", "cloudtune", "validate", str(training_file), "--provider", "local",
-         "--model", str(tiny_model_dir), "--json"], capture_output=True, text=True, timeout=120,
-    )
+    done = run_cloudtune(["validate", str(training_file), "--provider", "local", "--model", str(tiny_model_dir),
+                          "--json"], Path.cwd(), dict(os.environ), 120)
     counts = json.loads(done.stdout)["token_counts"]
     assert counts["tokenizer"] == f"huggingface:{tiny_model_dir.name}"
     assert counts["exact"] is True and counts["training"]["total"] > 0

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from tests.support.testenv import env_without
+from tests.support.cli_zygote import run_cloudtune
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,8 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _providers(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = env_without("AZURE_", "OPENAI_", "CLOUDTUNE_")
     env.update(CLOUDTUNE_HOME=str(tmp_path), PYTHONPATH=str(ROOT), CLOUDTUNE_TODAY="2026-11-25")
-    return subprocess.run([sys.executable, "-m", "cloudtune", "providers", *extra], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return run_cloudtune(["providers", *extra], ROOT, env, 120)
 
 
 def test_the_table_is_readable_and_dated(tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.emulators import EmulatorProcess, control
+from tests.support.cli_zygote import run_cloudtune
 from tests.support.testenv import env_without
 from tests.openai.conftest import write_training_file
 
@@ -106,8 +106,7 @@ def _cloudtune(tmp: Path, url: str, *args: str) -> subprocess.CompletedProcess[s
     env.update(CLOUDTUNE_HOME=str(tmp / "home"), OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=url + "/v1",
                AZURE_OPENAI_API_KEY=AZURE_KEY, GITHUB_TOKEN=GITHUB_TOKEN, CLOUDTUNE_POLL_INTERVAL="0.2",
                CLOUDTUNE_POLL_MAX="0.5", PYTHONPATH=str(ROOT), CI="1", **SECRET_ENV)
-    return subprocess.run([sys.executable, "-m", "cloudtune", *args], cwd=tmp, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return run_cloudtune(list(args), tmp, env, 120)
 
 
 def _leaks(tmp: Path, *results: subprocess.CompletedProcess[str]) -> list[str]:
