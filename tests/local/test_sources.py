@@ -70,3 +70,39 @@ def test_validate_counts_local_models_with_their_own_tokenizer(local_home, tiny_
     counts = json.loads(done.stdout)["token_counts"]
     assert counts["tokenizer"] == f"huggingface:{tiny_model_dir.name}"
     assert counts["exact"] is True and counts["training"]["total"] > 0
+
+
+def _tiny_gguf(path: Path) -> Path:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_token_list(["<s>", "</s>", "hello"])
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_conversion_parses_the_file_once_then_puts_gguf_back(tmp_path: Path) -> None:
+    """Within ``gguf_parsed_once`` every reader of the same file is the one parsed first (transformers
+    builds three per conversion) and the tensor-name map is built once; after it, gguf is as it was."""
+    import gguf
+
+    from local_backend.sources import gguf_parsed_once
+
+    path = _tiny_gguf(tmp_path / "tiny.gguf")
+    original_reader, original_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first  # the same parse, whatever the path's type
+        assert [t.name for t in first.tensors] == ["token_embd.weight"]
+        assert first.fields["llama.block_count"].contents() == 2
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is name_map
+        assert name_map.get_name("model.embed_tokens") == "token_embd"
+    assert gguf.GGUFReader is original_reader and gguf.get_tensor_name_map is original_name_map
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)  # outside it: a new parse each time
