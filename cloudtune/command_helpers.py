@@ -67,15 +67,14 @@ def interruptible() -> Iterator[None]:
         # (interrupts.py): pending still, so it ends the block as it would have
         interrupts.raise_if_lost()
     except Signalled as exc:
-        interrupts.consume()
         raise exc.as_error() from None
     except BaseException as exc:
         lost = interrupts.pending()
-        interrupts.consume()
         if isinstance(lost, Signalled):  # the interruption came out as another error: it is what happened
             raise lost.as_error() from exc
         raise
     finally:
+        interrupts.consume()
         for sig, old in previous.items():
             signal.signal(sig, old)
 

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.local.conftest import stop_recorded_processes, write_training_file
 from tests.support.cli_zygote import run_cloudtune
 
@@ -22,19 +24,7 @@ def _cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPr
     return run_cloudtune(list(args), home.parent, env, timeout)
 
 
-def _lock_held(path: Path) -> bool:
-    import fcntl
-
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
-def test_resume_restarts_a_killed_worker_and_finishes_the_run(tmp_path: Path) -> None:
+def test_resume_restarts_a_killed_worker_and_finishes_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from local_backend.tiny import build_tiny_model
     from tests.local.conftest import chat_example
 
@@ -58,8 +48,11 @@ def test_resume_restarts_a_killed_worker_and_finishes_the_run(tmp_path: Path) ->
         os.kill(int((job_dir / "worker.pid").read_text()), signal.SIGKILL)
         # a killed process holds its files (so the worker lock) until its last thread is torn down:
         # the job is "running" until then, so ask once the lock is free
+        from local_backend.jobs import JobDir
+
+        monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
         deadline = time.monotonic() + 30
-        while _lock_held(job_dir / "worker.lock") and time.monotonic() < deadline:
+        while JobDir(doc["job_id"]).worker_holds_lock() and time.monotonic() < deadline:
             time.sleep(0.02)
 
         status = json.loads(_cli(home, "status", doc["run_id"], "--json").stdout)
