@@ -27,7 +27,7 @@ import sys
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from local_backend import procs
 from local_backend.jobs import JobDir, now_iso
@@ -160,6 +160,11 @@ def supervise(job: JobDir, layout: Mapping[str, Any]) -> int:
     status = job.raw_status()
     if code == 0 and status.get("status") in ("succeeded", "cancelled", "paused"):
         return 0
+    if status.get("status") == "succeeded":
+        # Rank 0 writes "succeeded" after the last step and the adapter are saved, which every
+        # rank took part in: a rank that died after that took nothing of the result with it.
+        job.add_event(job.next_event_number(), "warning", f"A training process exited badly after the job had succeeded (torchrun exit code {code}); the adapter is complete", {})
+        return 0
     rank_errors = [json.loads(p.read_text()) for p in sorted(job.path.glob("rank-*.error"))]
     if status.get("status") == "failed" and (status.get("error") or {}).get("code") != "worker_died":
         return 1  # rank 0 recorded a failure of its own
@@ -193,15 +198,39 @@ def join(job_dir: Path, node_rank: int) -> int:
     return subprocess.call(torchrun_command(job_dir, layout), env=env, cwd=str(job_dir), preexec_fn=_die_with_parent)
 
 
+def _leave_without_finalizing(code: int) -> NoReturn:
+    """End a rank here, skipping the interpreter's finalization.
+
+    A rank whose work was done was seen to abort in finalization ("terminate called without an
+    active exception", SIGABRT; once, in a full test run on the 2-core CI machine, 2026-12-06:
+    its peer, rank 0, died of torchrun's SIGTERM at once, so it was finalizing too, Python's
+    handler for it already gone); torchrun then reported the attempt as failed. Tearing down an interpreter whose C++ side still has gloo's
+    threads and their tensors is a known way for a torch process to die that way (pytorch/pytorch
+    PR 179291, 2026-04: "destroying these tensors triggers a GIL acquire that crashes with
+    SIGABRT because the interpreter is being torn down"). Everything a rank must leave behind is
+    written before ``rank_main`` returns (status, events, checkpoints, the adapter, each closed
+    on write), so what is left is flushing the output and leaving."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: nothing more can reach the log
+            pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--rank":
         procs.skip_unused_imports()
         try:
-            return rank_main(Path(argv[1]))
+            code = rank_main(Path(argv[1]))
         except BaseException:  # noqa: BLE001 - the log must say why a rank left
             traceback.print_exc()
-            return 1
+            code = 1
+        _leave_without_finalizing(code)
     print("usage: python -m local_backend.launch --rank JOB_DIR (started by torchrun)", file=sys.stderr)
     return 2
 

@@ -33,7 +33,30 @@ def _adapter(provider, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     return load_file(str(provider._jobdir(job_id).adapter_dir / "adapter_model.safetensors"))
 
 
-def test_two_processes_train_the_same_adapter_as_one(provider, local_home: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+# Loaded by every Python process started with its folder first on PYTHONPATH; acts in rank 1 of a
+# torchrun job only (RANK is set there and nowhere else): once rank 0 has recorded the job as
+# succeeded, rank 1 dies of SIGABRT, as a torch process can while the interpreter finalizes.
+_RANK_ONE_ABORTS_AFTER_SUCCESS = """
+import os
+if os.environ.get("RANK") == "1":
+    import atexit, json, time
+    def _abort_once_the_job_succeeded(code=0):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(open("status.json").read()).get("status") == "succeeded":
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        os.abort()
+    atexit.register(_abort_once_the_job_succeeded)  # a rank that finalizes
+    os._exit = _abort_once_the_job_succeeded  # a rank that skips finalization
+"""
+
+
+def test_two_processes_train_the_same_adapter_as_one(provider, local_home: Path, tiny_model_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from providers.local import LocalProvider
@@ -43,8 +66,18 @@ def test_two_processes_train_the_same_adapter_as_one(provider, local_home: Path,
                         hyperparameters=fast_hyperparameters(epochs=2, checkpoint_every=0))
     single_job, single = _train(provider, spec, "run-one")
     two = LocalProvider({"num_processes": "2"})
-    pair_job, pair = _train(two, spec, "run-two")
-    assert single.state == pair.state == JobState.SUCCEEDED, provider._jobdir(pair_job.id).path.joinpath("worker.log").read_text()[-3000:]
+    # A rank that dies after the job is done (here rank 1, of SIGABRT) takes nothing of the result
+    # with it: the job stays succeeded, with a warning, and its adapter is the one-process adapter.
+    injected = tmp_path / "site"
+    injected.mkdir()
+    (injected / "sitecustomize.py").write_text(_RANK_ONE_ABORTS_AFTER_SUCCESS)
+    with monkeypatch.context() as patched:
+        patched.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(injected), os.environ.get("PYTHONPATH")) if p))
+        pair_job, pair = _train(two, spec, "run-two")
+    pair_log = provider._jobdir(pair_job.id).path.joinpath("worker.log").read_text()
+    assert single.state == pair.state == JobState.SUCCEEDED, pair_log[-3000:]
+    assert "exitcode  : -6" in pair_log  # rank 1 did die of SIGABRT
+    assert any(e.level == "warning" and "after the job had succeeded" in e.message for e in two.list_events(pair_job.id, limit=1000))
 
     one_state, two_state = _adapter(provider, single_job.id), _adapter(provider, pair_job.id)
     assert one_state.keys() == two_state.keys()
@@ -273,3 +306,22 @@ def test_qlora_under_fsdp_stores_4bit_weights_in_bf16() -> None:
     assert (sharded.load_in_4bit, sharded.bnb_4bit_quant_type, sharded.bnb_4bit_use_double_quant) == (True, "nf4", True)
     assert sharded.bnb_4bit_compute_dtype == torch.bfloat16
     assert bnb_4bit_config().bnb_4bit_quant_storage == torch.uint8  # one device: bitsandbytes' default packing
+
+
+def test_a_rank_leaves_without_finalizing_the_interpreter(tmp_path: Path) -> None:
+    """A rank's exit skips the interpreter's teardown (where a torch process can abort, see
+    launch._leave_without_finalizing) yet still says why it left and with which code."""
+    import subprocess
+    import sys
+
+    script = ("import atexit, sys\n"
+              "atexit.register(print, 'finalized', flush=True)\n"
+              "from local_backend import launch\n"
+              "sys.exit(launch.main(['--rank', sys.argv[1]]))\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "no-such-job")], capture_output=True, text=True,
+                          timeout=120, cwd=root, env=env)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr  # no torchrun rendezvous to join: the rank says why it left
+    assert "finalized" not in done.stdout
